@@ -1,0 +1,174 @@
+//! What every backend shares: input checks, the deadline-driven wait loop, time conversions.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::time::{Duration, Instant};
+
+use crate::{Events, Mode, RESERVED_TOKEN};
+
+/// Checks the arguments of `register`/`modify`: fd, token, and whether the backend has `mode`.
+pub(crate) fn check_registration(
+    fd: RawFd,
+    token: u64,
+    mode: Mode,
+    supported: bool,
+) -> io::Result<()> {
+    check_fd(fd)?;
+    if token == RESERVED_TOKEN {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "token u64::MAX is reserved for the poller's notifier",
+        ));
+    }
+    if !supported {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("this poller has no {mode:?} mode"),
+        ));
+    }
+    Ok(())
+}
+
+/// Negative fds are `InvalidInput` on every backend (epoll would say `EBADF`, select would
+/// corrupt memory).
+pub(crate) fn check_fd(fd: RawFd) -> io::Result<()> {
+    if fd < 0 {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("negative file descriptor {fd}"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+pub(crate) fn not_found(fd: RawFd) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("fd {fd} is not registered with this poller"),
+    )
+}
+
+pub(crate) fn already_exists(fd: RawFd) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        format!("fd {fd} is already registered with this poller"),
+    )
+}
+
+/// What one backend system call produced.
+pub(crate) struct Round {
+    /// The notifier fired (its wake-up was consumed).
+    pub(crate) notified: bool,
+}
+
+/// The wait loop every backend uses: clears `events`, calls `once` with the time left until
+/// the deadline (`None`: no limit), retries on `EINTR` and on rounds that produced nothing
+/// before the deadline (so a wait never ends early), and returns the number of events.
+///
+/// `once` must block at most the time it is given and must not clear `events`.
+#[inline]
+pub(crate) fn wait_loop(
+    events: &mut Events,
+    timeout: Option<Duration>,
+    mut once: impl FnMut(&mut Events, Option<Duration>) -> io::Result<Round>,
+) -> io::Result<usize> {
+    events.clear();
+    // A timeout too large for `Instant` is the same as none.
+    let deadline = match timeout {
+        Some(t) if !t.is_zero() => Instant::now().checked_add(t),
+        _ => None,
+    };
+    let mut left = match (timeout, deadline) {
+        (Some(t), _) if t.is_zero() => Some(Duration::ZERO),
+        (_, Some(d)) => Some(d.saturating_duration_since(Instant::now())),
+        _ => None,
+    };
+    loop {
+        match once(events, left) {
+            Ok(round) => {
+                if round.notified || !events.is_empty() || left == Some(Duration::ZERO) {
+                    return Ok(events.len());
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        if let Some(d) = deadline {
+            let now = Instant::now();
+            if now >= d {
+                return Ok(events.len());
+            }
+            left = Some(d - now);
+        }
+    }
+}
+
+/// A duration as a `timespec` (seconds saturate at `time_t::MAX`).
+#[allow(dead_code)]
+pub(crate) fn timespec(d: Duration) -> libc::timespec {
+    // SAFETY: timespec is plain data; all-zero is a valid value, and it hides the private
+    // padding fields some targets (musl, 32-bit) have.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    ts.tv_sec = libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX);
+    ts.tv_nsec = d.subsec_nanos().try_into().unwrap_or(0);
+    ts
+}
+
+/// A duration as whole milliseconds for `epoll_wait`/`poll`: rounded *up* so a wait never
+/// ends early (mio's poll selector does the same), capped at `c_int::MAX`; `None` is -1.
+#[allow(dead_code)]
+pub(crate) fn millis_round_up(d: Option<Duration>) -> libc::c_int {
+    match d {
+        None => -1,
+        Some(d) => {
+            let ms = d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 != 0);
+            libc::c_int::try_from(ms).unwrap_or(libc::c_int::MAX)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn millis_round_up_never_shortens() {
+        assert_eq!(millis_round_up(None), -1);
+        assert_eq!(millis_round_up(Some(Duration::ZERO)), 0);
+        assert_eq!(millis_round_up(Some(Duration::from_nanos(1))), 1);
+        assert_eq!(millis_round_up(Some(Duration::from_micros(1500))), 2);
+        assert_eq!(millis_round_up(Some(Duration::from_millis(7))), 7);
+        assert_eq!(millis_round_up(Some(Duration::MAX)), libc::c_int::MAX);
+    }
+
+    #[test]
+    fn timespec_saturates() {
+        let ts = timespec(Duration::MAX);
+        assert_eq!(ts.tv_sec, libc::time_t::MAX);
+        let ts = timespec(Duration::new(3, 5));
+        assert_eq!((ts.tv_sec, ts.tv_nsec), (3, 5));
+    }
+
+    #[test]
+    fn bad_input_kinds() {
+        assert_eq!(
+            check_registration(-1, 0, Mode::Level, true)
+                .unwrap_err()
+                .kind(),
+            io::ErrorKind::InvalidInput
+        );
+        assert_eq!(
+            check_registration(0, RESERVED_TOKEN, Mode::Level, true)
+                .unwrap_err()
+                .kind(),
+            io::ErrorKind::InvalidInput
+        );
+        assert_eq!(
+            check_registration(0, 1, Mode::Edge, false)
+                .unwrap_err()
+                .kind(),
+            io::ErrorKind::Unsupported
+        );
+    }
+}

@@ -1,0 +1,232 @@
+//! epoll(7), for Linux and Android.
+//!
+//! # Platform notes
+//!
+//! * Timeouts: `epoll_pwait2(2)` (Linux 5.11+) takes a `timespec`, so waits keep nanosecond
+//!   precision; on older kernels (`ENOSYS`, or `EPERM` from a seccomp filter) the backend falls
+//!   back to `epoll_wait(2)` once and for good, with the timeout rounded *up* to whole
+//!   milliseconds so it never ends early.
+//! * epoll registers open file descriptions, not fd numbers: an fd closed without
+//!   [`deregister`](Poller::deregister) stops reporting once the last duplicate of it is closed.
+//! * Regular files cannot be registered (`EPERM`).
+//! * [`Mode::Edge`] is `EPOLLET`, [`Mode::Oneshot`] is `EPOLLONESHOT`.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::common::{self, Round};
+use crate::notify::Receiver;
+use crate::syscall::{cvt, cvt_retry};
+use crate::{Events, Interest, Mode, Notifier, Poller, Ready, RESERVED_TOKEN};
+
+/// The epoll backend. See the [module docs](self) for its platform notes.
+pub struct Epoll {
+    /// Invariant: an epoll instance this value owns.
+    epfd: OwnedFd,
+    /// The kernel's output buffer, reused by every wait (locked by the one waiter).
+    buf: Mutex<Vec<libc::epoll_event>>,
+    wake: Receiver,
+}
+
+impl std::fmt::Debug for Epoll {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Epoll").field("epfd", &self.epfd).finish()
+    }
+}
+
+/// Whether the running kernel has epoll_pwait2: 0 not yet known, 1 yes, 2 no.
+static PWAIT2: AtomicU8 = AtomicU8::new(0);
+
+impl Poller for Epoll {
+    const NAME: &'static str = "epoll";
+
+    fn new() -> io::Result<Self> {
+        // SAFETY: epoll_create1 takes no pointers; a non-negative return is a new fd.
+        let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
+        // SAFETY: `fd` was just created and nothing else owns it.
+        let epfd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let wake = Receiver::new_fd()?;
+        let poller = Self {
+            epfd,
+            buf: Mutex::new(Vec::new()),
+            wake,
+        };
+        let wake_fd = poller.wake.fd().expect("eventfd notifier");
+        poller.ctl(
+            libc::EPOLL_CTL_ADD,
+            wake_fd,
+            RESERVED_TOKEN,
+            libc::EPOLLIN as u32,
+        )?;
+        Ok(poller)
+    }
+
+    fn supports(&self, _mode: Mode) -> bool {
+        true
+    }
+
+    fn register(&self, fd: RawFd, token: u64, interest: Interest, mode: Mode) -> io::Result<()> {
+        common::check_registration(fd, token, mode, true)?;
+        self.ctl(libc::EPOLL_CTL_ADD, fd, token, epoll_flags(interest, mode))
+    }
+
+    fn modify(&self, fd: RawFd, token: u64, interest: Interest, mode: Mode) -> io::Result<()> {
+        common::check_registration(fd, token, mode, true)?;
+        self.ctl(libc::EPOLL_CTL_MOD, fd, token, epoll_flags(interest, mode))
+            .map_err(|e| not_found_if_enoent(e, fd))
+    }
+
+    fn deregister(&self, fd: RawFd) -> io::Result<()> {
+        common::check_fd(fd)?;
+        if Some(fd) == self.wake.fd() {
+            return Err(common::not_found(fd));
+        }
+        self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
+            .map_err(|e| not_found_if_enoent(e, fd))
+    }
+
+    fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
+        let mut buf = self.buf.lock().unwrap_or_else(|p| p.into_inner());
+        if buf.capacity() < events.capacity() {
+            buf.clear();
+            buf.reserve_exact(events.capacity());
+        }
+        common::wait_loop(events, timeout, |events, left| {
+            self.wait_once(&mut buf, events, left)
+        })
+    }
+
+    fn notify(&self) -> io::Result<()> {
+        self.wake.notifier().notify()
+    }
+
+    fn notifier(&self) -> Notifier {
+        self.wake.notifier().clone()
+    }
+}
+
+impl Epoll {
+    fn ctl(&self, op: libc::c_int, fd: RawFd, token: u64, flags: u32) -> io::Result<()> {
+        let mut ev = libc::epoll_event {
+            events: flags,
+            u64: token,
+        };
+        // SAFETY: `ev` is a valid epoll_event for the call (the kernel ignores it for DEL on
+        // Linux >= 2.6.9 but it must be non-null on older ones); `epfd` is open (invariant).
+        cvt_retry(|| unsafe { libc::epoll_ctl(self.epfd.as_raw_fd(), op, fd, &mut ev) })?;
+        Ok(())
+    }
+
+    /// One `epoll_pwait2`/`epoll_wait` call; converts what the kernel stored into `events`.
+    fn wait_once(
+        &self,
+        buf: &mut Vec<libc::epoll_event>,
+        events: &mut Events,
+        left: Option<Duration>,
+    ) -> io::Result<Round> {
+        let max = events.remaining().min(buf.capacity()).max(1);
+        let max_c = libc::c_int::try_from(max).unwrap_or(libc::c_int::MAX);
+        buf.clear();
+        let n = self.sys_wait(buf.as_mut_ptr(), max_c, left)?;
+        // SAFETY: the kernel initialised the first `n` entries, and `n <= max <= capacity`.
+        unsafe { buf.set_len(n) };
+        let mut notified = false;
+        for ev in buf.iter() {
+            let (flags, token) = (ev.events, ev.u64);
+            if token == RESERVED_TOKEN {
+                self.wake.reset();
+                notified = true;
+            } else {
+                events.push(token, ready_from(flags));
+            }
+        }
+        Ok(Round { notified })
+    }
+
+    /// `epoll_pwait2` when the kernel has it, else `epoll_wait`; returns the count.
+    fn sys_wait(
+        &self,
+        out: *mut libc::epoll_event,
+        max: libc::c_int,
+        left: Option<Duration>,
+    ) -> io::Result<usize> {
+        let epfd = self.epfd.as_raw_fd();
+        if PWAIT2.load(Ordering::Relaxed) != 2 {
+            let ts = left.map(common::timespec);
+            let ts_ptr = ts
+                .as_ref()
+                .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+            // SAFETY: `out` has room for `max` events (caller's buffer capacity); `ts_ptr` is
+            // null or points to a live timespec; a null sigmask means "leave it alone".
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_epoll_pwait2,
+                    epfd,
+                    out,
+                    max,
+                    ts_ptr,
+                    std::ptr::null::<libc::sigset_t>(),
+                    0usize,
+                )
+            };
+            match cvt(r) {
+                Ok(n) => {
+                    PWAIT2.store(1, Ordering::Relaxed);
+                    return Ok(n.unsigned_abs() as usize);
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
+                    PWAIT2.store(2, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        // SAFETY: `out` has room for `max` events; `epfd` is open (invariant).
+        let n = cvt(unsafe { libc::epoll_wait(epfd, out, max, common::millis_round_up(left)) })?;
+        Ok(n.unsigned_abs() as usize)
+    }
+}
+
+fn not_found_if_enoent(e: io::Error, fd: RawFd) -> io::Error {
+    if e.raw_os_error() == Some(libc::ENOENT) {
+        common::not_found(fd)
+    } else {
+        e
+    }
+}
+
+fn epoll_flags(interest: Interest, mode: Mode) -> u32 {
+    let mut f = 0;
+    if interest.contains(Interest::READABLE) {
+        f |= libc::EPOLLIN | libc::EPOLLRDHUP;
+    }
+    if interest.contains(Interest::WRITABLE) {
+        f |= libc::EPOLLOUT;
+    }
+    f |= match mode {
+        Mode::Level => 0,
+        Mode::Oneshot => libc::EPOLLONESHOT,
+        Mode::Edge => libc::EPOLLET,
+    };
+    f as u32
+}
+
+fn ready_from(flags: u32) -> Ready {
+    let f = flags as libc::c_int;
+    let mut r = Ready::empty();
+    if f & (libc::EPOLLIN | libc::EPOLLPRI) != 0 {
+        r |= Ready::READABLE;
+    }
+    if f & libc::EPOLLOUT != 0 {
+        r |= Ready::WRITABLE;
+    }
+    if f & libc::EPOLLERR != 0 {
+        r |= Ready::ERROR;
+    }
+    if f & (libc::EPOLLHUP | libc::EPOLLRDHUP) != 0 {
+        r |= Ready::HUP;
+    }
+    r
+}

@@ -1,0 +1,64 @@
+//! Interest, readiness and registration modes.
+
+use bitflags::bitflags;
+
+bitflags! {
+    /// What a registration waits for.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ioloop_sys::Interest;
+    /// let both = Interest::READABLE | Interest::WRITABLE;
+    /// assert!(both.contains(Interest::WRITABLE));
+    /// ```
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub struct Interest: u8 {
+        /// Wake when the fd can be read without blocking (or has hit end of file).
+        const READABLE = 0b01;
+        /// Wake when the fd can be written without blocking.
+        const WRITABLE = 0b10;
+    }
+}
+
+bitflags! {
+    /// What a reported event says about its fd.
+    ///
+    /// How each backend's native flags map onto these:
+    ///
+    /// | flag | epoll | kqueue | io_uring | poll | select |
+    /// |---|---|---|---|---|---|
+    /// | `READABLE` | `EPOLLIN`, `EPOLLPRI` | `EVFILT_READ` | `POLLIN`, `POLLPRI` | `POLLIN`, `POLLPRI` | in the read set |
+    /// | `WRITABLE` | `EPOLLOUT` | `EVFILT_WRITE` | `POLLOUT` | `POLLOUT` | in the write set |
+    /// | `ERROR` | `EPOLLERR` | `EV_ERROR`, or `EV_EOF` with `fflags` set | `POLLERR`, `POLLNVAL` | `POLLERR`, `POLLNVAL` | `EBADF` (fd closed behind the poller's back) |
+    /// | `HUP` | `EPOLLHUP`, `EPOLLRDHUP` | `EV_EOF` | `POLLHUP`, `POLLRDHUP` | `POLLHUP` (`POLLRDHUP` on Linux) | never: a closed peer shows as `READABLE` with `read` returning 0 |
+    ///
+    /// kqueue reports reading and writing as separate events; the kqueue backend merges the two
+    /// for one fd when they arrive in the same wait, so one event per fd is the rule everywhere.
+    /// `ERROR` and `HUP` are reported whatever the interest was.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub struct Ready: u8 {
+        /// The fd can be read (or is at end of file).
+        const READABLE = 0b0001;
+        /// The fd can be written.
+        const WRITABLE = 0b0010;
+        /// An error condition is pending on the fd (or the fd is no longer open).
+        const ERROR = 0b0100;
+        /// The peer hung up (both directions, or its write side).
+        const HUP = 0b1000;
+    }
+}
+
+/// How a registration reports readiness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Mode {
+    /// Report on every wait for as long as the fd is ready (Tornado's and select's meaning).
+    #[default]
+    Level,
+    /// Report once, then stay disarmed until [`Poller::modify`](crate::Poller::modify) re-arms
+    /// the fd. poll and select emulate this by disarming the fd after a report.
+    Oneshot,
+    /// Report when readiness changes (`EPOLLET`, `EV_CLEAR`); only on epoll and kqueue,
+    /// see [`Poller::supports`](crate::Poller::supports).
+    Edge,
+}

@@ -1,0 +1,195 @@
+//! The OS layer of [ioloop]: one [`Poller`] trait over the readiness APIs of every Unix.
+//!
+//! | backend | OS | type | modes |
+//! |---|---|---|---|
+//! | epoll | Linux, Android | [`Epoll`] | Level, Oneshot, Edge |
+//! | kqueue | macOS, iOS, FreeBSD, NetBSD, OpenBSD, DragonFly | `Kqueue` | Level, Oneshot, Edge |
+//! | io_uring | Linux | `Uring` | Level, Oneshot |
+//! | poll | every Unix | [`Poll`] | Level, Oneshot |
+//! | select | every Unix | [`Select`] | Level, Oneshot |
+//!
+//! Every backend offers the same operations with the same meaning, so code generic over
+//! [`Poller`] (and every test of this workspace) runs unchanged on each of them.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::io::Write;
+//! use std::os::fd::AsRawFd;
+//! use std::os::unix::net::UnixStream;
+//! use std::time::Duration;
+//! use ioloop_sys::{Events, Interest, Mode, DefaultPoller, Poller, Ready};
+//!
+//! let poller = DefaultPoller::new()?;
+//! let (a, mut b) = UnixStream::pair()?;
+//! poller.register(a.as_raw_fd(), 7, Interest::READABLE, Mode::Level)?;
+//! b.write_all(b"x")?;
+//!
+//! let mut events = Events::with_capacity(16);
+//! let n = poller.wait(&mut events, Some(Duration::from_secs(5)))?;
+//! assert_eq!(n, 1);
+//! let ev = events.iter().next().unwrap();
+//! assert_eq!(ev.token(), 7);
+//! assert!(ev.ready().contains(Ready::READABLE));
+//! poller.deregister(a.as_raw_fd())?;
+//! # std::io::Result::Ok(())
+//! ```
+//!
+//! [ioloop]: https://docs.rs/ioloop
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+use std::io;
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+mod common;
+mod events;
+mod flags;
+mod notify;
+mod syscall;
+
+pub mod signal;
+
+#[cfg(ioloop_has_epoll)]
+mod epoll;
+// BACKENDS-PENDING #[cfg(ioloop_has_kqueue)]
+// BACKENDS-PENDING mod kqueue;
+// BACKENDS-PENDING mod poll;
+// BACKENDS-PENDING mod select;
+// BACKENDS-PENDING #[cfg(ioloop_has_uring)]
+// BACKENDS-PENDING mod uring;
+
+#[cfg(feature = "alloc-counter")]
+pub mod alloc_counter;
+
+pub use events::{Event, Events};
+pub use flags::{Interest, Mode, Ready};
+pub use notify::Notifier;
+
+#[cfg(ioloop_has_epoll)]
+pub use epoll::Epoll;
+// BACKENDS-PENDING #[cfg(ioloop_has_kqueue)]
+// BACKENDS-PENDING pub use kqueue::Kqueue;
+// BACKENDS-PENDING pub use poll::Poll;
+// BACKENDS-PENDING pub use select::Select;
+// BACKENDS-PENDING #[cfg(ioloop_has_uring)]
+// BACKENDS-PENDING pub use uring::Uring;
+
+/// The token value a [`Poller`] keeps for its own notifier; registering it is
+/// [`InvalidInput`](io::ErrorKind::InvalidInput).
+pub const RESERVED_TOKEN: u64 = u64::MAX;
+
+/// A readiness poller: the one interface every backend implements with the same meaning.
+///
+/// A poller is `Send + Sync`, and [`register`](Poller::register), [`modify`](Poller::modify) and
+/// [`deregister`](Poller::deregister) take `&self`: a registration made from another thread
+/// while a [`wait`](Poller::wait) is blocked takes effect in that wait (epoll and kqueue do this
+/// natively; poll, select and io_uring apply the change under a lock and interrupt the wait
+/// through the notifier). Only one thread may be inside `wait` at a time; a second one blocks
+/// until the first returns.
+///
+/// The poller does not own the file descriptors it watches. Deregister an fd before closing it:
+/// an fd closed while registered is reported (poll and select report it as
+/// [`Ready::ERROR`]; epoll drops it silently when the last reference to the open file goes).
+///
+/// # Errors
+///
+/// Every backend reports bad input the same way:
+///
+/// | input | [`io::ErrorKind`] |
+/// |---|---|
+/// | `fd < 0`, or `token == `[`RESERVED_TOKEN`] | `InvalidInput` |
+/// | `register` of an fd already registered | `AlreadyExists` |
+/// | `modify` / `deregister` of an fd not registered | `NotFound` |
+/// | a [`Mode`] the backend lacks (see [`supports`](Poller::supports)) | `Unsupported` |
+/// | [`Select`] with `fd >= FD_SETSIZE` | `InvalidInput` |
+pub trait Poller: Send + Sync + Sized + 'static {
+    /// The backend's short name: `"epoll"`, `"kqueue"`, `"uring"`, `"poll"` or `"select"`.
+    const NAME: &'static str;
+
+    /// Creates a poller, with its notifier.
+    ///
+    /// # Errors
+    ///
+    /// Whatever the OS says when it cannot create the kernel object (fd limit, memory, an
+    /// io_uring that a kernel or seccomp policy refuses).
+    fn new() -> io::Result<Self>;
+
+    /// Whether this poller can register in `mode`.
+    fn supports(&self, mode: Mode) -> bool;
+
+    /// Starts watching `fd` for `interest`; events carry `token`.
+    ///
+    /// An empty `interest` is allowed: the fd then only reports [`Ready::ERROR`] and
+    /// [`Ready::HUP`] where the OS reports those unasked.
+    ///
+    /// # Errors
+    ///
+    /// See the [trait docs](Poller#errors); otherwise what the OS reports (`EBADF` for an fd
+    /// that is not open, `EPERM` for a regular file on epoll).
+    fn register(&self, fd: RawFd, token: u64, interest: Interest, mode: Mode) -> io::Result<()>;
+
+    /// Changes the token, interest and mode of a registered `fd`; also re-arms a
+    /// [`Mode::Oneshot`] registration that has reported.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` if `fd` is not registered; see the [trait docs](Poller#errors).
+    fn modify(&self, fd: RawFd, token: u64, interest: Interest, mode: Mode) -> io::Result<()>;
+
+    /// Stops watching `fd`.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` if `fd` is not registered; `InvalidInput` if `fd < 0`.
+    fn deregister(&self, fd: RawFd) -> io::Result<()>;
+
+    /// Waits for events, clears `events` and fills it with at most
+    /// [`events.capacity()`](Events::capacity) of them, and returns how many it stored.
+    ///
+    /// `None` waits without a time limit, `Some(Duration::ZERO)` does not block. It returns
+    /// before `timeout` only when an event is ready or the [`Notifier`] was notified (then
+    /// possibly with `Ok(0)`). A signal that interrupts the system call is not an error: the
+    /// wait goes on for the time that is left. Timeouts keep the precision the system call
+    /// has (nanoseconds with `epoll_pwait2`, `ppoll`, `kevent` and io_uring, milliseconds
+    /// rounded up with `epoll_wait`, microseconds with `select`) and never end early.
+    ///
+    /// # Errors
+    ///
+    /// What the OS reports; `EINTR` is never returned.
+    fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize>;
+
+    /// Wakes a blocked (or the next) [`wait`](Poller::wait); same as `self.notifier().notify()`.
+    ///
+    /// # Errors
+    ///
+    /// What the OS reports when writing the wake-up; with the coalescing, rare.
+    fn notify(&self) -> io::Result<()>;
+
+    /// A cloneable, `Send + Sync` handle whose [`notify`](Notifier::notify) wakes this poller's
+    /// wait from any thread.
+    fn notifier(&self) -> Notifier;
+}
+
+/// The backend chosen at build time: epoll on Linux/Android, kqueue on macOS and the BSDs,
+/// poll elsewhere; `IOLOOP_POLLER=<name>` at build time overrides it.
+#[cfg(ioloop_default = "epoll")]
+pub type DefaultPoller = Epoll;
+/// The backend chosen at build time: epoll on Linux/Android, kqueue on macOS and the BSDs,
+/// poll elsewhere; `IOLOOP_POLLER=<name>` at build time overrides it.
+#[cfg(ioloop_default = "kqueue")]
+pub type DefaultPoller = Kqueue;
+/// The backend chosen at build time: epoll on Linux/Android, kqueue on macOS and the BSDs,
+/// poll elsewhere; `IOLOOP_POLLER=<name>` at build time overrides it.
+#[cfg(ioloop_default = "uring")]
+pub type DefaultPoller = Uring;
+/// The backend chosen at build time: epoll on Linux/Android, kqueue on macOS and the BSDs,
+/// poll elsewhere; `IOLOOP_POLLER=<name>` at build time overrides it.
+#[cfg(ioloop_default = "poll")]
+pub type DefaultPoller = Poll;
+/// The backend chosen at build time: epoll on Linux/Android, kqueue on macOS and the BSDs,
+/// poll elsewhere; `IOLOOP_POLLER=<name>` at build time overrides it.
+#[cfg(ioloop_default = "select")]
+pub type DefaultPoller = Select;

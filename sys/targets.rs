@@ -1,0 +1,70 @@
+// Shared by `sys/build.rs` and the workspace's `build.rs` (pulled in with `include!`):
+// the one place that says which poller backends each target OS has.
+
+/// Every backend name `IOLOOP_POLLER` accepts, in Tornado's order of preference.
+#[allow(dead_code)]
+const ALL_BACKENDS: &[&str] = &["epoll", "kqueue", "uring", "poll", "select"];
+
+/// The backends the target OS offers, most preferred first (the first one is the default).
+fn backends_for(target_os: &str) -> &'static [&'static str] {
+    match target_os {
+        "linux" => &["epoll", "uring", "poll", "select"],
+        "android" => &["epoll", "poll", "select"],
+        "macos" | "ios" | "tvos" | "watchos" | "visionos" | "freebsd" | "netbsd" | "openbsd"
+        | "dragonfly" => &["kqueue", "poll", "select"],
+        _ => &["poll", "select"],
+    }
+}
+
+/// Emits `cargo:rustc-check-cfg` for the backend cfgs and `cargo:rustc-cfg` for those the
+/// target has: `ioloop_has_epoll`, `ioloop_has_kqueue`, ...
+#[allow(dead_code)]
+fn emit_backend_cfgs() -> &'static [&'static str] {
+    let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    let family = std::env::var("CARGO_CFG_TARGET_FAMILY").unwrap_or_default();
+    for name in ALL_BACKENDS {
+        println!("cargo:rustc-check-cfg=cfg(ioloop_has_{name})");
+    }
+    if !family.split(',').any(|f| f == "unix") {
+        return &[];
+    }
+    let have = backends_for(&os);
+    for name in have {
+        println!("cargo:rustc-cfg=ioloop_has_{name}");
+    }
+    have
+}
+
+/// The default backend: `IOLOOP_POLLER` if set (checked against what the target has, with a
+/// build error that says so), else the target's first. Emits `cfg(ioloop_default = "...")`.
+#[allow(dead_code)]
+fn choose_default(have: &[&str]) -> String {
+    println!("cargo:rerun-if-env-changed=IOLOOP_POLLER");
+    let values: Vec<String> = ALL_BACKENDS.iter().map(|b| format!("\"{b}\"")).collect();
+    println!("cargo:rustc-check-cfg=cfg(ioloop_default, values({}))", values.join(", "));
+    let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    let chosen = match std::env::var("IOLOOP_POLLER") {
+        Ok(wanted) if !wanted.is_empty() => {
+            if !ALL_BACKENDS.contains(&wanted.as_str()) {
+                panic!(
+                    "IOLOOP_POLLER={wanted:?} is not a backend; choose one of: {}",
+                    ALL_BACKENDS.join(", ")
+                );
+            }
+            if !have.contains(&wanted.as_str()) {
+                panic!(
+                    "IOLOOP_POLLER={wanted} was asked for, but target OS {os:?} has no {wanted} \
+                     backend; it has: {}",
+                    have.join(", ")
+                );
+            }
+            wanted
+        }
+        _ => match have.first() {
+            Some(first) => first.to_string(),
+            None => panic!("ioloop supports Unix targets only; target OS {os:?} is not one"),
+        },
+    };
+    println!("cargo:rustc-cfg=ioloop_default=\"{chosen}\"");
+    chosen
+}
