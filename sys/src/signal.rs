@@ -1,1 +1,176 @@
-//! placeholder
+//! Signals delivered as readiness: a self-pipe per signal number.
+//!
+//! [`SignalPipe::new`] installs a handler for one signal that does nothing but write one byte
+//! to a non-blocking pipe (async-signal-safe: `write(2)` only, `errno` preserved). The read end
+//! is an ordinary fd that any [`Poller`](crate::Poller) watches, so the user's handler runs as a
+//! normal loop event, never inside the signal handler. Dropping the `SignalPipe` restores the
+//! disposition that was there before.
+//!
+//! A self-pipe works the same on every Unix and, unlike `signalfd`, does not require the signal
+//! to be blocked in every thread of the process (a signalfd misses signals delivered to a
+//! thread that has them unblocked).
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use nix::sys::signal::{self as nsig, SaFlags, SigAction, SigHandler, SigSet, Signal};
+
+use crate::notify::pipe_nonblocking;
+use crate::syscall::{cvt, cvt_retry};
+
+/// One slot per signal number: the write end of that signal's pipe, or -1.
+static WRITE_FDS: [AtomicI32; 128] = [const { AtomicI32::new(-1) }; 128];
+
+/// A signal number routed to a pipe. See the [module docs](self).
+///
+/// # Examples
+///
+/// ```
+/// use ioloop_sys::signal::SignalPipe;
+/// let pipe = SignalPipe::new(libc::SIGUSR2)?;
+/// nix::sys::signal::raise(nix::sys::signal::Signal::SIGUSR2)?;
+/// assert_eq!(pipe.drain(), 1);
+/// # std::io::Result::Ok(())
+/// ```
+pub struct SignalPipe {
+    signal: Signal,
+    read: OwnedFd,
+    /// Owned here; its raw value is also in `WRITE_FDS[signal]` for the handler, which is
+    /// cleared (and the old action restored) before this is closed.
+    #[allow(dead_code)] // kept open for the handler; closed on drop
+    write: OwnedFd,
+    old: SigAction,
+}
+
+impl std::fmt::Debug for SignalPipe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignalPipe")
+            .field("signal", &self.signal)
+            .field("read", &self.read)
+            .finish()
+    }
+}
+
+extern "C" fn on_signal(signum: libc::c_int) {
+    let slot = usize::try_from(signum).ok().and_then(|i| WRITE_FDS.get(i));
+    if let Some(fd) = slot
+        .map(|s| s.load(Ordering::Relaxed))
+        .filter(|fd| *fd >= 0)
+    {
+        let saved = nix::errno::Errno::last_raw();
+        let byte = 1u8;
+        // SAFETY: write(2) is async-signal-safe; `byte` lives across the call. A full pipe
+        // (EAGAIN) already holds a wake-up, so the result is deliberately ignored.
+        let _ = unsafe { libc::write(fd, (&byte as *const u8).cast(), 1) };
+        nix::errno::Errno::set_raw(saved);
+    }
+}
+
+impl SignalPipe {
+    /// Routes `signum` to a new pipe.
+    ///
+    /// # Errors
+    ///
+    /// * `InvalidInput`: not a signal number this OS knows, or one that cannot be caught
+    ///   (`SIGKILL`, `SIGSTOP`) or must not be (`SIGSEGV`, `SIGBUS`, `SIGILL`, `SIGFPE`: the
+    ///   faulting instruction would run again as soon as the handler returns).
+    /// * `AlreadyExists`: another `SignalPipe` for this signal is alive.
+    /// * what `pipe(2)` or `sigaction(2)` report.
+    pub fn new(signum: i32) -> io::Result<Self> {
+        let signal = Signal::try_from(signum).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{signum} is not a signal number"),
+            )
+        })?;
+        if matches!(
+            signal,
+            Signal::SIGKILL
+                | Signal::SIGSTOP
+                | Signal::SIGSEGV
+                | Signal::SIGBUS
+                | Signal::SIGILL
+                | Signal::SIGFPE
+        ) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{signal} cannot be handled on an event loop"),
+            ));
+        }
+        let slot = &WRITE_FDS[signum as usize];
+        let (read, write) = pipe_nonblocking()?;
+        if slot
+            .compare_exchange(-1, write.as_raw_fd(), Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{signal} is already routed to an event loop"),
+            ));
+        }
+        let action = SigAction::new(
+            SigHandler::Handler(on_signal),
+            SaFlags::SA_RESTART,
+            SigSet::empty(),
+        );
+        // SAFETY: `on_signal` is async-signal-safe: it loads an atomic, calls write(2) and
+        // saves/restores errno, nothing else.
+        match unsafe { nsig::sigaction(signal, &action) } {
+            Ok(old) => Ok(Self {
+                signal,
+                read,
+                write,
+                old,
+            }),
+            Err(e) => {
+                slot.store(-1, Ordering::Release);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The signal number.
+    pub fn signum(&self) -> i32 {
+        self.signal as i32
+    }
+
+    /// The read end: readable when the signal has arrived since the last [`drain`](Self::drain).
+    pub fn fd(&self) -> RawFd {
+        self.read.as_raw_fd()
+    }
+
+    /// Empties the pipe and returns how many deliveries it held (several deliveries of one
+    /// signal may also have been merged by the kernel before the handler ran).
+    pub fn drain(&self) -> usize {
+        let mut buf = [0u8; 64];
+        let mut total = 0;
+        loop {
+            // SAFETY: `buf` is valid and writable for its length during the call.
+            let r = cvt_retry(|| unsafe {
+                libc::read(self.read.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len())
+            });
+            match r {
+                Ok(n) if n > 0 => total += n.unsigned_abs(),
+                _ => return total,
+            }
+        }
+    }
+}
+
+impl Drop for SignalPipe {
+    fn drop(&mut self) {
+        // SAFETY: restores exactly the action that was in place before `new`.
+        let _ = unsafe { nsig::sigaction(self.signal, &self.old) };
+        WRITE_FDS[self.signal as usize].store(-1, Ordering::Release);
+    }
+}
+
+/// Whether `fd` is an open file descriptor of this process (`fcntl(F_GETFD)` succeeds).
+///
+/// The reactor uses it to tell "an error on the fd" from "the fd was closed behind the loop's
+/// back" when a backend reports [`Ready::ERROR`](crate::Ready::ERROR).
+pub fn is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD takes no pointer; an fd that is not open yields EBADF.
+    fd >= 0 && cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) }).is_ok()
+}

@@ -1,0 +1,843 @@
+//! The reactor: an fd → handler table, callbacks, timers and signals on one [`Poller`].
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ioloop_sys::signal::{is_open, SignalPipe};
+use ioloop_sys::{DefaultPoller, Events, Interest, Mode, Poller, Ready};
+
+use crate::timers::{deadline_after, Callback, Due, TimeoutId, Timers};
+
+type Handler<P> = Box<dyn FnMut(&IoLoop<P>, RawFd, Ready)>;
+type LocalCallback<P> = Box<dyn FnOnce(&IoLoop<P>)>;
+type RemoteCallback<P> = Box<dyn FnOnce(&IoLoop<P>) + Send>;
+type Periodic<P> = Box<dyn FnMut(&IoLoop<P>)>;
+
+/// What [`IoLoop::add_handler`] and friends accept as a file descriptor: a [`RawFd`], a
+/// [`BorrowedFd`], or a reference to anything that is [`AsFd`] (`&TcpStream`, `&File`, ...).
+///
+/// The loop does not keep the borrow: it watches the fd number until the handler is removed.
+pub trait HandlerFd {
+    /// The fd number.
+    fn handler_fd(&self) -> RawFd;
+}
+
+impl HandlerFd for RawFd {
+    fn handler_fd(&self) -> RawFd {
+        *self
+    }
+}
+
+impl HandlerFd for BorrowedFd<'_> {
+    fn handler_fd(&self) -> RawFd {
+        self.as_raw_fd()
+    }
+}
+
+impl<T: AsFd + ?Sized> HandlerFd for &T {
+    fn handler_fd(&self) -> RawFd {
+        self.as_fd().as_raw_fd()
+    }
+}
+
+/// How many events one wait can report.
+const EVENTS_CAPACITY: usize = 1024;
+
+/// A single-threaded event loop in the style of Tornado's `IOLoop`: handlers for file
+/// descriptors, callbacks, timers and signals, all run on the thread that calls
+/// [`run`](IoLoop::run).
+///
+/// `IoLoop` is a cheap handle (cloning it gives another handle to the same loop) and is not
+/// `Send`; use [`handle`](IoLoop::handle) to reach the loop from other threads. Every method
+/// takes `&self`, so handlers, callbacks and timers — which are given the loop as their first
+/// argument — can add, change or remove any handler (themselves included), timer or callback,
+/// or stop the loop, while they run.
+///
+/// One iteration of the loop:
+/// 1. runs the callbacks queued before it (callbacks they add wait for the next iteration);
+/// 2. waits for I/O: not at all if callbacks are queued, else until the earliest timer;
+/// 3. calls the handler of each ready fd;
+/// 4. runs the timers that are due, in deadline order (FIFO among equal deadlines).
+///
+/// A closure that keeps a clone of the loop it is registered on makes a reference cycle:
+/// use the `&IoLoop` argument it is given instead.
+///
+/// # Examples
+///
+/// ```
+/// use std::cell::Cell;
+/// use std::rc::Rc;
+/// use std::time::Duration;
+/// use ioloop::IoLoop;
+///
+/// let lp = IoLoop::new()?;
+/// let fired = Rc::new(Cell::new(0));
+/// let f = fired.clone();
+/// lp.call_later(Duration::from_millis(1), move |lp| {
+///     f.set(f.get() + 1);
+///     lp.stop();
+/// });
+/// lp.add_callback(|_| println!("runs first"));
+/// lp.run()?;
+/// assert_eq!(fired.get(), 1);
+/// # std::io::Result::Ok(())
+/// ```
+pub struct IoLoop<P: Poller = DefaultPoller> {
+    inner: Rc<Inner<P>>,
+}
+
+impl<P: Poller> Clone for IoLoop<P> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<P: Poller> std::fmt::Debug for IoLoop<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IoLoop")
+            .field("poller", &P::NAME)
+            .field("handlers", &self.handler_count())
+            .field("timers", &self.timer_count())
+            .finish()
+    }
+}
+
+struct Inner<P: Poller> {
+    shared: Arc<Shared<P>>,
+    fds: RefCell<Vec<FdSlot<P>>>,
+    handlers: Cell<usize>,
+    timers: RefCell<Timers<LocalCallback<P>, Periodic<P>>>,
+    /// Callbacks queued for the next iteration.
+    callbacks: RefCell<VecDeque<LocalCallback<P>>>,
+    /// Callbacks of the current iteration (left here if one of them panicked).
+    running: RefCell<VecDeque<LocalCallback<P>>>,
+    /// Reused buffer for callbacks moved out of the cross-thread queue.
+    remote_buf: RefCell<Vec<RemoteCallback<P>>>,
+    events: RefCell<Events>,
+    /// Next event of the current batch to dispatch (a panic leaves the rest for the next run).
+    batch_pos: Cell<usize>,
+    in_run: Cell<bool>,
+    signals: RefCell<Vec<(i32, RawFd)>>,
+}
+
+/// The part of the loop other threads reach through a [`Handle`].
+struct Shared<P: Poller> {
+    poller: P,
+    remote: Mutex<Vec<RemoteCallback<P>>>,
+    remote_pending: AtomicBool,
+    stop: AtomicBool,
+}
+
+struct FdSlot<P: Poller> {
+    /// Bumped on every removal: the kernel token packs (gen, fd), so events queued for an
+    /// earlier registration of this fd number are recognised and dropped.
+    gen: u32,
+    registered: bool,
+    interest: Interest,
+    mode: Mode,
+    /// `None` while the handler runs (it is lent out) or when the slot is free.
+    handler: Option<Handler<P>>,
+}
+
+impl<P: Poller> Default for FdSlot<P> {
+    fn default() -> Self {
+        Self {
+            gen: 0,
+            registered: false,
+            interest: Interest::empty(),
+            mode: Mode::Level,
+            handler: None,
+        }
+    }
+}
+
+#[inline]
+fn pack(gen: u32, fd: RawFd) -> u64 {
+    (u64::from(gen) << 32) | u64::from(fd as u32)
+}
+
+#[inline]
+fn unpack(token: u64) -> (u32, RawFd) {
+    ((token >> 32) as u32, token as u32 as RawFd)
+}
+
+fn bad_fd(fd: RawFd) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("negative file descriptor {fd}"),
+    )
+}
+
+fn no_handler(fd: RawFd) -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, format!("no handler for fd {fd}"))
+}
+
+impl IoLoop<DefaultPoller> {
+    /// Creates a loop on the [`DefaultPoller`] chosen at build time.
+    ///
+    /// # Errors
+    ///
+    /// What the poller's creation reports (fd limit, memory).
+    pub fn new() -> io::Result<Self> {
+        Self::with_poller(DefaultPoller::new()?)
+    }
+}
+
+impl<P: Poller> IoLoop<P> {
+    /// Creates a loop on a new poller of type `P`: `IoLoop::<ioloop::sys::Poll>::with_backend()`.
+    ///
+    /// # Errors
+    ///
+    /// What `P::new` reports.
+    pub fn with_backend() -> io::Result<Self> {
+        Self::with_poller(P::new()?)
+    }
+
+    /// Creates a loop on `poller`, which must have nothing registered.
+    ///
+    /// # Errors
+    ///
+    /// None today; the signature leaves room for backends that need set-up.
+    pub fn with_poller(poller: P) -> io::Result<Self> {
+        Ok(Self {
+            inner: Rc::new(Inner {
+                shared: Arc::new(Shared {
+                    poller,
+                    remote: Mutex::new(Vec::new()),
+                    remote_pending: AtomicBool::new(false),
+                    stop: AtomicBool::new(false),
+                }),
+                fds: RefCell::new(Vec::new()),
+                handlers: Cell::new(0),
+                timers: RefCell::new(Timers::new()),
+                callbacks: RefCell::new(VecDeque::new()),
+                running: RefCell::new(VecDeque::new()),
+                remote_buf: RefCell::new(Vec::new()),
+                events: RefCell::new(Events::with_capacity(EVENTS_CAPACITY)),
+                batch_pos: Cell::new(0),
+                in_run: Cell::new(false),
+                signals: RefCell::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// The poller underneath (for registrations this loop does not dispatch, or its notifier).
+    pub fn poller(&self) -> &P {
+        &self.inner.shared.poller
+    }
+
+    /// A `Send + Sync` handle for other threads: [`Handle::add_callback`], [`Handle::stop`].
+    pub fn handle(&self) -> Handle<P> {
+        Handle {
+            shared: self.inner.shared.clone(),
+        }
+    }
+
+    /// The loop's clock (`Instant::now()`), the reference for [`call_at`](Self::call_at).
+    pub fn time(&self) -> Instant {
+        Instant::now()
+    }
+
+    // ----- fd handlers -------------------------------------------------------------------
+
+    /// Calls `handler(loop, fd, ready)` whenever `fd` is ready for `interest`
+    /// (level-triggered: again on every iteration while it stays ready).
+    ///
+    /// The loop does not own `fd`: remove the handler before closing it. An fd closed without
+    /// removal gets one last call with [`Ready::ERROR`] where the backend reports it (poll,
+    /// select, io_uring) and is then removed; epoll drops it silently.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for a negative fd, `AlreadyExists` if `fd` has a handler, and what the
+    /// poller reports (for example `InvalidInput` for an fd >= `FD_SETSIZE` on select).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::io::{Read, Write};
+    /// use std::os::unix::net::UnixStream;
+    /// use ioloop::{IoLoop, Interest};
+    ///
+    /// let lp = IoLoop::new()?;
+    /// let (mut a, b) = UnixStream::pair()?;
+    /// let mut b2 = b.try_clone()?;
+    /// lp.add_handler(&b, Interest::READABLE, move |lp, fd, _ready| {
+    ///     let mut buf = [0; 16];
+    ///     let n = b2.read(&mut buf).unwrap();
+    ///     assert_eq!(&buf[..n], b"ping");
+    ///     lp.remove_handler(fd).unwrap();
+    ///     lp.stop();
+    /// })?;
+    /// a.write_all(b"ping")?;
+    /// lp.run()?;
+    /// # std::io::Result::Ok(())
+    /// ```
+    pub fn add_handler(
+        &self,
+        fd: impl HandlerFd,
+        interest: Interest,
+        handler: impl FnMut(&IoLoop<P>, RawFd, Ready) + 'static,
+    ) -> io::Result<()> {
+        self.add_handler_with(fd, interest, Mode::Level, handler)
+    }
+
+    /// [`add_handler`](Self::add_handler) with an explicit [`Mode`]. With [`Mode::Oneshot`]
+    /// the handler is called once, then not again until [`update_handler_with`] re-arms it.
+    ///
+    /// [`update_handler_with`]: Self::update_handler_with
+    ///
+    /// # Errors
+    ///
+    /// As [`add_handler`](Self::add_handler), plus `Unsupported` for a mode the poller lacks.
+    pub fn add_handler_with(
+        &self,
+        fd: impl HandlerFd,
+        interest: Interest,
+        mode: Mode,
+        handler: impl FnMut(&IoLoop<P>, RawFd, Ready) + 'static,
+    ) -> io::Result<()> {
+        let fd = fd.handler_fd();
+        let idx = usize::try_from(fd).map_err(|_| bad_fd(fd))?;
+        let mut fds = self.inner.fds.borrow_mut();
+        if fds.len() <= idx {
+            fds.resize_with(idx + 1, FdSlot::default);
+        }
+        let slot = &mut fds[idx];
+        if slot.registered {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("fd {fd} already has a handler"),
+            ));
+        }
+        self.inner
+            .shared
+            .poller
+            .register(fd, pack(slot.gen, fd), interest, mode)?;
+        slot.registered = true;
+        slot.interest = interest;
+        slot.mode = mode;
+        slot.handler = Some(Box::new(handler));
+        self.inner.handlers.set(self.inner.handlers.get() + 1);
+        Ok(())
+    }
+
+    /// Changes what `fd`'s handler waits for (its mode stays).
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` if `fd` has no handler; what the poller reports.
+    pub fn update_handler(&self, fd: impl HandlerFd, interest: Interest) -> io::Result<()> {
+        let fd = fd.handler_fd();
+        let mode = self.slot_mode(fd)?;
+        self.update_handler_with(fd, interest, mode)
+    }
+
+    /// Changes what `fd`'s handler waits for and its mode; also re-arms a
+    /// [`Mode::Oneshot`] handler that has fired.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` if `fd` has no handler; what the poller reports.
+    pub fn update_handler_with(
+        &self,
+        fd: impl HandlerFd,
+        interest: Interest,
+        mode: Mode,
+    ) -> io::Result<()> {
+        let fd = fd.handler_fd();
+        let mut fds = self.inner.fds.borrow_mut();
+        let slot = usize::try_from(fd)
+            .ok()
+            .and_then(|i| fds.get_mut(i))
+            .filter(|s| s.registered)
+            .ok_or_else(|| if fd < 0 { bad_fd(fd) } else { no_handler(fd) })?;
+        self.inner
+            .shared
+            .poller
+            .modify(fd, pack(slot.gen, fd), interest, mode)?;
+        slot.interest = interest;
+        slot.mode = mode;
+        Ok(())
+    }
+
+    fn slot_mode(&self, fd: RawFd) -> io::Result<Mode> {
+        let fds = self.inner.fds.borrow();
+        usize::try_from(fd)
+            .ok()
+            .and_then(|i| fds.get(i))
+            .filter(|s| s.registered)
+            .map(|s| s.mode)
+            .ok_or_else(|| if fd < 0 { bad_fd(fd) } else { no_handler(fd) })
+    }
+
+    /// Removes `fd`'s handler; events already collected for it are not delivered. Allowed
+    /// inside any handler, including `fd`'s own.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` if `fd` has no handler (also on a second removal), `InvalidInput` if
+    /// `fd < 0`. An fd that was already closed is removed without error.
+    pub fn remove_handler(&self, fd: impl HandlerFd) -> io::Result<()> {
+        let fd = fd.handler_fd();
+        let handler = {
+            let mut fds = self.inner.fds.borrow_mut();
+            let slot = usize::try_from(fd)
+                .ok()
+                .and_then(|i| fds.get_mut(i))
+                .filter(|s| s.registered)
+                .ok_or_else(|| if fd < 0 { bad_fd(fd) } else { no_handler(fd) })?;
+            slot.registered = false;
+            slot.gen = slot.gen.wrapping_add(1);
+            slot.handler.take()
+        };
+        self.inner.handlers.set(self.inner.handlers.get() - 1);
+        let res = self.inner.shared.poller.deregister(fd);
+        // Dropped with no borrow held: its destructor may use the loop.
+        drop(handler);
+        match res {
+            Err(e) if e.raw_os_error() == Some(libc::EBADF) || !is_open(fd) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
+    /// How many fds have a handler.
+    pub fn handler_count(&self) -> usize {
+        self.inner.handlers.get()
+    }
+
+    // ----- callbacks -----------------------------------------------------------------------
+
+    /// Runs `f` on the next iteration of the loop (FIFO). Use [`Handle::add_callback`] from
+    /// other threads.
+    pub fn add_callback(&self, f: impl FnOnce(&IoLoop<P>) + 'static) {
+        self.inner.callbacks.borrow_mut().push_back(Box::new(f));
+    }
+
+    // ----- timers --------------------------------------------------------------------------
+
+    /// Runs `f` once, `delay` from now (never earlier). `Duration::MAX` means "practically
+    /// never" and does not overflow.
+    pub fn call_later(&self, delay: Duration, f: impl FnOnce(&IoLoop<P>) + 'static) -> TimeoutId {
+        self.call_at(deadline_after(Instant::now(), delay), f)
+    }
+
+    /// Runs `f` once at `deadline` (never earlier); a deadline in the past runs on the next
+    /// iteration. Timers with equal deadlines run in the order they were added.
+    pub fn call_at(&self, deadline: Instant, f: impl FnOnce(&IoLoop<P>) + 'static) -> TimeoutId {
+        self.inner
+            .timers
+            .borrow_mut()
+            .insert(deadline, Callback::Once(Box::new(f)))
+    }
+
+    /// Runs `f` every `period`, first at now + `period`, until
+    /// [`remove_timeout`](Self::remove_timeout) (callable from inside `f`). Drift-free: each
+    /// deadline is the previous deadline + `period`; after a stall the missed ticks are
+    /// skipped, not run in a burst.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for a zero period.
+    pub fn call_every(
+        &self,
+        period: Duration,
+        f: impl FnMut(&IoLoop<P>) + 'static,
+    ) -> io::Result<TimeoutId> {
+        if period.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a periodic callback needs a period > 0",
+            ));
+        }
+        let deadline = deadline_after(Instant::now(), period);
+        Ok(self.inner.timers.borrow_mut().insert(
+            deadline,
+            Callback::Every {
+                period,
+                f: Some(Box::new(f)),
+            },
+        ))
+    }
+
+    /// Cancels a timeout; returns whether it was pending (`false` for one that fired, was
+    /// removed before, or is unknown). O(1); cancelled entries are purged once they outnumber
+    /// the live ones.
+    pub fn remove_timeout(&self, id: TimeoutId) -> bool {
+        self.inner.timers.borrow_mut().remove(id)
+    }
+
+    /// How many timers are pending.
+    pub fn timer_count(&self) -> usize {
+        self.inner.timers.borrow().len()
+    }
+
+    /// Timer queue entries, cancelled ones included (bounded by about twice the live count).
+    #[doc(hidden)]
+    pub fn timer_queue_len(&self) -> usize {
+        self.inner.timers.borrow().heap_len()
+    }
+
+    // ----- signals -------------------------------------------------------------------------
+
+    /// Calls `handler(loop, signum)` on the loop, as an ordinary event, after `signum` is
+    /// delivered to the process (several deliveries between two iterations may merge into
+    /// one call). The previous disposition is restored on
+    /// [`remove_signal_handler`](Self::remove_signal_handler) or when the loop is dropped.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` for a number that is not a catchable signal (and for `SIGSEGV`,
+    /// `SIGBUS`, `SIGILL`, `SIGFPE`); `AlreadyExists` if some loop of this process handles
+    /// `signum` already.
+    pub fn add_signal_handler(
+        &self,
+        signum: i32,
+        mut handler: impl FnMut(&IoLoop<P>, i32) + 'static,
+    ) -> io::Result<()> {
+        let pipe = SignalPipe::new(signum)?;
+        let fd = pipe.fd();
+        self.add_handler(fd, Interest::READABLE, move |lp, _fd, _ready| {
+            if pipe.drain() > 0 {
+                handler(lp, signum);
+            }
+        })?;
+        self.inner.signals.borrow_mut().push((signum, fd));
+        Ok(())
+    }
+
+    /// Stops handling `signum` and restores its previous disposition.
+    ///
+    /// # Errors
+    ///
+    /// `NotFound` if this loop has no handler for `signum`.
+    pub fn remove_signal_handler(&self, signum: i32) -> io::Result<()> {
+        let fd = {
+            let mut sigs = self.inner.signals.borrow_mut();
+            let i = sigs.iter().position(|(s, _)| *s == signum).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("no handler for signal {signum}"),
+                )
+            })?;
+            sigs.swap_remove(i).1
+        };
+        self.remove_handler(fd)
+    }
+
+    // ----- running -------------------------------------------------------------------------
+
+    /// Runs the loop until [`stop`](Self::stop) (or [`Handle::stop`]).
+    ///
+    /// A panic in a handler, callback or timer unwinds out of `run`; the loop stays
+    /// consistent (every other handler and timer intact, undelivered events kept) and `run`
+    /// can be called again.
+    ///
+    /// # Errors
+    ///
+    /// What the poller's wait reports, or `Other` if the loop is already running (a nested
+    /// `run` from inside a handler).
+    pub fn run(&self) -> io::Result<()> {
+        self.run_until(|_| false)
+    }
+
+    /// Runs the loop until `done(loop)` is true (checked before each iteration) or the loop
+    /// is stopped.
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Self::run).
+    pub fn run_until(&self, mut done: impl FnMut(&IoLoop<P>) -> bool) -> io::Result<()> {
+        let _running = self.enter()?;
+        while !done(self) {
+            self.iteration()?;
+            if self.inner.shared.stop.swap(false, Ordering::AcqRel) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs one iteration (see the [type docs](IoLoop)), waiting at most as the loop would.
+    ///
+    /// # Errors
+    ///
+    /// As [`run`](Self::run).
+    pub fn run_once(&self) -> io::Result<()> {
+        let _running = self.enter()?;
+        self.iteration()
+    }
+
+    /// Makes [`run`](Self::run) return after the current iteration (if the loop is not
+    /// running, the next `run` returns after one iteration). Calling it twice is the same as
+    /// once.
+    pub fn stop(&self) {
+        self.inner.shared.stop.store(true, Ordering::Release);
+    }
+
+    /// Whether a `run`/`run_once`/`run_until` is in progress.
+    pub fn is_running(&self) -> bool {
+        self.inner.in_run.get()
+    }
+
+    fn enter(&self) -> io::Result<RunGuard<'_>> {
+        if self.inner.in_run.replace(true) {
+            return Err(io::Error::other(
+                "IoLoop::run called while the loop is already running",
+            ));
+        }
+        Ok(RunGuard(&self.inner.in_run))
+    }
+
+    fn iteration(&self) -> io::Result<()> {
+        // Events a panicking handler left undelivered go first.
+        self.dispatch_batch();
+        self.run_callbacks();
+        let timeout = self.wait_timeout();
+        self.inner
+            .shared
+            .poller
+            .wait(&mut self.inner.events.borrow_mut(), timeout)?;
+        self.inner.batch_pos.set(0);
+        self.dispatch_batch();
+        self.fire_timers();
+        Ok(())
+    }
+
+    fn wait_timeout(&self) -> Option<Duration> {
+        let shared = &self.inner.shared;
+        if !self.inner.callbacks.borrow().is_empty()
+            || !self.inner.running.borrow().is_empty()
+            || shared.remote_pending.load(Ordering::Acquire)
+            || shared.stop.load(Ordering::Acquire)
+        {
+            return Some(Duration::ZERO);
+        }
+        let next = self.inner.timers.borrow_mut().next_deadline()?;
+        Some(next.saturating_duration_since(Instant::now()))
+    }
+
+    fn run_callbacks(&self) {
+        let inner = &*self.inner;
+        if inner.shared.remote_pending.swap(false, Ordering::AcqRel) {
+            let mut buf = inner.remote_buf.borrow_mut();
+            std::mem::swap(
+                &mut *inner
+                    .shared
+                    .remote
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()),
+                &mut *buf,
+            );
+            let mut queue = inner.callbacks.borrow_mut();
+            for cb in buf.drain(..) {
+                queue.push_back(cb);
+            }
+        }
+        {
+            let mut running = inner.running.borrow_mut();
+            if running.is_empty() {
+                std::mem::swap(&mut *running, &mut *inner.callbacks.borrow_mut());
+            }
+        }
+        loop {
+            let next = inner.running.borrow_mut().pop_front();
+            match next {
+                Some(cb) => cb(self),
+                None => break,
+            }
+        }
+    }
+
+    fn dispatch_batch(&self) {
+        loop {
+            let i = self.inner.batch_pos.get();
+            let ev = match self.inner.events.borrow().as_slice().get(i) {
+                Some(ev) => *ev,
+                None => return,
+            };
+            self.inner.batch_pos.set(i + 1);
+            self.dispatch(ev.token(), ev.ready());
+        }
+    }
+
+    #[inline]
+    fn dispatch(&self, token: u64, ready: Ready) {
+        let (gen, fd) = unpack(token);
+        let handler = {
+            let mut fds = self.inner.fds.borrow_mut();
+            match fds.get_mut(fd as usize) {
+                Some(s) if s.registered && s.gen == gen => s.handler.take(),
+                _ => None,
+            }
+        };
+        let Some(handler) = handler else { return };
+        let mut lent = LentHandler {
+            lp: self,
+            fd,
+            gen,
+            handler: Some(handler),
+        };
+        if let Some(h) = lent.handler.as_mut() {
+            h(self, fd, ready);
+        }
+        drop(lent);
+        if ready.contains(Ready::ERROR) && !is_open(fd) {
+            // Closed behind the loop's back: its handler has had its ERROR; drop it so the
+            // loop does not spin on poll's POLLNVAL or select's EBADF.
+            let still_ours = matches!(self.inner.fds.borrow().get(fd as usize),
+                Some(s) if s.registered && s.gen == gen);
+            if still_ours {
+                let _ = self.remove_handler(fd);
+            }
+        }
+    }
+
+    fn fire_timers(&self) {
+        let mark = {
+            let timers = self.inner.timers.borrow();
+            if timers.len() == 0 {
+                return;
+            }
+            timers.mark()
+        };
+        let now = Instant::now();
+        loop {
+            let due = self.inner.timers.borrow_mut().pop_due(now, mark);
+            match due {
+                None => return,
+                Some(Due::Once(f)) => f(self),
+                Some(Due::Every(id, g)) => {
+                    let mut lent = LentPeriodic {
+                        lp: self,
+                        id,
+                        f: Some(g),
+                    };
+                    if let Some(f) = lent.f.as_mut() {
+                        f(self);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Clears the "running" flag however `run` ends (return or unwind).
+struct RunGuard<'a>(&'a Cell<bool>);
+
+impl Drop for RunGuard<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
+/// A handler lent out of its slot while it runs; given back on return *and* on unwind, unless
+/// the slot was removed or re-registered meanwhile.
+struct LentHandler<'a, P: Poller> {
+    lp: &'a IoLoop<P>,
+    fd: RawFd,
+    gen: u32,
+    handler: Option<Handler<P>>,
+}
+
+impl<P: Poller> Drop for LentHandler<'_, P> {
+    fn drop(&mut self) {
+        let orphan = {
+            let mut fds = self.lp.inner.fds.borrow_mut();
+            match fds.get_mut(self.fd as usize) {
+                Some(s) if s.registered && s.gen == self.gen && s.handler.is_none() => {
+                    s.handler = self.handler.take();
+                    None
+                }
+                _ => self.handler.take(),
+            }
+        };
+        drop(orphan);
+    }
+}
+
+/// A periodic callback lent out while it runs; given back on return and on unwind.
+struct LentPeriodic<'a, P: Poller> {
+    lp: &'a IoLoop<P>,
+    id: TimeoutId,
+    f: Option<Periodic<P>>,
+}
+
+impl<P: Poller> Drop for LentPeriodic<'_, P> {
+    fn drop(&mut self) {
+        if let Some(f) = self.f.take() {
+            self.lp.inner.timers.borrow_mut().restore_every(self.id, f);
+        }
+    }
+}
+
+/// A `Send + Sync` handle to an [`IoLoop`] for other threads.
+///
+/// # Examples
+///
+/// ```
+/// use ioloop::IoLoop;
+///
+/// let lp = IoLoop::new()?;
+/// let handle = lp.handle();
+/// let t = std::thread::spawn(move || {
+///     handle.add_callback(|lp| lp.stop()).unwrap();
+/// });
+/// lp.run()?; // returns once the other thread's callback has run
+/// t.join().unwrap();
+/// # std::io::Result::Ok(())
+/// ```
+pub struct Handle<P: Poller = DefaultPoller> {
+    shared: Arc<Shared<P>>,
+}
+
+impl<P: Poller> Clone for Handle<P> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<P: Poller> std::fmt::Debug for Handle<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle").field("poller", &P::NAME).finish()
+    }
+}
+
+impl<P: Poller> Handle<P> {
+    /// Runs `f` on the loop's thread, on its next iteration, waking the loop if it waits.
+    /// Callbacks from one thread run in the order they were added.
+    ///
+    /// # Errors
+    ///
+    /// What the poller's notifier reports; the callback is queued even then.
+    pub fn add_callback(&self, f: impl FnOnce(&IoLoop<P>) + Send + 'static) -> io::Result<()> {
+        self.shared
+            .remote
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Box::new(f));
+        self.shared.remote_pending.store(true, Ordering::Release);
+        self.shared.poller.notify()
+    }
+
+    /// Makes the loop's `run` return after its current iteration, waking it if it waits.
+    ///
+    /// # Errors
+    ///
+    /// What the poller's notifier reports.
+    pub fn stop(&self) -> io::Result<()> {
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.poller.notify()
+    }
+}

@@ -1,0 +1,279 @@
+//! The timer queue: deadline order, FIFO among equal deadlines, O(1) cancel, bounded garbage.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+/// Identifies a scheduled timeout; pass it to
+/// [`IoLoop::remove_timeout`](crate::IoLoop::remove_timeout).
+///
+/// Ids are never reused while the timeout is pending, and an id whose timeout has fired or
+/// was removed is simply unknown afterwards (removing it again returns `false`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TimeoutId {
+    slot: u32,
+    gen: u32,
+}
+
+/// What runs when a timer is due. A periodic callback is lent out (`f: None`) while it runs,
+/// so its timer stays pending and can be cancelled from inside it.
+pub(crate) enum Callback<F, G> {
+    Once(F),
+    Every { period: Duration, f: Option<G> },
+}
+
+struct Slot<F, G> {
+    gen: u32,
+    callback: Option<Callback<F, G>>,
+}
+
+/// Heap entry: ordered by deadline, then by sequence number (FIFO among equal deadlines).
+type Key = Reverse<(Instant, u64, u32, u32)>;
+
+pub(crate) struct Timers<F, G> {
+    heap: BinaryHeap<Key>,
+    slots: Vec<Slot<F, G>>,
+    free: Vec<u32>,
+    seq: u64,
+    /// Heap entries whose slot was cancelled (lazily deleted).
+    stale: usize,
+}
+
+/// `now + delay`, or a deadline far enough away to mean "never" when that overflows `Instant`.
+pub(crate) fn deadline_after(now: Instant, delay: Duration) -> Instant {
+    now.checked_add(delay)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
+/// A due timer taken out of the queue.
+pub(crate) enum Due<F, G> {
+    Once(F),
+    /// A periodic timer, already re-queued at its next tick; give `G` back with
+    /// [`Timers::restore_every`] after running it.
+    Every(TimeoutId, G),
+}
+
+impl<F, G> Timers<F, G> {
+    pub(crate) fn new() -> Self {
+        Self {
+            heap: BinaryHeap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            seq: 0,
+            stale: 0,
+        }
+    }
+
+    /// Schedules `callback` at `deadline`.
+    pub(crate) fn insert(&mut self, deadline: Instant, callback: Callback<F, G>) -> TimeoutId {
+        let slot = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot {
+                    gen: 0,
+                    callback: None,
+                });
+                u32::try_from(self.slots.len() - 1).expect("more than 2^32 timers")
+            }
+        };
+        let s = &mut self.slots[slot as usize];
+        s.callback = Some(callback);
+        let gen = s.gen;
+        self.push_key(deadline, slot, gen);
+        TimeoutId { slot, gen }
+    }
+
+    fn push_key(&mut self, deadline: Instant, slot: u32, gen: u32) {
+        self.seq += 1;
+        self.heap.push(Reverse((deadline, self.seq, slot, gen)));
+    }
+
+    /// Cancels a pending timer; `false` if `id` is not pending (fired, removed, or unknown).
+    pub(crate) fn remove(&mut self, id: TimeoutId) -> bool {
+        match self.slots.get_mut(id.slot as usize) {
+            Some(s) if s.gen == id.gen && s.callback.is_some() => {
+                s.callback = None;
+                s.gen = s.gen.wrapping_add(1);
+                self.free.push(id.slot);
+                self.stale += 1;
+                self.compact();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Rebuilds the heap once cancelled entries outnumber live ones, so garbage stays bounded
+    /// by the live count (amortised O(1) per cancel).
+    fn compact(&mut self) {
+        if self.stale > 64 && self.stale > self.heap.len() / 2 {
+            let slots = &self.slots;
+            self.heap.retain(|Reverse((_, _, slot, gen))| {
+                let s = &slots[*slot as usize];
+                s.gen == *gen && s.callback.is_some()
+            });
+            self.stale = 0;
+        }
+    }
+
+    /// How many timers are pending.
+    pub(crate) fn len(&self) -> usize {
+        self.heap.len() - self.stale
+    }
+
+    /// Heap entries, live and cancelled (for tests of the garbage bound).
+    pub(crate) fn heap_len(&self) -> usize {
+        self.heap.len()
+    }
+
+    fn is_live(&self, slot: u32, gen: u32) -> bool {
+        let s = &self.slots[slot as usize];
+        s.gen == gen && s.callback.is_some()
+    }
+
+    /// The earliest live deadline, dropping cancelled entries from the top.
+    pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
+        while let Some(Reverse((deadline, _, slot, gen))) = self.heap.peek().copied() {
+            if self.is_live(slot, gen) {
+                return Some(deadline);
+            }
+            self.heap.pop();
+            self.stale -= 1;
+        }
+        None
+    }
+
+    /// The sequence mark: timers inserted after it are not fired by a `pop_due` given it.
+    pub(crate) fn mark(&self) -> u64 {
+        self.seq
+    }
+
+    /// Takes the next timer due at `now` that was scheduled up to `mark`. A one-shot timer
+    /// leaves the queue; a periodic one is re-queued at once at its next tick (previous
+    /// deadline + period, skipping ticks already missed rather than bursting).
+    pub(crate) fn pop_due(&mut self, now: Instant, mark: u64) -> Option<Due<F, G>> {
+        loop {
+            let Reverse((deadline, seq, slot, gen)) = *self.heap.peek()?;
+            if !self.is_live(slot, gen) {
+                self.heap.pop();
+                self.stale -= 1;
+                continue;
+            }
+            if deadline > now || seq > mark {
+                return None;
+            }
+            self.heap.pop();
+            let s = &mut self.slots[slot as usize];
+            match &mut s.callback {
+                Some(Callback::Every { period, f }) => {
+                    let period = *period;
+                    let f = f.take();
+                    self.push_key(next_tick(deadline, period, now), slot, gen);
+                    match f {
+                        Some(f) => return Some(Due::Every(TimeoutId { slot, gen }, f)),
+                        // Lent out: it is running further up the stack (a nested run).
+                        None => continue,
+                    }
+                }
+                Some(Callback::Once(_)) => {
+                    let Some(Callback::Once(f)) = s.callback.take() else {
+                        unreachable!()
+                    };
+                    s.gen = s.gen.wrapping_add(1);
+                    self.free.push(slot);
+                    return Some(Due::Once(f));
+                }
+                None => unreachable!("live timer slot without a callback"),
+            }
+        }
+    }
+
+    /// Gives a periodic callback back after it ran, if its timer is still pending.
+    pub(crate) fn restore_every(&mut self, id: TimeoutId, g: G) {
+        if let Some(s) = self.slots.get_mut(id.slot as usize) {
+            if s.gen == id.gen {
+                if let Some(Callback::Every { f, .. }) = &mut s.callback {
+                    *f = Some(g);
+                }
+            }
+        }
+    }
+}
+
+/// The first `deadline + k * period` (k >= 1) that is after `now`.
+fn next_tick(deadline: Instant, period: Duration, now: Instant) -> Instant {
+    let next = deadline_after(deadline, period);
+    if next > now {
+        return next;
+    }
+    let behind = now.duration_since(deadline).as_nanos();
+    let k = u32::try_from(behind / period.as_nanos().max(1) + 1).unwrap_or(u32::MAX);
+    let next = deadline_after(deadline, period.saturating_mul(k));
+    if next > now {
+        next
+    } else {
+        deadline_after(now, period)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type T = Timers<u32, u32>;
+
+    #[test]
+    fn deadline_order_then_fifo() {
+        let mut t = T::new();
+        let base = Instant::now();
+        t.insert(base + Duration::from_millis(2), Callback::Once(3));
+        t.insert(base + Duration::from_millis(1), Callback::Once(1));
+        t.insert(base + Duration::from_millis(1), Callback::Once(2));
+        let now = base + Duration::from_millis(5);
+        let mark = t.mark();
+        let mut order = Vec::new();
+        while let Some(Due::Once(v)) = t.pop_due(now, mark) {
+            order.push(v);
+        }
+        assert_eq!(order, [1, 2, 3]);
+        assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn cancelled_garbage_stays_bounded() {
+        let mut t = T::new();
+        let far = Instant::now() + Duration::from_secs(3600);
+        let live = t.insert(far, Callback::Once(0));
+        for i in 0..100_000 {
+            let id = t.insert(far, Callback::Once(i));
+            assert!(t.remove(id));
+            assert!(!t.remove(id), "second remove of the same id");
+        }
+        assert_eq!(t.len(), 1);
+        assert!(t.heap_len() <= 200, "heap holds {} entries", t.heap_len());
+        assert!(t.remove(live));
+    }
+
+    #[test]
+    fn periodic_skips_missed_ticks() {
+        let base = Instant::now();
+        let p = Duration::from_millis(10);
+        assert_eq!(next_tick(base, p, base), base + p);
+        // 35 ms late: the next tick is base + 40 ms, not four ticks in a burst.
+        assert_eq!(
+            next_tick(base, p, base + Duration::from_millis(35)),
+            base + 4 * p
+        );
+        assert_eq!(
+            next_tick(base, p, base + Duration::from_millis(40)),
+            base + 5 * p
+        );
+    }
+
+    #[test]
+    fn huge_delay_does_not_overflow() {
+        let now = Instant::now();
+        assert!(deadline_after(now, Duration::MAX) > now);
+    }
+}
