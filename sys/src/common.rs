@@ -111,7 +111,8 @@ pub(crate) fn timespec(d: Duration) -> libc::timespec {
     // padding fields some targets (musl, 32-bit) have.
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
     ts.tv_sec = libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX);
-    ts.tv_nsec = d.subsec_nanos().try_into().unwrap_or(0);
+    // `subsec_nanos() < 10^9` fits every target's `c_long`.
+    ts.tv_nsec = d.subsec_nanos() as libc::c_long;
     ts
 }
 

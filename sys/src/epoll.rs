@@ -189,8 +189,10 @@ impl Epoll {
     }
 }
 
+/// `modify`/`deregister` of an fd epoll does not hold: `ENOENT`, or `EBADF`/`EPERM` for an fd
+/// that is not open or could never have been registered. All mean "not registered".
 fn not_found_if_enoent(e: io::Error, fd: RawFd) -> io::Error {
-    if e.raw_os_error() == Some(libc::ENOENT) {
+    if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EBADF | libc::EPERM)) {
         common::not_found(fd)
     } else {
         e

@@ -174,3 +174,35 @@ pub fn is_open(fd: RawFd) -> bool {
     // SAFETY: F_GETFD takes no pointer; an fd that is not open yields EBADF.
     fd >= 0 && cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) }).is_ok()
 }
+
+/// Installs, process-wide, a handler for `sig` that does nothing, without `SA_RESTART`: a
+/// system call blocked in a thread that receives `sig` then fails with `EINTR` instead of being
+/// restarted, and the process survives the signal. Tests use it to prove that
+/// [`Poller::wait`](crate::Poller::wait) treats `EINTR` as "go on waiting for the time left".
+///
+/// Calling it again for the same signal is harmless. See
+/// [`sigaction(2)`](https://man7.org/linux/man-pages/man2/sigaction.2.html).
+///
+/// # Examples
+///
+/// ```
+/// ioloop_sys::signal::install_noop_handler(libc::SIGUSR1)?;
+/// # std::io::Result::Ok(())
+/// ```
+///
+/// # Errors
+///
+/// `InvalidInput` when `sig` is not a signal number or cannot be caught (`SIGKILL`,
+/// `SIGSTOP`).
+pub fn install_noop_handler(sig: i32) -> io::Result<()> {
+    /// Does nothing, which is trivially async-signal-safe; being called is the point.
+    extern "C" fn noop(_sig: libc::c_int) {}
+
+    let signal = Signal::try_from(sig).map_err(|_| {
+        io::Error::new(io::ErrorKind::InvalidInput, format!("{sig} is not a signal number"))
+    })?;
+    let action = SigAction::new(SigHandler::Handler(noop), SaFlags::empty(), SigSet::empty());
+    // SAFETY: `noop` does nothing, so it is async-signal-safe.
+    unsafe { nsig::sigaction(signal, &action) }?;
+    Ok(())
+}

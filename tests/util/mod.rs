@@ -1,9 +1,13 @@
 //! Helpers shared by the integration tests: the per-backend test macro and small utilities.
 #![allow(dead_code, unused_macros, unused_imports)]
 
-use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use ioloop_sys::{Event, Events, Interest, Mode, Poller, Ready};
 
 /// Runs each generic test `fn name<P: Poller>()` once per backend this OS has:
 /// generates `mod epoll { #[test] fn name() }`, `mod poll { .. }`, and so on.
@@ -74,4 +78,210 @@ pub fn raise_nofile(want: u64) -> u64 {
         setrlimit(Resource::RLIMIT_NOFILE, target, hard).unwrap();
     }
     target
+}
+
+/// How long a wait that must see an event may take before the test gives up. Only reached
+/// when a backend loses an event; a passing test returns as soon as the event arrives.
+pub const LONG: Duration = Duration::from_secs(10);
+
+/// How long a wait that must see nothing listens.
+pub const SHORT: Duration = Duration::from_millis(20);
+
+/// A non-blocking, close-on-exec pipe: (read end, write end).
+#[track_caller]
+pub fn pipe() -> (File, File) {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+    let (r, w) = nix::unistd::pipe().expect("pipe");
+    for fd in [&r, &w] {
+        fcntl(fd.as_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).expect("O_NONBLOCK");
+        fcntl(fd.as_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).expect("FD_CLOEXEC");
+    }
+    (File::from(r), File::from(w))
+}
+
+/// The raw fd of `x` (short for `AsRawFd::as_raw_fd`).
+pub fn fd(x: &impl AsRawFd) -> RawFd {
+    x.as_raw_fd()
+}
+
+/// Writes 64 KiB chunks to a non-blocking `w` until it would block; returns the bytes written.
+#[track_caller]
+pub fn fill(mut w: impl Write) -> usize {
+    let chunk = [0x55u8; 64 * 1024];
+    let mut total = 0;
+    loop {
+        match w.write(&chunk) {
+            Ok(n) => total += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return total,
+            Err(e) => panic!("fill: {e}"),
+        }
+    }
+}
+
+/// Reads a non-blocking `r` until it would block or reaches end of file; returns the bytes
+/// read.
+#[track_caller]
+pub fn drain(mut r: impl Read) -> usize {
+    let mut buf = [0u8; 64 * 1024];
+    let mut total = 0;
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => return total,
+            Ok(n) => total += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return total,
+            Err(e) => panic!("drain: {e}"),
+        }
+    }
+}
+
+/// Writes `data` in full to `w` (a non-blocking fd with room for it).
+#[track_caller]
+pub fn send(mut w: impl Write, data: &[u8]) {
+    w.write_all(data).expect("write");
+}
+
+/// Waits until a wait reports at least one event (retrying waits that return `Ok(0)`, for
+/// backends whose internal wake-ups surface as empty waits) and returns that wait's events.
+///
+/// # Panics
+///
+/// If nothing is reported within [`LONG`], or a wait fails.
+#[track_caller]
+pub fn wait_some<P: Poller>(p: &P, events: &mut Events) -> Vec<Event> {
+    let deadline = Instant::now() + LONG;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            panic!("{}: no event within {LONG:?}", P::NAME);
+        }
+        let n = match p.wait(events, Some(left)) {
+            Ok(n) => n,
+            Err(e) => panic!("{}: wait failed: {e}", P::NAME),
+        };
+        assert_eq!(n, events.len(), "{}: wait's count != events.len()", P::NAME);
+        if n > 0 {
+            return events.iter().copied().collect();
+        }
+    }
+}
+
+/// Waits for the next event and asserts that the wait reported exactly one, for `token`;
+/// returns its readiness.
+#[track_caller]
+pub fn expect_one<P: Poller>(p: &P, events: &mut Events, token: u64) -> Ready {
+    let got = wait_some(p, events);
+    assert_eq!(
+        got.len(),
+        1,
+        "{}: expected one event for token {token}, got {got:?}",
+        P::NAME
+    );
+    assert_eq!(got[0].token(), token, "{}: wrong token in {got:?}", P::NAME);
+    got[0].ready()
+}
+
+/// Asserts that a wait of [`SHORT`] reports no event (and does not end early).
+#[track_caller]
+pub fn expect_none<P: Poller>(p: &P, events: &mut Events) {
+    let start = Instant::now();
+    let n = match p.wait(events, Some(SHORT)) {
+        Ok(n) => n,
+        Err(e) => panic!("{}: wait failed: {e}", P::NAME),
+    };
+    assert_eq!(
+        n,
+        0,
+        "{}: expected no event, got {:?}",
+        P::NAME,
+        events.as_slice()
+    );
+    assert!(
+        events.is_empty(),
+        "{}: count 0 but events {:?}",
+        P::NAME,
+        events.as_slice()
+    );
+    let elapsed = start.elapsed();
+    assert!(
+        elapsed >= SHORT,
+        "{}: wait({SHORT:?}) returned after {elapsed:?}",
+        P::NAME
+    );
+}
+
+/// Asserts that `res` failed with `kind`.
+#[track_caller]
+pub fn assert_kind<T: std::fmt::Debug>(res: io::Result<T>, kind: io::ErrorKind, what: &str) {
+    match res {
+        Ok(v) => panic!("{what}: expected {kind:?}, got Ok({v:?})"),
+        Err(e) => assert_eq!(e.kind(), kind, "{what}: wrong error kind ({e})"),
+    }
+}
+
+/// Registers `fd` or panics naming the backend.
+#[track_caller]
+pub fn register<P: Poller>(p: &P, fd: RawFd, token: u64, interest: Interest, mode: Mode) {
+    if let Err(e) = p.register(fd, token, interest, mode) {
+        panic!(
+            "{}: register(fd {fd}, {interest:?}, {mode:?}): {e}",
+            P::NAME
+        );
+    }
+}
+
+/// Re-registers `fd` with `modify` or panics naming the backend.
+#[track_caller]
+pub fn modify<P: Poller>(p: &P, fd: RawFd, token: u64, interest: Interest, mode: Mode) {
+    if let Err(e) = p.modify(fd, token, interest, mode) {
+        panic!("{}: modify(fd {fd}, {interest:?}, {mode:?}): {e}", P::NAME);
+    }
+}
+
+/// Asserts what a peer hang-up looks like on `P`, per the `Ready` table in
+/// `sys/src/flags.rs`: `READABLE | HUP`, except on select, which has no HUP (`READABLE` only;
+/// `read` then returns 0).
+#[track_caller]
+pub fn assert_hangup<P: Poller>(ready: Ready) {
+    assert!(
+        ready.contains(Ready::READABLE),
+        "{}: hang-up without READABLE: {ready:?}",
+        P::NAME
+    );
+    if P::NAME == "select" {
+        assert!(
+            !ready.contains(Ready::HUP),
+            "select promises no HUP: {ready:?}"
+        );
+    } else {
+        assert!(
+            ready.contains(Ready::HUP),
+            "{}: hang-up without HUP: {ready:?}",
+            P::NAME
+        );
+    }
+}
+
+/// A raw fd closed on drop, for a duplicate made with `fcntl` (wrapping it in an `OwnedFd`
+/// would take `unsafe`, which stays in `sys/`).
+#[derive(Debug)]
+pub struct DupFd(pub RawFd);
+
+impl Drop for DupFd {
+    fn drop(&mut self) {
+        let _ = nix::unistd::close(self.0);
+    }
+}
+
+/// Duplicates `fd` onto the lowest free fd number `>= min` (`F_DUPFD_CLOEXEC`), raising
+/// `RLIMIT_NOFILE` first; `None` if the hard limit does not allow an fd that high.
+#[track_caller]
+pub fn dup_at_least(fd: &impl AsFd, min: RawFd) -> Option<DupFd> {
+    use nix::fcntl::{fcntl, FcntlArg};
+    let want = u64::try_from(min).unwrap() + 64;
+    if raise_nofile(want) <= u64::try_from(min).unwrap() {
+        return None;
+    }
+    let raw = fcntl(fd.as_fd(), FcntlArg::F_DUPFD_CLOEXEC(min)).expect("F_DUPFD_CLOEXEC");
+    assert!(raw >= min);
+    Some(DupFd(raw))
 }
