@@ -19,3 +19,7 @@ pub use ioloop::{Handle, HandlerFd, IoLoop};
 pub use ioloop_sys as sys;
 pub use ioloop_sys::{DefaultPoller, Interest, Mode, Poller, Ready};
 pub use timers::TimeoutId;
+
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

@@ -112,7 +112,7 @@ pub(crate) fn timespec(d: Duration) -> libc::timespec {
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
     ts.tv_sec = libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX);
     // `subsec_nanos() < 10^9` fits every target's `c_long`.
-    ts.tv_nsec = d.subsec_nanos() as libc::c_long;
+    ts.tv_nsec = d.subsec_nanos() as _;
     ts
 }
 
