@@ -48,6 +48,7 @@ mod common;
 mod events;
 mod flags;
 mod notify;
+mod registry;
 mod syscall;
 
 pub mod signal;
@@ -56,8 +57,8 @@ pub mod signal;
 mod epoll;
 // BACKENDS-PENDING #[cfg(ioloop_has_kqueue)]
 // BACKENDS-PENDING mod kqueue;
-// BACKENDS-PENDING mod poll;
-// BACKENDS-PENDING mod select;
+mod poll;
+mod select;
 // BACKENDS-PENDING #[cfg(ioloop_has_uring)]
 // BACKENDS-PENDING mod uring;
 
@@ -72,8 +73,8 @@ pub use notify::Notifier;
 pub use epoll::Epoll;
 // BACKENDS-PENDING #[cfg(ioloop_has_kqueue)]
 // BACKENDS-PENDING pub use kqueue::Kqueue;
-// BACKENDS-PENDING pub use poll::Poll;
-// BACKENDS-PENDING pub use select::Select;
+pub use poll::Poll;
+pub use select::Select;
 // BACKENDS-PENDING #[cfg(ioloop_has_uring)]
 // BACKENDS-PENDING pub use uring::Uring;
 

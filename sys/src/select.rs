@@ -1,1 +1,387 @@
-//! placeholder
+//! select(2), for every Unix; the last resort.
+//!
+//! The platform notes are on [`Select`].
+
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::common::{self, Round};
+use crate::registry::{self, Registry};
+use crate::syscall::cvt;
+use crate::{Events, Interest, Mode, Notifier, Poller, Ready};
+
+/// The select backend: [`Poller`] over `select(2)`, for every Unix; the last resort.
+///
+/// # Platform notes
+///
+/// * `FD_SETSIZE` (1024 on most systems, 256 on NetBSD): an `fd_set` is a fixed bitmap, and
+///   setting a bit past it is memory corruption in C. Registering an fd `>= FD_SETSIZE` fails
+///   with `InvalidInput`, and [`Select::new`](Poller::new) fails if its own notifier fds land
+///   that high (a process with many fds open).
+/// * O(n) per wait, like poll: the sets are rebuilt from the registrations every wait (in
+///   buffers reused across waits, so no allocation).
+/// * Timeouts: `pselect(2)` takes a `timespec` on Linux, Android, FreeBSD, DragonFly, NetBSD
+///   and OpenBSD; elsewhere `select(2)` takes a `timeval`, rounded *up* to whole microseconds
+///   so a wait never ends early.
+/// * No [`Ready::HUP`]: select has no such set; a closed peer shows as [`Ready::READABLE`]
+///   with `read` returning 0. Registrations with an empty interest are in no set and report
+///   nothing.
+/// * An fd closed without [`deregister`](Poller::deregister) makes select fail with `EBADF`;
+///   the backend then finds the closed fds (`fcntl(F_GETFD)` on each) and reports them as
+///   [`Ready::ERROR`] instead of failing the wait.
+/// * [`Mode::Oneshot`] is emulated (the fd is left out of the sets after a report, until
+///   [`modify`](Poller::modify)); there is no [`Mode::Edge`].
+/// * A registration made from another thread while a wait is blocked interrupts the system call
+///   through an internal notifier; the wait rebuilds its sets and goes on, within the same
+///   deadline.
+///
+/// # Examples
+///
+/// ```
+/// use std::io::Write;
+/// use std::os::fd::AsRawFd;
+/// use std::os::unix::net::UnixStream;
+/// use std::time::Duration;
+/// use ioloop_sys::{Events, Interest, Mode, Poller, Select};
+///
+/// let poller = Select::new()?;
+/// let (a, mut b) = UnixStream::pair()?;
+/// poller.register(a.as_raw_fd(), 1, Interest::READABLE, Mode::Level)?;
+/// b.write_all(b"x")?;
+/// let mut events = Events::with_capacity(8);
+/// assert_eq!(poller.wait(&mut events, Some(Duration::from_secs(5)))?, 1);
+/// // An fd select cannot hold is refused, never written past the set.
+/// let err = poller.register(4096, 2, Interest::READABLE, Mode::Level).unwrap_err();
+/// assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+/// # std::io::Result::Ok(())
+/// ```
+#[derive(Debug)]
+pub struct Select {
+    /// The registrations and the notifiers. Invariant: every fd in it (notifier fds included)
+    /// is below `FD_SETSIZE`.
+    reg: Registry,
+    /// The sets and the slot list, reused by every wait (locked by the one waiter for the
+    /// whole wait).
+    buf: Mutex<SelectBuf>,
+}
+
+struct SelectBuf {
+    read: libc::fd_set,
+    write: libc::fd_set,
+    /// The fds of this round, in the order `begin_round` gave them.
+    slots: Vec<Slot>,
+    /// Where reporting starts (see `InRound::finish`).
+    cursor: usize,
+}
+
+impl std::fmt::Debug for SelectBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SelectBuf")
+            .field("slots", &self.slots.len())
+            .finish()
+    }
+}
+
+/// One fd of a round.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    fd: RawFd,
+    tag: u64,
+    interest: Interest,
+    /// Found closed after `EBADF`: left out of the sets, reported as [`Ready::ERROR`].
+    bad: bool,
+}
+
+impl Poller for Select {
+    const NAME: &'static str = "select";
+
+    fn new() -> io::Result<Self> {
+        let reg = Registry::new()?;
+        for fd in reg.wake_fds() {
+            check_settable(fd).map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::Other,
+                    format!(
+                        "select cannot watch its own notifier: fd {fd} is >= FD_SETSIZE ({}); \
+                         too many fds are open for the select backend",
+                        libc::FD_SETSIZE
+                    ),
+                )
+            })?;
+        }
+        Ok(Self {
+            reg,
+            buf: Mutex::new(SelectBuf {
+                read: empty_set(),
+                write: empty_set(),
+                slots: Vec::new(),
+                cursor: 0,
+            }),
+        })
+    }
+
+    fn supports(&self, mode: Mode) -> bool {
+        mode != Mode::Edge
+    }
+
+    fn register(&self, fd: RawFd, token: u64, interest: Interest, mode: Mode) -> io::Result<()> {
+        common::check_fd(fd)?;
+        check_settable(fd)?;
+        self.reg
+            .register(fd, token, interest, mode, self.supports(mode))
+    }
+
+    fn modify(&self, fd: RawFd, token: u64, interest: Interest, mode: Mode) -> io::Result<()> {
+        self.reg
+            .modify(fd, token, interest, mode, self.supports(mode))
+    }
+
+    fn deregister(&self, fd: RawFd) -> io::Result<()> {
+        self.reg.deregister(fd)
+    }
+
+    fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
+        let mut buf = self.buf.lock().unwrap_or_else(|p| p.into_inner());
+        common::wait_loop(events, timeout, |events, left| {
+            self.wait_once(&mut buf, events, left)
+        })
+    }
+
+    fn notify(&self) -> io::Result<()> {
+        self.reg.notifier().notify()
+    }
+
+    fn notifier(&self) -> Notifier {
+        self.reg.notifier().clone()
+    }
+}
+
+impl Select {
+    /// One round: builds the sets from the table, selects, maps the results into `events`.
+    fn wait_once(
+        &self,
+        buf: &mut SelectBuf,
+        events: &mut Events,
+        left: Option<Duration>,
+    ) -> io::Result<Round> {
+        buf.slots.clear();
+        let round = self.reg.begin_round(|fd, interest, tag| {
+            buf.slots.push(Slot {
+                fd,
+                tag,
+                interest,
+                bad: false,
+            });
+            Ok(())
+        })?;
+        let n = match buf.select(registry::round_timeout(left)) {
+            Err(e) if e.raw_os_error() == Some(libc::EBADF) => buf.recover_ebadf(e)?,
+            other => other?,
+        };
+        let SelectBuf {
+            read,
+            write,
+            slots,
+            cursor,
+        } = buf;
+        let count = if n == 0 { 0 } else { slots.len() };
+        Ok(round.finish(events, cursor, count, |i| {
+            let s = slots[i];
+            (s.fd, s.tag, s.ready(read, write))
+        }))
+    }
+}
+
+impl SelectBuf {
+    /// Fills the sets from the slots (leaving out bad ones) and selects; returns the count.
+    fn select(&mut self, left: Option<Duration>) -> io::Result<usize> {
+        fd_zero(&mut self.read);
+        fd_zero(&mut self.write);
+        let mut nfds = 0;
+        for s in self.slots.iter().filter(|s| !s.bad) {
+            if s.interest.contains(Interest::READABLE) {
+                fd_set(&mut self.read, s.fd)?;
+            }
+            if s.interest.contains(Interest::WRITABLE) {
+                fd_set(&mut self.write, s.fd)?;
+            }
+            if !s.interest.is_empty() {
+                nfds = nfds.max(s.fd + 1);
+            }
+        }
+        sys_select(nfds, &mut self.read, &mut self.write, left)
+    }
+
+    /// After `EBADF` (`err`): marks the slots whose fd is closed, then selects the others
+    /// without blocking. Returns a count that is non-zero when anything is to be reported;
+    /// `err` if no closed fd was found.
+    fn recover_ebadf(&mut self, mut err: io::Error) -> io::Result<usize> {
+        loop {
+            let mut found = 0;
+            for s in self.slots.iter_mut().filter(|s| !s.bad) {
+                if !registry::is_open(s.fd) {
+                    s.bad = true;
+                    found += 1;
+                }
+            }
+            if found == 0 {
+                return Err(err);
+            }
+            match self.select(Some(Duration::ZERO)) {
+                // More fds closed meanwhile: look again.
+                Err(e) if e.raw_os_error() == Some(libc::EBADF) => err = e,
+                Ok(n) => return Ok(n + found),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Slot {
+    fn ready(&self, read: &libc::fd_set, write: &libc::fd_set) -> Ready {
+        if self.bad {
+            return Ready::ERROR;
+        }
+        let mut r = Ready::empty();
+        if fd_isset(read, self.fd) {
+            r |= Ready::READABLE;
+        }
+        if fd_isset(write, self.fd) {
+            r |= Ready::WRITABLE;
+        }
+        r
+    }
+}
+
+/// `pselect` with a `timespec` where the OS has it natively.
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "netbsd",
+    target_os = "openbsd"
+))]
+fn sys_select(
+    nfds: libc::c_int,
+    read: &mut libc::fd_set,
+    write: &mut libc::fd_set,
+    left: Option<Duration>,
+) -> io::Result<usize> {
+    let ts = left.map(common::timespec);
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `read` and `write` are valid, writable fd_sets holding only fds below `nfds`
+    // and FD_SETSIZE; `ts_ptr` is null or points to a live timespec; the exception set and
+    // the sigmask may be null.
+    let n = cvt(unsafe {
+        libc::pselect(
+            nfds,
+            read,
+            write,
+            std::ptr::null_mut(),
+            ts_ptr,
+            std::ptr::null(),
+        )
+    })?;
+    Ok(n.unsigned_abs() as usize)
+}
+
+/// `select` with a `timeval` rounded up to whole microseconds (macOS's `pselect` is a
+/// wrapper around it anyway).
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd",
+    target_os = "dragonfly",
+    target_os = "netbsd",
+    target_os = "openbsd"
+)))]
+fn sys_select(
+    nfds: libc::c_int,
+    read: &mut libc::fd_set,
+    write: &mut libc::fd_set,
+    left: Option<Duration>,
+) -> io::Result<usize> {
+    let mut tv = left.map(timeval_round_up);
+    let tv_ptr = tv
+        .as_mut()
+        .map_or(std::ptr::null_mut(), |t| t as *mut libc::timeval);
+    // SAFETY: `read` and `write` are valid, writable fd_sets holding only fds below `nfds`
+    // and FD_SETSIZE; `tv_ptr` is null or points to a live timeval; the exception set may be
+    // null.
+    let n = cvt(unsafe { libc::select(nfds, read, write, std::ptr::null_mut(), tv_ptr) })?;
+    Ok(n.unsigned_abs() as usize)
+}
+
+/// A duration as a `timeval`, rounded *up* to whole microseconds (seconds saturate at
+/// `i32::MAX`, which every `time_t` holds; rounds are capped far below that anyway).
+#[cfg_attr(
+    any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "freebsd",
+        target_os = "dragonfly",
+        target_os = "netbsd",
+        target_os = "openbsd"
+    ),
+    allow(dead_code)
+)]
+// `suseconds_t` is i32 on macOS and i64 on Linux: the conversion is fallible on some targets
+// only. The field types are inferred, not named: musl deprecates its `time_t` alias.
+#[allow(clippy::unnecessary_fallible_conversions)]
+fn timeval_round_up(d: Duration) -> libc::timeval {
+    let mut secs = d.as_secs();
+    let mut micros = (d.subsec_nanos() + 999) / 1000;
+    if micros == 1_000_000 {
+        secs = secs.saturating_add(1);
+        micros = 0;
+    }
+    // SAFETY: timeval is plain data; all-zero is a valid value, and it hides the padding
+    // fields some targets have.
+    let mut tv: libc::timeval = unsafe { std::mem::zeroed() };
+    tv.tv_sec = i32::try_from(secs).unwrap_or(i32::MAX).into();
+    tv.tv_usec = micros.try_into().unwrap_or(0);
+    tv
+}
+
+/// `InvalidInput` unless `0 <= fd < FD_SETSIZE`: the one check in front of every set access.
+fn check_settable(fd: RawFd) -> io::Result<()> {
+    match usize::try_from(fd) {
+        Ok(i) if i < libc::FD_SETSIZE => Ok(()),
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "fd {fd} is outside 0..FD_SETSIZE (0..{}); select cannot watch it",
+                libc::FD_SETSIZE
+            ),
+        )),
+    }
+}
+
+fn empty_set() -> libc::fd_set {
+    // SAFETY: fd_set is a plain array of integers; all-zero is the empty set.
+    unsafe { std::mem::zeroed() }
+}
+
+fn fd_zero(set: &mut libc::fd_set) {
+    // SAFETY: `set` is a valid, writable fd_set.
+    unsafe { libc::FD_ZERO(set) };
+}
+
+/// `FD_SET`, only after [`check_settable`].
+fn fd_set(set: &mut libc::fd_set, fd: RawFd) -> io::Result<()> {
+    check_settable(fd)?;
+    // SAFETY: `set` is a valid, writable fd_set and `0 <= fd < FD_SETSIZE` (checked above).
+    unsafe { libc::FD_SET(fd, set) };
+    Ok(())
+}
+
+/// `FD_ISSET`, only after [`check_settable`] (an fd outside the set is never in it).
+fn fd_isset(set: &libc::fd_set, fd: RawFd) -> bool {
+    // SAFETY: `set` is a valid fd_set and `0 <= fd < FD_SETSIZE` (checked first).
+    check_settable(fd).is_ok() && unsafe { libc::FD_ISSET(fd, set) }
+}
