@@ -52,8 +52,9 @@ fn main() -> io::Result<()> {
         }
     };
     let stdin = io::stdin();
-    if let Err(e) = lp.add_handler(&stdin, Interest::READABLE, move |lp, _fd, _ready| on_stdin(lp))
-    {
+    if let Err(e) = lp.add_handler(&stdin, Interest::READABLE, move |lp, _fd, _ready| {
+        on_stdin(lp)
+    }) {
         // A regular file or /dev/null on stdin: epoll refuses it (EPERM). Such a file is
         // always readable, so read it from a callback instead.
         eprintln!("stdin cannot be watched ({e}); reading it directly");

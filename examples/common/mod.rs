@@ -72,7 +72,9 @@ pub const MAX_N: u64 = 45;
 pub fn parse_n(line: &str) -> Result<u64, String> {
     match line.parse::<u64>() {
         Ok(n) if n <= MAX_N => Ok(n),
-        Ok(n) => Err(format!("{n} is too large: this naive fib takes n <= {MAX_N}")),
+        Ok(n) => Err(format!(
+            "{n} is too large: this naive fib takes n <= {MAX_N}"
+        )),
         Err(_) => Err(format!("not a number: {line:?} (type a number, or exit)")),
     }
 }

@@ -1,15 +1,4 @@
 //! epoll(7), for Linux and Android.
-//!
-//! # Platform notes
-//!
-//! * Timeouts: `epoll_pwait2(2)` (Linux 5.11+) takes a `timespec`, so waits keep nanosecond
-//!   precision; on older kernels (`ENOSYS`, or `EPERM` from a seccomp filter) the backend falls
-//!   back to `epoll_wait(2)` once and for good, with the timeout rounded *up* to whole
-//!   milliseconds so it never ends early.
-//! * epoll registers open file descriptions, not fd numbers: an fd closed without
-//!   [`deregister`](Poller::deregister) stops reporting once the last duplicate of it is closed.
-//! * Regular files cannot be registered (`EPERM`).
-//! * [`Mode::Edge`] is `EPOLLET`, [`Mode::Oneshot`] is `EPOLLONESHOT`.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -22,7 +11,18 @@ use crate::notify::Receiver;
 use crate::syscall::{cvt, cvt_retry};
 use crate::{Events, Interest, Mode, Notifier, Poller, Ready, RESERVED_TOKEN};
 
-/// The epoll backend. See the [module docs](self) for its platform notes.
+/// The epoll backend, for Linux and Android.
+///
+/// # Platform notes
+///
+/// * Timeouts: `epoll_pwait2(2)` (Linux 5.11+) takes a `timespec`, so waits keep nanosecond
+///   precision; on older kernels (`ENOSYS`, or `EPERM` from a seccomp filter) the backend falls
+///   back to `epoll_wait(2)` once and for good, with the timeout rounded *up* to whole
+///   milliseconds so it never ends early.
+/// * epoll registers open file descriptions, not fd numbers: an fd closed without
+///   [`deregister`](Poller::deregister) stops reporting once the last duplicate of it is closed.
+/// * Regular files cannot be registered (`EPERM`).
+/// * [`Mode::Edge`] is `EPOLLET`, [`Mode::Oneshot`] is `EPOLLONESHOT`.
 pub struct Epoll {
     /// Invariant: an epoll instance this value owns.
     epfd: OwnedFd,
@@ -192,7 +192,10 @@ impl Epoll {
 /// `modify`/`deregister` of an fd epoll does not hold: `ENOENT`, or `EBADF`/`EPERM` for an fd
 /// that is not open or could never have been registered. All mean "not registered".
 fn not_found_if_enoent(e: io::Error, fd: RawFd) -> io::Error {
-    if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::EBADF | libc::EPERM)) {
+    if matches!(
+        e.raw_os_error(),
+        Some(libc::ENOENT | libc::EBADF | libc::EPERM)
+    ) {
         common::not_found(fd)
     } else {
         e

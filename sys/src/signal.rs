@@ -199,7 +199,10 @@ pub fn install_noop_handler(sig: i32) -> io::Result<()> {
     extern "C" fn noop(_sig: libc::c_int) {}
 
     let signal = Signal::try_from(sig).map_err(|_| {
-        io::Error::new(io::ErrorKind::InvalidInput, format!("{sig} is not a signal number"))
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{sig} is not a signal number"),
+        )
     })?;
     let action = SigAction::new(SigHandler::Handler(noop), SaFlags::empty(), SigSet::empty());
     // SAFETY: `noop` does nothing, so it is async-signal-safe.
