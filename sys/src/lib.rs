@@ -58,8 +58,8 @@ mod epoll;
 // BACKENDS-PENDING mod kqueue;
 // BACKENDS-PENDING mod poll;
 // BACKENDS-PENDING mod select;
-// BACKENDS-PENDING #[cfg(ioloop_has_uring)]
-// BACKENDS-PENDING mod uring;
+#[cfg(ioloop_has_uring)]
+mod uring;
 
 #[cfg(feature = "alloc-counter")]
 pub mod alloc_counter;
@@ -74,8 +74,8 @@ pub use epoll::Epoll;
 // BACKENDS-PENDING pub use kqueue::Kqueue;
 // BACKENDS-PENDING pub use poll::Poll;
 // BACKENDS-PENDING pub use select::Select;
-// BACKENDS-PENDING #[cfg(ioloop_has_uring)]
-// BACKENDS-PENDING pub use uring::Uring;
+#[cfg(ioloop_has_uring)]
+pub use uring::Uring;
 
 /// The token value a [`Poller`] keeps for its own notifier; registering it is
 /// [`InvalidInput`](io::ErrorKind::InvalidInput).
