@@ -59,8 +59,8 @@ mod epoll;
 // BACKENDS-PENDING mod kqueue;
 mod poll;
 mod select;
-// BACKENDS-PENDING #[cfg(ioloop_has_uring)]
-// BACKENDS-PENDING mod uring;
+#[cfg(ioloop_has_uring)]
+mod uring;
 
 #[cfg(feature = "alloc-counter")]
 pub mod alloc_counter;
@@ -75,8 +75,8 @@ pub use epoll::Epoll;
 // BACKENDS-PENDING pub use kqueue::Kqueue;
 pub use poll::Poll;
 pub use select::Select;
-// BACKENDS-PENDING #[cfg(ioloop_has_uring)]
-// BACKENDS-PENDING pub use uring::Uring;
+#[cfg(ioloop_has_uring)]
+pub use uring::Uring;
 
 /// The token value a [`Poller`] keeps for its own notifier; registering it is
 /// [`InvalidInput`](io::ErrorKind::InvalidInput).

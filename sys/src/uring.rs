@@ -1,0 +1,1051 @@
+//! io_uring(7) readiness polling, for Linux, through raw `io_uring_setup(2)` /
+//! `io_uring_enter(2)` and three `mmap(2)`ed regions (no liburing).
+//!
+//! Each registration is one `IORING_OP_POLL_ADD` request in flight; `deregister` and `modify`
+//! cancel it with `IORING_OP_POLL_REMOVE`. The `user_data` of every request packs
+//! `(generation, fd)`, so a completion that belongs to a registration since removed or
+//! modified is recognised and dropped instead of reaching the new owner of the fd.
+//!
+//! # Platform notes
+//!
+//! * Kernel: Linux 5.5 or later (`IORING_SETUP_CQSIZE`, `IORING_FEAT_NODROP`). Timed waits use
+//!   `IORING_ENTER_EXT_ARG` (Linux 5.11+) when `IORING_FEAT_EXT_ARG` is offered, else an
+//!   `IORING_OP_TIMEOUT` request; both take a `timespec`, so waits keep nanosecond precision
+//!   and never end early.
+//! * [`Uring::new`] returns the error `io_uring_setup(2)` gives where io_uring is compiled out
+//!   (`ENOSYS`) or refused by a seccomp filter or `kernel.io_uring_disabled` (`EPERM`).
+//! * [`Mode::Level`] is a *single-shot* poll that is re-armed right after each report, so
+//!   the next wait submits it again and, if the fd is still ready, it completes at once:
+//!   exactly level behaviour. (Multishot poll, `IORING_POLL_ADD_MULTI`, only posts on
+//!   wake-ups, which is edge-like, so it is not used.) [`Mode::Oneshot`] is the same poll,
+//!   not re-armed until [`modify`](Poller::modify).
+//! * [`Mode::Edge`] is not supported ([`supports`](Poller::supports) says `false`,
+//!   registering with it is `Unsupported`).
+//! * A poll request holds a reference to the open file, like epoll it watches the open file
+//!   description; `register` checks that the fd is open (`EBADF`). Regular files always
+//!   poll ready.
+//! * Changes made from other threads are pushed to the submission queue under a lock and
+//!   submitted by that thread; a blocked wait sees their completions directly. The kernel
+//!   finishes a poll as task work of the thread that submitted it (restarting that thread's
+//!   blocking call transparently), or in a kernel worker once that thread has exited.
+//! * Completions left in a half-full CQ while nobody waits are moved aside by
+//!   register/modify/deregister, so they never pile up in the kernel's overflow list.
+
+use std::collections::HashMap;
+use std::io;
+use std::mem::{self, MaybeUninit};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::common::{self, Round};
+use crate::notify::Receiver;
+use crate::syscall::cvt;
+use crate::{Events, Interest, Mode, Notifier, Poller, Ready};
+
+// ---- <linux/io_uring.h> (uapi), checked against linux-libc-dev 6.1 ----
+
+const IORING_SETUP_CQSIZE: u32 = 1 << 3;
+const IORING_FEAT_SINGLE_MMAP: u32 = 1 << 0;
+const IORING_FEAT_EXT_ARG: u32 = 1 << 8;
+const IORING_OFF_SQ_RING: libc::off_t = 0;
+const IORING_OFF_CQ_RING: libc::off_t = 0x800_0000;
+const IORING_OFF_SQES: libc::off_t = 0x1000_0000;
+const IORING_ENTER_GETEVENTS: u32 = 1 << 0;
+const IORING_ENTER_EXT_ARG: u32 = 1 << 3;
+const IORING_SQ_CQ_OVERFLOW: u32 = 1 << 1;
+const IORING_OP_NOP: u8 = 0;
+const IORING_OP_POLL_ADD: u8 = 6;
+const IORING_OP_POLL_REMOVE: u8 = 7;
+const IORING_OP_TIMEOUT: u8 = 11;
+const IORING_OP_TIMEOUT_REMOVE: u8 = 12;
+
+/// `struct io_sqring_offsets`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+#[allow(dead_code)] // kernel ABI: every field is part of the layout
+struct IoSqringOffsets {
+    head: u32,
+    tail: u32,
+    ring_mask: u32,
+    ring_entries: u32,
+    flags: u32,
+    dropped: u32,
+    array: u32,
+    resv1: u32,
+    resv2: u64,
+}
+
+/// `struct io_cqring_offsets`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+#[allow(dead_code)] // kernel ABI: every field is part of the layout
+struct IoCqringOffsets {
+    head: u32,
+    tail: u32,
+    ring_mask: u32,
+    ring_entries: u32,
+    overflow: u32,
+    cqes: u32,
+    flags: u32,
+    resv1: u32,
+    resv2: u64,
+}
+
+/// `struct io_uring_params`: in and out argument of `io_uring_setup`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+#[allow(dead_code)] // kernel ABI: every field is part of the layout
+struct IoUringParams {
+    sq_entries: u32,
+    cq_entries: u32,
+    flags: u32,
+    sq_thread_cpu: u32,
+    sq_thread_idle: u32,
+    features: u32,
+    wq_fd: u32,
+    resv: [u32; 3],
+    sq_off: IoSqringOffsets,
+    cq_off: IoCqringOffsets,
+}
+
+/// `struct io_uring_sqe` (64 bytes), with the unions flattened to the members used here:
+/// `off` (count of `IORING_OP_TIMEOUT`), `addr` (target of the removes, timespec of the
+/// timeout), `op_flags` (`poll32_events`, `timeout_flags`).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+#[allow(dead_code)] // kernel ABI: every field is part of the layout
+struct IoUringSqe {
+    opcode: u8,
+    flags: u8,
+    ioprio: u16,
+    fd: i32,
+    off: u64,
+    addr: u64,
+    len: u32,
+    op_flags: u32,
+    user_data: u64,
+    buf_index: u16,
+    personality: u16,
+    splice_fd_in: i32,
+    addr3: u64,
+    pad2: u64,
+}
+
+/// `struct io_uring_cqe` (16 bytes; no `IORING_SETUP_CQE32`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+#[allow(dead_code)] // kernel ABI: every field is part of the layout
+struct IoUringCqe {
+    user_data: u64,
+    res: i32,
+    flags: u32,
+}
+
+/// `struct io_uring_getevents_arg`, for `IORING_ENTER_EXT_ARG`.
+#[repr(C)]
+#[allow(dead_code)] // kernel ABI: every field is part of the layout
+struct IoUringGeteventsArg {
+    sigmask: u64,
+    sigmask_sz: u32,
+    pad: u32,
+    ts: u64,
+}
+
+/// `struct __kernel_timespec`: 64-bit fields on every target (unlike `libc::timespec`).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct KernelTimespec {
+    tv_sec: i64,
+    tv_nsec: i64,
+}
+
+const _: () = assert!(mem::size_of::<IoUringParams>() == 120);
+const _: () = assert!(mem::size_of::<IoUringSqe>() == 64);
+const _: () = assert!(mem::size_of::<IoUringCqe>() == 16);
+const _: () = assert!(mem::size_of::<IoUringGeteventsArg>() == 24);
+
+// ---- sizes and user_data encoding ----
+
+/// Submission queue entries (far below the kernel maximum, 32768).
+const SQ_ENTRIES: u32 = 256;
+/// Completion queue entries: generous, so completions rarely wait in the overflow list.
+const CQ_ENTRIES: u32 = 1024;
+
+/// `user_data` = `(generation << 32) | fd` for registrations; fds are `0..=i32::MAX`, so a low
+/// word of `0x8000_0000` or more is free for the poller's own requests:
+/// the notifier's poll...
+const NOTIFY_UD: u64 = u64::MAX;
+/// ...removes and the NOP that wakes a waiter (their completions are ignored)...
+const INTERNAL_UD: u64 = u64::MAX - 1;
+/// ...and the `IORING_OP_TIMEOUT` of the fallback timed wait (high word: a sequence number).
+const TIMEOUT_LOW: u32 = u32::MAX - 2;
+
+/// What a completion's `user_data` names.
+enum Ud {
+    Notify,
+    Internal,
+    Timeout,
+    User { fd: RawFd, gen: u32 },
+}
+
+fn user_ud(fd: RawFd, gen: u32) -> u64 {
+    // fds reaching here passed `check_fd` (non-negative).
+    (u64::from(gen) << 32) | u64::from(fd.unsigned_abs())
+}
+
+fn decode(ud: u64) -> Ud {
+    let low = ud as u32;
+    match low {
+        u32::MAX => Ud::Notify,
+        l if l == u32::MAX - 1 => Ud::Internal,
+        TIMEOUT_LOW => Ud::Timeout,
+        _ => match RawFd::try_from(low) {
+            Ok(fd) => Ud::User {
+                fd,
+                gen: (ud >> 32) as u32,
+            },
+            Err(_) => Ud::Internal,
+        },
+    }
+}
+
+/// The io_uring backend: readiness through `IORING_OP_POLL_ADD` requests, with raw
+/// `io_uring_setup(2)` and `io_uring_enter(2)` (no liburing).
+///
+/// # Platform notes
+///
+/// * Needs Linux 5.5 or later; timed waits use `IORING_ENTER_EXT_ARG` (Linux 5.11+) or, on
+///   older kernels, an `IORING_OP_TIMEOUT` request. Either way the timeout has nanosecond
+///   precision and never ends early.
+/// * [`new`](Poller::new) fails with the error of `io_uring_setup(2)` where io_uring is
+///   missing (`ENOSYS`) or forbidden by seccomp or `kernel.io_uring_disabled` (`EPERM`).
+/// * [`Mode::Level`] is a single-shot poll re-armed after each report (the next wait
+///   reports again while the fd stays ready); [`Mode::Oneshot`] is the same poll, not
+///   re-armed until [`modify`](Poller::modify); [`Mode::Edge`] is `Unsupported`.
+/// * Regular files always poll ready.
+///
+/// # Examples
+///
+/// ```
+/// use std::io::Write;
+/// use std::os::fd::AsRawFd;
+/// use std::os::unix::net::UnixStream;
+/// use std::time::Duration;
+/// use ioloop_sys::{Events, Interest, Mode, Poller, Uring};
+///
+/// let poller = Uring::new()?;
+/// let (a, mut b) = UnixStream::pair()?;
+/// poller.register(a.as_raw_fd(), 1, Interest::READABLE, Mode::Level)?;
+/// b.write_all(b"x")?;
+/// let mut events = Events::with_capacity(8);
+/// assert_eq!(poller.wait(&mut events, Some(Duration::from_secs(5)))?, 1);
+/// // Level: still unread, so reported again.
+/// assert_eq!(poller.wait(&mut events, Some(Duration::from_secs(5)))?, 1);
+/// poller.deregister(a.as_raw_fd())?;
+/// # std::io::Result::Ok(())
+/// ```
+pub struct Uring {
+    /// Ring memory, the fd table and the deferred completions. Every access to the user side
+    /// of the rings (SQ tail and entries, CQ head) happens with this lock held, which makes
+    /// this process a single producer of the SQ and a single consumer of the CQ.
+    state: Mutex<State>,
+    /// Held by the one thread inside `wait` (never while taking `state` the other way round:
+    /// the lock order is `waiter` then `state`).
+    waiter: Mutex<WaitState>,
+    /// Invariant: the io_uring instance whose rings `state.ring` maps; closed after they are
+    /// unmapped (fields drop in declaration order).
+    ring_fd: OwnedFd,
+    wake: Receiver,
+    /// `IORING_FEAT_EXT_ARG`: timed waits pass a timespec to `io_uring_enter` directly.
+    ext_arg: bool,
+}
+
+impl std::fmt::Debug for Uring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Uring")
+            .field("ring_fd", &self.ring_fd)
+            .field("ext_arg", &self.ext_arg)
+            .finish()
+    }
+}
+
+/// What `state` guards.
+struct State {
+    ring: Ring,
+    /// fd -> registration. An fd is in here from `register` to `deregister`.
+    table: HashMap<RawFd, Entry>,
+    /// Completions taken off a nearly full CQ by a thread other than the waiter (raw
+    /// `(user_data, res)`); the waiter reports them first. At most one per registration plus
+    /// the notifier and a timeout, since a poll is re-armed only once reported.
+    stash: Vec<(u64, i32)>,
+    /// Source of registration generations (wraps; only equality with the current one counts).
+    next_gen: u32,
+}
+
+/// One registration.
+#[derive(Clone, Copy)]
+struct Entry {
+    token: u64,
+    interest: Interest,
+    mode: Mode,
+    /// Tags this registration's requests; bumped by `modify`.
+    gen: u32,
+    /// A POLL_ADD with this generation is queued or in flight and not yet reaped.
+    armed: bool,
+}
+
+/// What only the waiter uses.
+struct WaitState {
+    /// The fallback timeout's timespec: boxed so its address is stable while the kernel has
+    /// not yet read it (it is read when the TIMEOUT request is submitted).
+    ts: Box<KernelTimespec>,
+    /// Sequence for the fallback timeout's `user_data`.
+    seq: u32,
+    /// The `user_data` of a fallback timeout submitted and not yet completed.
+    timeout: Option<u64>,
+}
+
+/// One shared mapping; unmapped on drop.
+///
+/// Invariant: `ptr..ptr+len` is a mapping this value owns.
+struct Mmap {
+    ptr: NonNull<libc::c_void>,
+    len: usize,
+}
+
+impl Mmap {
+    fn new(fd: RawFd, len: usize, offset: libc::off_t) -> io::Result<Self> {
+        // SAFETY: a fresh shared mapping chosen by the kernel (null hint) cannot alias any
+        // Rust object; a failure is MAP_FAILED, checked below.
+        let ptr = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                fd,
+                offset,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(ptr)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::Other, "mmap returned null"))?;
+        Ok(Self { ptr, len })
+    }
+
+    fn base(&self) -> *mut u8 {
+        self.ptr.as_ptr().cast()
+    }
+}
+
+impl Drop for Mmap {
+    fn drop(&mut self) {
+        // SAFETY: `ptr..ptr+len` is our mapping (invariant) and nothing points into it once
+        // its owner (`Ring`) is dropped.
+        unsafe { libc::munmap(self.ptr.as_ptr(), self.len) };
+    }
+}
+
+/// The mapped SQ ring, CQ ring and SQE array, with typed pointers into them.
+///
+/// Invariants: every pointer points into one of the mappings below, which this value owns
+/// and which stay mapped for as long as it lives (the pointer fields are declared first and
+/// are plain pointers, so nothing dereferences them after the mappings drop); the offsets
+/// came from the kernel's `io_uring_params` for this ring. The user-owned words (SQ tail,
+/// SQEs and array, CQ head) are written only through `&mut self`, i.e. by the holder of
+/// `Uring::state`; the kernel-owned words (SQ head, CQ tail, flags) are only read, with
+/// `Acquire`.
+struct Ring {
+    sq_head: *const AtomicU32,
+    sq_tail: *const AtomicU32,
+    sq_flags: *const AtomicU32,
+    sq_mask: u32,
+    sq_entries: u32,
+    sqes: *mut IoUringSqe,
+    cq_head: *const AtomicU32,
+    cq_tail: *const AtomicU32,
+    cq_mask: u32,
+    cq_entries: u32,
+    cqes: *const IoUringCqe,
+    /// Our copy of the SQ tail (we are its only writer).
+    tail: u32,
+    _sq_map: Mmap,
+    /// `None` with `IORING_FEAT_SINGLE_MMAP` (the CQ ring shares the SQ ring's mapping).
+    _cq_map: Option<Mmap>,
+    _sqe_map: Mmap,
+}
+
+// SAFETY: the raw pointers point into mappings the `Ring` owns (not thread-local data), and
+// the ring is only used through `Mutex<State>`, which serialises every access from this
+// process; the kernel side synchronises through the atomics.
+unsafe impl Send for Ring {}
+
+impl Ring {
+    fn map(fd: RawFd, p: &IoUringParams) -> io::Result<Self> {
+        let sq_len = p.sq_off.array as usize + p.sq_entries as usize * mem::size_of::<u32>();
+        let cq_len = p.cq_off.cqes as usize + p.cq_entries as usize * mem::size_of::<IoUringCqe>();
+        let single = p.features & IORING_FEAT_SINGLE_MMAP != 0;
+        let sq_map = Mmap::new(
+            fd,
+            if single { sq_len.max(cq_len) } else { sq_len },
+            IORING_OFF_SQ_RING,
+        )?;
+        let cq_map = if single {
+            None
+        } else {
+            Some(Mmap::new(fd, cq_len, IORING_OFF_CQ_RING)?)
+        };
+        let sqe_map = Mmap::new(
+            fd,
+            p.sq_entries as usize * mem::size_of::<IoUringSqe>(),
+            IORING_OFF_SQES,
+        )?;
+        let sq = sq_map.base();
+        let cq = cq_map.as_ref().map_or(sq, Mmap::base);
+        // SAFETY: the kernel's offsets lie inside the mappings sized from them above.
+        let at = |base: *mut u8, off: u32| unsafe { base.add(off as usize) };
+        let sq_array = at(sq, p.sq_off.array).cast::<u32>();
+        // SAFETY: the masks are u32 words the kernel initialised inside the mappings.
+        let (sq_mask, cq_mask) = unsafe {
+            (
+                at(sq, p.sq_off.ring_mask).cast::<u32>().read(),
+                at(cq, p.cq_off.ring_mask).cast::<u32>().read(),
+            )
+        };
+        for i in 0..p.sq_entries {
+            // SAFETY: the array has `sq_entries` u32 slots (sq_len above); nothing is
+            // submitted yet, so the kernel is not reading it. Slot i always names SQE i.
+            unsafe { sq_array.add(i as usize).write(i) };
+        }
+        let mut ring = Self {
+            sq_head: at(sq, p.sq_off.head).cast(),
+            sq_tail: at(sq, p.sq_off.tail).cast(),
+            sq_flags: at(sq, p.sq_off.flags).cast(),
+            sq_mask,
+            sq_entries: p.sq_entries,
+            sqes: sqe_map.base().cast(),
+            cq_head: at(cq, p.cq_off.head).cast(),
+            cq_tail: at(cq, p.cq_off.tail).cast(),
+            cq_mask,
+            cq_entries: p.cq_entries,
+            cqes: at(cq, p.cq_off.cqes).cast(),
+            tail: 0,
+            _sq_map: sq_map,
+            _cq_map: cq_map,
+            _sqe_map: sqe_map,
+        };
+        ring.tail = ring.load(ring.sq_tail, Ordering::Relaxed);
+        Ok(ring)
+    }
+
+    fn load(&self, word: *const AtomicU32, order: Ordering) -> u32 {
+        // SAFETY: `word` is one of our ring pointers: aligned, inside a live mapping
+        // (invariant), and only accessed atomically by us and the kernel.
+        unsafe { (*word).load(order) }
+    }
+
+    fn store(&mut self, word: *const AtomicU32, value: u32) {
+        // SAFETY: as in `load`; `&mut self` makes us the only writer in this process.
+        unsafe { (*word).store(value, Ordering::Release) }
+    }
+
+    /// Entries pushed and not yet consumed by the kernel.
+    fn sq_pending(&self) -> u32 {
+        self.tail
+            .wrapping_sub(self.load(self.sq_head, Ordering::Acquire))
+    }
+
+    /// Queues `sqe`; `false` if the SQ is full (submit, then retry).
+    fn try_push(&mut self, sqe: &IoUringSqe) -> bool {
+        if self.sq_pending() >= self.sq_entries {
+            return false;
+        }
+        let idx = (self.tail & self.sq_mask) as usize;
+        // SAFETY: `idx < sq_entries`, the SQE array's length; the slot lies outside
+        // `head..tail`, so the kernel is done with it (the Acquire load of the head in
+        // `sq_pending` orders its reads before this write).
+        unsafe { self.sqes.add(idx).write(*sqe) };
+        self.tail = self.tail.wrapping_add(1);
+        // Release: the kernel sees the SQE contents before the new tail.
+        self.store(self.sq_tail, self.tail);
+        true
+    }
+
+    /// Completions posted and not yet taken.
+    fn cq_len(&self) -> u32 {
+        let tail = self.load(self.cq_tail, Ordering::Acquire);
+        tail.wrapping_sub(self.load(self.cq_head, Ordering::Relaxed))
+    }
+
+    /// Takes the oldest completion: `(user_data, res)`.
+    fn pop(&mut self) -> Option<(u64, i32)> {
+        let head = self.load(self.cq_head, Ordering::Relaxed);
+        if head == self.load(self.cq_tail, Ordering::Acquire) {
+            return None;
+        }
+        let idx = (head & self.cq_mask) as usize;
+        // SAFETY: `idx < cq_entries`, the CQE array's length; `head != tail` and the Acquire
+        // load of the tail make the entry initialised and visible.
+        let cqe = unsafe { self.cqes.add(idx).read() };
+        // Release: the kernel may reuse the slot only after we have read it.
+        self.store(self.cq_head, head.wrapping_add(1));
+        Some((cqe.user_data, cqe.res))
+    }
+
+    /// The kernel holds completions that did not fit in the CQ (flushed by GETEVENTS).
+    fn overflowed(&self) -> bool {
+        self.load(self.sq_flags, Ordering::Acquire) & IORING_SQ_CQ_OVERFLOW != 0
+    }
+}
+
+impl Poller for Uring {
+    const NAME: &'static str = "uring";
+
+    fn new() -> io::Result<Self> {
+        // SAFETY: io_uring_params is plain integers; all-zero is valid (and required for the
+        // reserved fields).
+        let mut p: IoUringParams = unsafe { MaybeUninit::zeroed().assume_init() };
+        p.flags = IORING_SETUP_CQSIZE;
+        p.cq_entries = CQ_ENTRIES;
+        // SAFETY: `p` is a valid, writable io_uring_params for the duration of the call.
+        let fd = cvt(unsafe {
+            libc::syscall(libc::SYS_io_uring_setup, SQ_ENTRIES, ptr::addr_of_mut!(p))
+        })?;
+        let fd = RawFd::try_from(fd)
+            .map_err(|_| io::Error::new(io::ErrorKind::Other, "io_uring_setup: bad fd"))?;
+        // SAFETY: `fd` was just returned by io_uring_setup and nothing else owns it.
+        let ring_fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let ring = Ring::map(ring_fd.as_raw_fd(), &p)?;
+        let poller = Self {
+            state: Mutex::new(State {
+                ring,
+                table: HashMap::new(),
+                stash: Vec::new(),
+                next_gen: 0,
+            }),
+            waiter: Mutex::new(WaitState {
+                ts: Box::default(),
+                seq: 0,
+                timeout: None,
+            }),
+            ring_fd,
+            wake: Receiver::new_fd()?,
+            ext_arg: p.features & IORING_FEAT_EXT_ARG != 0,
+        };
+        let mut st = poller.lock();
+        poller.push_notify_poll(&mut st)?;
+        poller.submit(&mut st)?;
+        drop(st);
+        Ok(poller)
+    }
+
+    fn supports(&self, mode: Mode) -> bool {
+        mode != Mode::Edge
+    }
+
+    fn register(&self, fd: RawFd, token: u64, interest: Interest, mode: Mode) -> io::Result<()> {
+        common::check_registration(fd, token, mode, self.supports(mode))?;
+        if Some(fd) == self.wake.fd() {
+            return Err(common::already_exists(fd));
+        }
+        // Report a closed fd now, as epoll does, rather than as a later ERROR event.
+        // SAFETY: F_GETFD takes no pointer; a bad fd is EBADF.
+        cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+        let mut st = self.lock();
+        if st.table.contains_key(&fd) {
+            return Err(common::already_exists(fd));
+        }
+        st.next_gen = st.next_gen.wrapping_add(1);
+        let entry = Entry {
+            token,
+            interest,
+            mode,
+            gen: st.next_gen,
+            armed: true,
+        };
+        st.table.insert(fd, entry);
+        self.push(&mut st, &poll_add(fd, interest, user_ud(fd, entry.gen)))?;
+        self.submit(&mut st)
+    }
+
+    fn modify(&self, fd: RawFd, token: u64, interest: Interest, mode: Mode) -> io::Result<()> {
+        common::check_registration(fd, token, mode, self.supports(mode))?;
+        let mut st = self.lock();
+        let old = *st.table.get(&fd).ok_or_else(|| common::not_found(fd))?;
+        if old.armed {
+            self.push(&mut st, &poll_remove(user_ud(fd, old.gen)))?;
+        }
+        st.next_gen = st.next_gen.wrapping_add(1);
+        let entry = Entry {
+            token,
+            interest,
+            mode,
+            gen: st.next_gen,
+            armed: true,
+        };
+        st.table.insert(fd, entry);
+        self.push(&mut st, &poll_add(fd, interest, user_ud(fd, entry.gen)))?;
+        self.submit(&mut st)
+    }
+
+    fn deregister(&self, fd: RawFd) -> io::Result<()> {
+        common::check_fd(fd)?;
+        let mut st = self.lock();
+        let old = st.table.remove(&fd).ok_or_else(|| common::not_found(fd))?;
+        if old.armed {
+            self.push(&mut st, &poll_remove(user_ud(fd, old.gen)))?;
+        }
+        self.submit(&mut st)
+    }
+
+    fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
+        let mut ws = self.waiter.lock().unwrap_or_else(|p| p.into_inner());
+        common::wait_loop(events, timeout, |events, left| {
+            self.wait_once(&mut ws, events, left)
+        })
+    }
+
+    fn notify(&self) -> io::Result<()> {
+        self.wake.notifier().notify()
+    }
+
+    fn notifier(&self) -> Notifier {
+        self.wake.notifier().clone()
+    }
+}
+
+impl Uring {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One `io_uring_enter(2)`; returns how many SQEs it submitted.
+    fn enter(
+        &self,
+        to_submit: u32,
+        min_complete: u32,
+        flags: u32,
+        arg: Option<&IoUringGeteventsArg>,
+    ) -> io::Result<u32> {
+        let (argp, argsz) = match arg {
+            Some(a) => (
+                (a as *const IoUringGeteventsArg).cast::<libc::c_void>(),
+                mem::size_of::<IoUringGeteventsArg>(),
+            ),
+            None => (ptr::null(), 0),
+        };
+        // SAFETY: `ring_fd` is our ring (invariant); `argp` is null (no sigmask) or, with
+        // IORING_ENTER_EXT_ARG, a live io_uring_getevents_arg of `argsz` bytes whose `ts`
+        // points to a live timespec; the kernel copies both before returning.
+        let n = cvt(unsafe {
+            libc::syscall(
+                libc::SYS_io_uring_enter,
+                self.ring_fd.as_raw_fd(),
+                to_submit,
+                min_complete,
+                flags,
+                argp,
+                argsz,
+            )
+        })?;
+        Ok(u32::try_from(n).unwrap_or(0))
+    }
+
+    /// Queues `sqe`, submitting first if the SQ is full.
+    fn push(&self, st: &mut State, sqe: &IoUringSqe) -> io::Result<()> {
+        if st.ring.try_push(sqe) {
+            return Ok(());
+        }
+        self.submit(st)?;
+        if st.ring.try_push(sqe) {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::Other,
+                "io_uring submission queue stays full",
+            ))
+        }
+    }
+
+    /// Submits everything queued (no waiting). Called with the state lock held, by
+    /// register/modify/deregister and when the SQ is full. Before that, it moves completions
+    /// off a CQ that is half full so they never pile up in the kernel's overflow list while
+    /// nobody waits.
+    fn submit(&self, st: &mut State) -> io::Result<()> {
+        if st.ring.cq_len() >= st.ring.cq_entries / 2 || st.ring.overflowed() {
+            self.steal(st)?;
+        }
+        let mut stuck = 0;
+        loop {
+            let n = st.ring.sq_pending();
+            if n == 0 {
+                return Ok(());
+            }
+            match self.enter(n, 0, 0, None) {
+                Ok(k) if k > 0 => stuck = 0,
+                Ok(_) => stuck += 1,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // EBUSY: completions are waiting in the overflow list (kernels < 5.19 refuse
+                // to submit then); EAGAIN: no memory for requests right now.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EAGAIN)) => {
+                    stuck += 1;
+                    if stuck > 64 {
+                        return Err(e);
+                    }
+                    self.steal(st)?;
+                }
+                Err(e) => return Err(e),
+            }
+            if stuck > 64 {
+                return Err(io::Error::new(
+                    io::ErrorKind::Other,
+                    "io_uring does not take submissions",
+                ));
+            }
+        }
+    }
+
+    /// Moves the CQ's live completions to `stash` (dropping stale and internal ones) and
+    /// flushes the kernel's overflow list. If it kept any, it queues a NOP whose completion
+    /// wakes a blocked waiter, which then reports the stash.
+    fn steal(&self, st: &mut State) -> io::Result<()> {
+        let mut kept = false;
+        loop {
+            while let Some((ud, res)) = st.ring.pop() {
+                let live = match decode(ud) {
+                    Ud::Internal => false,
+                    Ud::Notify | Ud::Timeout => true,
+                    Ud::User { fd, gen } => st.table.get(&fd).is_some_and(|e| e.gen == gen),
+                };
+                if live {
+                    st.stash.push((ud, res));
+                    kept = true;
+                }
+            }
+            if !st.ring.overflowed() {
+                break;
+            }
+            cvt_retry_io(|| self.enter(0, 0, IORING_ENTER_GETEVENTS, None))?;
+        }
+        if kept {
+            let nop = IoUringSqe {
+                opcode: IORING_OP_NOP,
+                user_data: INTERNAL_UD,
+                ..IoUringSqe::default()
+            };
+            // Not `push`: a full SQ here is submitted by our caller's loop anyway.
+            if !st.ring.try_push(&nop) {
+                cvt_retry_io(|| self.enter(st.ring.sq_pending(), 0, 0, None))?;
+                st.ring.try_push(&nop);
+            }
+        }
+        Ok(())
+    }
+
+    /// One round of `wait`: submit what is queued, wait for a completion (or the time
+    /// left), then turn completions into events.
+    fn wait_once(
+        &self,
+        ws: &mut WaitState,
+        events: &mut Events,
+        left: Option<Duration>,
+    ) -> io::Result<Round> {
+        let mut st = self.lock();
+        let ready_now = !st.stash.is_empty() || st.ring.cq_len() > 0;
+        let min_complete = u32::from(!(ready_now || left == Some(Duration::ZERO)));
+        let ts = left.map(kernel_timespec).unwrap_or_default();
+        if min_complete == 1 && left.is_some() && !self.ext_arg {
+            ws.seq = ws.seq.wrapping_add(1);
+            let ud = (u64::from(ws.seq) << 32) | u64::from(TIMEOUT_LOW);
+            *ws.ts = ts;
+            let sqe = IoUringSqe {
+                opcode: IORING_OP_TIMEOUT,
+                fd: -1,
+                addr: (&*ws.ts as *const KernelTimespec) as u64,
+                len: 1,
+                off: 0, // a pure timeout, not "after n completions"
+                user_data: ud,
+                ..IoUringSqe::default()
+            };
+            self.push(&mut st, &sqe)?;
+            ws.timeout = Some(ud);
+        }
+        let to_submit = st.ring.sq_pending();
+        drop(st);
+
+        // The blocking call, without the state lock, so other threads can register and
+        // submit meanwhile; their completions wake this call.
+        let arg = IoUringGeteventsArg {
+            sigmask: 0,
+            sigmask_sz: 0,
+            pad: 0,
+            ts: (&ts as *const KernelTimespec) as u64,
+        };
+        let timed = min_complete == 1 && left.is_some() && self.ext_arg;
+        let (flags, arg) = if timed {
+            (IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, Some(&arg))
+        } else {
+            (IORING_ENTER_GETEVENTS, None)
+        };
+        match self.enter(to_submit, min_complete, flags, arg) {
+            Ok(_) => {}
+            // ETIME: the timeout passed. EINTR: a signal (wait_loop waits the rest).
+            // EBUSY: the CQ overflowed; reaping below flushes it.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) => {}
+            Err(e) => return Err(e),
+        }
+
+        let mut st = self.lock();
+        let notified = self.reap(&mut st, ws, events)?;
+        if let Some(ud) = ws.timeout.take() {
+            // The wait ended before its timeout: cancel it (submitted with the next call).
+            let sqe = IoUringSqe {
+                opcode: IORING_OP_TIMEOUT_REMOVE,
+                fd: -1,
+                addr: ud,
+                user_data: INTERNAL_UD,
+                ..IoUringSqe::default()
+            };
+            self.push(&mut st, &sqe)?;
+        }
+        Ok(Round { notified })
+    }
+
+    /// Turns the stash, then the CQ, into events (as many as fit); returns whether the
+    /// notifier fired.
+    fn reap(&self, st: &mut State, ws: &mut WaitState, events: &mut Events) -> io::Result<bool> {
+        let mut notified = false;
+        let mut used = 0;
+        while used < st.stash.len() && events.remaining() > 0 {
+            let (ud, res) = st.stash[used];
+            used += 1;
+            notified |= self.complete(st, ws, events, ud, res)?;
+        }
+        st.stash.drain(..used);
+        while events.remaining() > 0 {
+            match st.ring.pop() {
+                Some((ud, res)) => notified |= self.complete(st, ws, events, ud, res)?,
+                None if st.ring.overflowed() => {
+                    cvt_retry_io(|| self.enter(0, 0, IORING_ENTER_GETEVENTS, None))?;
+                }
+                None => break,
+            }
+        }
+        Ok(notified)
+    }
+
+    /// Handles one completion; returns whether it was the notifier's.
+    fn complete(
+        &self,
+        st: &mut State,
+        ws: &mut WaitState,
+        events: &mut Events,
+        ud: u64,
+        res: i32,
+    ) -> io::Result<bool> {
+        match decode(ud) {
+            Ud::Notify => {
+                self.wake.reset();
+                self.push_notify_poll(st)?;
+                Ok(true)
+            }
+            Ud::Internal => Ok(false),
+            Ud::Timeout => {
+                if ws.timeout == Some(ud) {
+                    ws.timeout = None;
+                }
+                Ok(false)
+            }
+            Ud::User { fd, gen } => {
+                let Some(entry) = st.table.get_mut(&fd) else {
+                    return Ok(false);
+                };
+                if entry.gen != gen {
+                    return Ok(false);
+                }
+                let entry = *entry;
+                // Cancelled by the kernel (not by us: ours have old generations) or empty:
+                // nothing to report, arm again.
+                if res == -libc::ECANCELED || res == 0 {
+                    self.push(st, &poll_add(fd, entry.interest, ud))?;
+                    return Ok(false);
+                }
+                let ready = if res < 0 {
+                    Ready::ERROR
+                } else {
+                    ready_from(res.unsigned_abs())
+                };
+                events.push(entry.token, ready);
+                if entry.mode == Mode::Level {
+                    // Re-armed now, submitted by the next wait: it completes at once if the
+                    // fd is still ready, which is what level-triggered means.
+                    self.push(st, &poll_add(fd, entry.interest, ud))?;
+                } else if let Some(e) = st.table.get_mut(&fd) {
+                    e.armed = false;
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    fn push_notify_poll(&self, st: &mut State) -> io::Result<()> {
+        let fd = self.wake.fd().expect("eventfd notifier");
+        self.push(st, &poll_add(fd, Interest::READABLE, NOTIFY_UD))
+    }
+
+    /// How many registrations the table holds (for leak tests).
+    #[cfg(test)]
+    fn registrations(&self) -> usize {
+        self.lock().table.len()
+    }
+}
+
+/// Runs an `enter` until it does not fail with `EINTR` (for the non-blocking calls).
+fn cvt_retry_io(mut f: impl FnMut() -> io::Result<u32>) -> io::Result<u32> {
+    loop {
+        match f() {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
+fn kernel_timespec(d: Duration) -> KernelTimespec {
+    KernelTimespec {
+        tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: i64::from(d.subsec_nanos()),
+    }
+}
+
+/// A single-shot `IORING_OP_POLL_ADD` for `interest`.
+fn poll_add(fd: RawFd, interest: Interest, user_data: u64) -> IoUringSqe {
+    let mask = poll_flags(interest);
+    IoUringSqe {
+        opcode: IORING_OP_POLL_ADD,
+        fd,
+        // poll32_events is "word-reversed for BE" (the kernel swaps the halves back), which
+        // also keeps pre-5.9 kernels, reading a u16 `poll_events`, working.
+        op_flags: if cfg!(target_endian = "big") {
+            mask.rotate_left(16)
+        } else {
+            mask
+        },
+        user_data,
+        ..IoUringSqe::default()
+    }
+}
+
+/// An `IORING_OP_POLL_REMOVE` of the poll tagged `target`.
+fn poll_remove(target: u64) -> IoUringSqe {
+    IoUringSqe {
+        opcode: IORING_OP_POLL_REMOVE,
+        fd: -1,
+        addr: target,
+        user_data: INTERNAL_UD,
+        ..IoUringSqe::default()
+    }
+}
+
+fn poll_flags(interest: Interest) -> u32 {
+    let mut f = 0;
+    if interest.contains(Interest::READABLE) {
+        f |= libc::POLLIN | libc::POLLRDHUP;
+    }
+    if interest.contains(Interest::WRITABLE) {
+        f |= libc::POLLOUT;
+    }
+    f.unsigned_abs().into()
+}
+
+fn ready_from(mask: u32) -> Ready {
+    let has = |flag: libc::c_short| mask & u32::from(flag.unsigned_abs()) != 0;
+    let mut r = Ready::empty();
+    if has(libc::POLLIN) || has(libc::POLLPRI) {
+        r |= Ready::READABLE;
+    }
+    if has(libc::POLLOUT) {
+        r |= Ready::WRITABLE;
+    }
+    if has(libc::POLLERR) || has(libc::POLLNVAL) {
+        r |= Ready::ERROR;
+    }
+    if has(libc::POLLHUP) || has(libc::POLLRDHUP) {
+        r |= Ready::HUP;
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn user_data_round_trips() {
+        match decode(user_ud(7, 0xdead_beef)) {
+            Ud::User { fd, gen } => assert_eq!((fd, gen), (7, 0xdead_beef)),
+            _ => panic!("not a user completion"),
+        }
+        match decode(user_ud(i32::MAX, u32::MAX)) {
+            Ud::User { fd, gen } => assert_eq!((fd, gen), (i32::MAX, u32::MAX)),
+            _ => panic!("not a user completion"),
+        }
+        assert!(matches!(decode(NOTIFY_UD), Ud::Notify));
+        assert!(matches!(decode(INTERNAL_UD), Ud::Internal));
+        assert!(matches!(
+            decode(u64::from(TIMEOUT_LOW) | 5 << 32),
+            Ud::Timeout
+        ));
+    }
+
+    #[test]
+    fn table_does_not_leak() {
+        let p = Uring::new().expect("io_uring_setup");
+        let (a, _b) = UnixStream::pair().unwrap();
+        for i in 0..5000 {
+            p.register(a.as_raw_fd(), i, Interest::READABLE, Mode::Level)
+                .unwrap();
+            p.deregister(a.as_raw_fd()).unwrap();
+        }
+        assert_eq!(p.registrations(), 0);
+        let mut events = Events::with_capacity(8);
+        assert_eq!(p.wait(&mut events, Some(Duration::ZERO)).unwrap(), 0);
+        assert!(p.lock().stash.is_empty());
+    }
+
+    /// The IORING_OP_TIMEOUT path that kernels without EXT_ARG take.
+    #[test]
+    fn timeout_fallback_never_early() {
+        let mut p = Uring::new().expect("io_uring_setup");
+        p.ext_arg = false;
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let mut events = Events::with_capacity(8);
+        for _ in 0..3 {
+            let t = Duration::from_millis(20);
+            let start = std::time::Instant::now();
+            assert_eq!(p.wait(&mut events, Some(t)).unwrap(), 0);
+            assert!(start.elapsed() >= t);
+        }
+        p.register(a.as_raw_fd(), 1, Interest::READABLE, Mode::Oneshot)
+            .unwrap();
+        b.write_all(b"x").unwrap();
+        assert_eq!(
+            p.wait(&mut events, Some(Duration::from_secs(5))).unwrap(),
+            1
+        );
+        let t = Duration::from_millis(10);
+        let start = std::time::Instant::now();
+        assert_eq!(p.wait(&mut events, Some(t)).unwrap(), 0);
+        assert!(start.elapsed() >= t);
+    }
+}
