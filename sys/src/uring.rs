@@ -283,6 +283,12 @@ struct State {
     stash: Vec<(u64, i32)>,
     /// Source of registration generations (wraps; only equality with the current one counts).
     next_gen: u32,
+    /// A wait is blocked in `io_uring_enter` without the lock: changes must be submitted now
+    /// to take effect in it. Otherwise they stay queued and the next wait submits them in its
+    /// own `io_uring_enter`, so a poll samples readiness when the wait starts (as epoll does),
+    /// not when the fd was registered: a POLLOUT snapshot taken at `register` would hide data
+    /// or a hang-up that arrives before the wait.
+    waiting: bool,
 }
 
 /// One registration.
@@ -527,6 +533,7 @@ impl Poller for Uring {
                 table: HashMap::new(),
                 stash: Vec::new(),
                 next_gen: 0,
+                waiting: false,
             }),
             waiter: Mutex::new(WaitState {
                 ts: Box::default(),
@@ -570,7 +577,7 @@ impl Poller for Uring {
         };
         st.table.insert(fd, entry);
         self.push(&mut st, &poll_add(fd, interest, user_ud(fd, entry.gen)))?;
-        self.submit(&mut st)
+        self.submit_if_waiting(&mut st)
     }
 
     fn modify(&self, fd: RawFd, token: u64, interest: Interest, mode: Mode) -> io::Result<()> {
@@ -590,7 +597,7 @@ impl Poller for Uring {
         };
         st.table.insert(fd, entry);
         self.push(&mut st, &poll_add(fd, interest, user_ud(fd, entry.gen)))?;
-        self.submit(&mut st)
+        self.submit_if_waiting(&mut st)
     }
 
     fn deregister(&self, fd: RawFd) -> io::Result<()> {
@@ -600,7 +607,7 @@ impl Poller for Uring {
         if old.armed {
             self.push(&mut st, &poll_remove(user_ud(fd, old.gen)))?;
         }
-        self.submit(&mut st)
+        self.submit_if_waiting(&mut st)
     }
 
     fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
@@ -669,6 +676,16 @@ impl Uring {
                 io::ErrorKind::Other,
                 "io_uring submission queue stays full",
             ))
+        }
+    }
+
+    /// Submits now if a wait is blocked (so the change takes effect in it); otherwise leaves
+    /// the SQEs for the next wait. See [`State::waiting`].
+    fn submit_if_waiting(&self, st: &mut State) -> io::Result<()> {
+        if st.waiting {
+            self.submit(st)
+        } else {
+            Ok(())
         }
     }
 
@@ -776,6 +793,7 @@ impl Uring {
             ws.timeout = Some(ud);
         }
         let to_submit = st.ring.sq_pending();
+        st.waiting = min_complete == 1;
         drop(st);
 
         // The blocking call, without the state lock, so other threads can register and
@@ -805,6 +823,7 @@ impl Uring {
         }
 
         let mut st = self.lock();
+        st.waiting = false;
         let notified = self.reap(&mut st, ws, events)?;
         if let Some(ud) = ws.timeout.take() {
             // The wait ended before its timeout: cancel it (submitted with the next call).
