@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ioloop_sys::signal::{is_open, SignalPipe};
+use ioloop_sys::is_open;
+use ioloop_sys::signal::SignalPipe;
 use ioloop_sys::{DefaultPoller, Events, Interest, Mode, Poller, Ready};
 
 use crate::timers::{deadline_after, Callback, Due, TimeoutId, Timers};

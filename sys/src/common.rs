@@ -42,6 +42,15 @@ pub(crate) fn check_fd(fd: RawFd) -> io::Result<()> {
     }
 }
 
+/// `EBADF` unless `fd` is an open file descriptor of this process (`fcntl(F_GETFD)`, see
+/// `fcntl(2)`). epoll reports a closed fd at registration; the table-keeping backends check
+/// it here to report the same.
+pub(crate) fn check_open(fd: RawFd) -> io::Result<()> {
+    // SAFETY: F_GETFD takes only integer arguments; an fd that is not open yields EBADF.
+    crate::syscall::cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    Ok(())
+}
+
 pub(crate) fn not_found(fd: RawFd) -> io::Error {
     io::Error::new(
         io::ErrorKind::NotFound,

@@ -78,6 +78,23 @@ pub use select::Select;
 #[cfg(ioloop_has_uring)]
 pub use uring::Uring;
 
+/// Whether `fd` is an open file descriptor of this process (`fcntl(F_GETFD)` succeeds).
+///
+/// The reactor uses it to tell "an error on the fd" from "the fd was closed behind the loop's
+/// back" when a backend reports [`Ready::ERROR`].
+///
+/// # Examples
+///
+/// ```
+/// let file = std::fs::File::open("/dev/null")?;
+/// assert!(ioloop_sys::is_open(std::os::fd::AsRawFd::as_raw_fd(&file)));
+/// assert!(!ioloop_sys::is_open(-1));
+/// # std::io::Result::Ok(())
+/// ```
+pub fn is_open(fd: RawFd) -> bool {
+    fd >= 0 && common::check_open(fd).is_ok()
+}
+
 /// The token value a [`Poller`] keeps for its own notifier; registering it is
 /// [`InvalidInput`](io::ErrorKind::InvalidInput).
 pub const RESERVED_TOKEN: u64 = u64::MAX;

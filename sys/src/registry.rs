@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use crate::common::{self, Round};
 use crate::notify::Receiver;
-use crate::syscall::cvt;
 use crate::{Events, Interest, Mode, Notifier, Ready};
 
 /// The generation of the slot that watches the user's notifier.
@@ -113,7 +112,7 @@ impl Registry {
         supported: bool,
     ) -> io::Result<()> {
         common::check_registration(fd, token, mode, supported)?;
-        check_open(fd)?;
+        common::check_open(fd)?;
         let mut table = self.lock();
         if table.entries.contains_key(&fd) || self.wake_fds().contains(&fd) {
             return Err(common::already_exists(fd));
@@ -143,7 +142,7 @@ impl Registry {
         supported: bool,
     ) -> io::Result<()> {
         common::check_registration(fd, token, mode, supported)?;
-        check_open(fd)?;
+        common::check_open(fd)?;
         let mut table = self.lock();
         if !table.entries.contains_key(&fd) {
             return Err(common::not_found(fd));
@@ -303,16 +302,4 @@ fn next_gen(table: &mut Table) -> u64 {
 /// The time one round may block: `left`, capped at [`MAX_ROUND`].
 pub(crate) fn round_timeout(left: Option<Duration>) -> Option<Duration> {
     left.map(|d| d.min(MAX_ROUND))
-}
-
-/// Whether `fd` is an open file descriptor (`fcntl(F_GETFD)`, see `fcntl(2)`).
-pub(crate) fn is_open(fd: RawFd) -> bool {
-    check_open(fd).is_ok()
-}
-
-/// `EBADF` unless `fd` is open: epoll reports that at registration, so poll and select do too.
-fn check_open(fd: RawFd) -> io::Result<()> {
-    // SAFETY: fcntl with F_GETFD takes only integer arguments; a bad fd is reported as EBADF.
-    cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
-    Ok(())
 }

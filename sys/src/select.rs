@@ -218,7 +218,7 @@ impl SelectBuf {
         loop {
             let mut found = 0;
             for s in self.slots.iter_mut().filter(|s| !s.bad) {
-                if !registry::is_open(s.fd) {
+                if !crate::is_open(s.fd) {
                     s.bad = true;
                     found += 1;
                 }

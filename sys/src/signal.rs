@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use nix::sys::signal::{self as nsig, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
 use crate::notify::pipe_nonblocking;
-use crate::syscall::{cvt, cvt_retry};
+use crate::syscall::cvt_retry;
 
 /// One slot per signal number: the write end of that signal's pipe, or -1.
 static WRITE_FDS: [AtomicI32; 128] = [const { AtomicI32::new(-1) }; 128];
@@ -164,15 +164,6 @@ impl Drop for SignalPipe {
         let _ = unsafe { nsig::sigaction(self.signal, &self.old) };
         WRITE_FDS[self.signal as usize].store(-1, Ordering::Release);
     }
-}
-
-/// Whether `fd` is an open file descriptor of this process (`fcntl(F_GETFD)` succeeds).
-///
-/// The reactor uses it to tell "an error on the fd" from "the fd was closed behind the loop's
-/// back" when a backend reports [`Ready::ERROR`](crate::Ready::ERROR).
-pub fn is_open(fd: RawFd) -> bool {
-    // SAFETY: F_GETFD takes no pointer; an fd that is not open yields EBADF.
-    fd >= 0 && cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) }).is_ok()
 }
 
 /// Installs, process-wide, a handler for `sig` that does nothing, without `SA_RESTART`: a

@@ -559,8 +559,7 @@ impl Poller for Uring {
             return Err(common::already_exists(fd));
         }
         // Report a closed fd now, as epoll does, rather than as a later ERROR event.
-        // SAFETY: F_GETFD takes no pointer; a bad fd is EBADF.
-        cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+        common::check_open(fd)?;
         let mut st = self.lock();
         if st.table.contains_key(&fd) {
             return Err(common::already_exists(fd));
