@@ -14,6 +14,18 @@
 //! | `ioloop-sys-<backend>-<mode>` | each ioloop-sys backend in each mode it supports |
 //!
 //! `benches/compare.py` prints ns/hop and the ratios against the floors and mio.
+//!
+//! # Running
+//!
+//! * `cargo bench --bench pingpong`: criterion, wall-clock time (group `pingpong`).
+//! * `IOLOOP_BENCH_CLOCK=cpu cargo bench --bench pingpong`: criterion measuring this thread's
+//!   CPU time (group `pingpong-cpu`); descheduled time is not counted.
+//! * `PINGPONG_ROUNDS=400 cargo bench --bench pingpong`: no criterion; contenders interleaved
+//!   round by round, with paired per-round CPU-time ratios. On a shared, loaded machine
+//!   criterion's one-contender-after-another runs drift by several percent; use this to judge
+//!   differences of 1-3 %.
+//! * Instructions per hop: run the bench binary under `valgrind --tool=callgrind` with
+//!   `PINGPONG_FILTER=<id>` and `PINGPONG_ROUNDS=2`, then `12`; (Ir₁₂ − Ir₂) / 10 000.
 
 use std::num::NonZeroUsize;
 use std::time::Duration;
