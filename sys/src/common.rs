@@ -83,6 +83,17 @@ pub(crate) fn wait_loop(
     mut once: impl FnMut(&mut Events, Option<Duration>) -> io::Result<Round>,
 ) -> io::Result<usize> {
     events.clear();
+    if timeout.is_none() {
+        // No deadline, so no clock reads: only EINTR and empty rounds to retry.
+        loop {
+            match once(events, None) {
+                Ok(round) if round.notified || !events.is_empty() => return Ok(events.len()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
     // A timeout too large for `Instant` is the same as none.
     let deadline = match timeout {
         Some(t) if !t.is_zero() => Instant::now().checked_add(t),

@@ -146,35 +146,56 @@ impl Epoll {
         Ok(Round { notified })
     }
 
-    /// `epoll_pwait2` when the kernel has it, else `epoll_wait`; returns the count.
+    /// One wait for at most `left`; returns the count. No limit and no wait are exact with
+    /// plain `epoll_wait` (-1, 0), so only a finite timeout takes the `epoll_pwait2` path.
+    #[inline]
     fn sys_wait(
         &self,
         out: *mut libc::epoll_event,
         max: libc::c_int,
         left: Option<Duration>,
     ) -> io::Result<usize> {
+        let ms = match left {
+            None => -1,
+            Some(d) if d.is_zero() => 0,
+            Some(d) => return self.sys_wait_timed(out, max, d),
+        };
+        // SAFETY: `out` has room for `max` events; `epfd` is open (invariant).
+        let n = cvt(unsafe { libc::epoll_wait(self.epfd.as_raw_fd(), out, max, ms) })?;
+        Ok(n.unsigned_abs() as usize)
+    }
+
+    /// A finite, non-zero timeout: `epoll_pwait2` (nanoseconds) when the kernel has it, else
+    /// `epoll_wait` with the timeout rounded up to milliseconds. Kept out of line so the
+    /// untimed path stays short.
+    #[inline(never)]
+    fn sys_wait_timed(
+        &self,
+        out: *mut libc::epoll_event,
+        max: libc::c_int,
+        left: Duration,
+    ) -> io::Result<usize> {
         let epfd = self.epfd.as_raw_fd();
         if PWAIT2.load(Ordering::Relaxed) != 2 {
-            let ts = left.map(common::timespec);
-            let ts_ptr = ts
-                .as_ref()
-                .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-            // SAFETY: `out` has room for `max` events (caller's buffer capacity); `ts_ptr` is
-            // null or points to a live timespec; a null sigmask means "leave it alone".
+            let ts = common::timespec(left);
+            // SAFETY: `out` has room for `max` events (the caller's array); `ts` is a live
+            // timespec; a null sigmask means "leave it alone".
             let r = unsafe {
                 libc::syscall(
                     libc::SYS_epoll_pwait2,
                     epfd,
                     out,
                     max,
-                    ts_ptr,
+                    &ts as *const libc::timespec,
                     std::ptr::null::<libc::sigset_t>(),
                     0usize,
                 )
             };
             match cvt(r) {
                 Ok(n) => {
-                    PWAIT2.store(1, Ordering::Relaxed);
+                    if PWAIT2.load(Ordering::Relaxed) == 0 {
+                        PWAIT2.store(1, Ordering::Relaxed);
+                    }
                     return Ok(n.unsigned_abs() as usize);
                 }
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
@@ -183,8 +204,9 @@ impl Epoll {
                 Err(e) => return Err(e),
             }
         }
+        let ms = common::millis_round_up(Some(left));
         // SAFETY: `out` has room for `max` events; `epfd` is open (invariant).
-        let n = cvt(unsafe { libc::epoll_wait(epfd, out, max, common::millis_round_up(left)) })?;
+        let n = cvt(unsafe { libc::epoll_wait(epfd, out, max, ms) })?;
         Ok(n.unsigned_abs() as usize)
     }
 }

@@ -1,0 +1,279 @@
+//! Ping-pong: one byte bounced between the two ends of a non-blocking `AF_UNIX` socketpair,
+//! [`HOPS`] times per iteration, on one thread. Each hop is one wait, one 1-byte read and one
+//! 1-byte write, so the per-hop cost is the readiness loop's overhead on top of three syscalls.
+//!
+//! Every contender runs the same [`common::pingpong`] driver on its own fresh pair, in one
+//! criterion group (`pingpong`), throughput in hops:
+//!
+//! | id | what |
+//! |---|---|
+//! | `floor-level` | raw libc `epoll_wait`, level-triggered, reused array |
+//! | `floor-edge` | the same, `EPOLLET` |
+//! | `mio` | mio 1.x `Poll` + reused `Events` (mio registers edge-triggered) |
+//! | `polling-level` | polling 3.x with `PollMode::Level` (`add_with_mode`) |
+//! | `ioloop-sys-<backend>-<mode>` | each ioloop-sys backend in each mode it supports |
+//!
+//! `benches/compare.py` prints ns/hop and the ratios against the floors and mio.
+//!
+//! # Running
+//!
+//! * `cargo bench --bench pingpong`: criterion, wall-clock time (group `pingpong`).
+//! * `IOLOOP_BENCH_CLOCK=cpu cargo bench --bench pingpong`: criterion measuring this thread's
+//!   CPU time (group `pingpong-cpu`); descheduled time is not counted.
+//! * `PINGPONG_ROUNDS=400 cargo bench --bench pingpong`: no criterion; contenders interleaved
+//!   round by round, with paired per-round CPU-time ratios. On a shared, loaded machine
+//!   criterion's one-contender-after-another runs drift by several percent; use this to judge
+//!   differences of 1-3 %.
+//! * Instructions per hop: run the bench binary under `valgrind --tool=callgrind` with
+//!   `PINGPONG_FILTER=<id>` and `PINGPONG_ROUNDS=2`, then `12`; (Ir₁₂ − Ir₂) / 10 000.
+
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use criterion::measurement::Measurement;
+use criterion::{Criterion, SamplingMode, Throughput};
+use ioloop_sys::{Events, Interest, Mode, Poller};
+
+mod common;
+use common::{pingpong, Contender, Pair, RawEpoll, Waiter, CAPACITY};
+
+/// Hops per criterion iteration.
+const HOPS: u64 = 1000;
+
+/// Adds a contender: registers both ends of a fresh pair with `make`'s waiter (tokens 0 and
+/// 1); each call of the boxed closure runs [`HOPS`] hops.
+fn contender<W: Waiter + 'static>(
+    list: &mut Vec<Contender>,
+    id: &str,
+    make: impl FnOnce(&Pair) -> W,
+) {
+    /// Field order matters: the waiter (and its registrations) drops before the pair's fds.
+    struct Running<W> {
+        w: W,
+        pair: Pair,
+    }
+    let pair = Pair::new();
+    let w = make(&pair);
+    let mut r = Running { w, pair };
+    list.push((
+        id.to_owned(),
+        Box::new(move || pingpong(&mut r.w, &r.pair, HOPS)),
+    ));
+}
+
+// ---- raw libc floors -----------------------------------------------------------------------
+
+fn floor(pair: &Pair, extra: libc::c_int) -> RawEpoll {
+    let ep = RawEpoll::new(CAPACITY);
+    for token in 0..2 {
+        ep.add(
+            pair.fd(token),
+            token,
+            libc::EPOLLIN | libc::EPOLLRDHUP | extra,
+        );
+    }
+    ep
+}
+
+// ---- mio -----------------------------------------------------------------------------------
+
+struct MioWaiter {
+    poll: mio::Poll,
+    events: mio::Events,
+}
+
+impl Waiter for MioWaiter {
+    #[inline]
+    fn wait_readable(&mut self, mut on_readable: impl FnMut(u64)) {
+        self.poll.poll(&mut self.events, None).expect("mio poll");
+        for ev in self.events.iter() {
+            if ev.is_readable() {
+                on_readable(ev.token().0 as u64);
+            }
+        }
+    }
+}
+
+fn mio_waiter(pair: &Pair) -> MioWaiter {
+    let poll = mio::Poll::new().expect("mio Poll");
+    for token in 0..2 {
+        poll.registry()
+            .register(
+                &mut mio::unix::SourceFd(&pair.fd(token)),
+                mio::Token(token as usize),
+                mio::Interest::READABLE,
+            )
+            .expect("mio register");
+    }
+    MioWaiter {
+        poll,
+        events: mio::Events::with_capacity(CAPACITY),
+    }
+}
+
+// ---- polling -------------------------------------------------------------------------------
+
+/// polling 3.x registers oneshot by default (a re-arm per hop); `PollMode::Level` matches the
+/// level floor. Note: its epoll backend also arms a timerfd and re-arms its notifier with
+/// `epoll_ctl` on every wait.
+struct PollingWaiter {
+    poller: polling::Poller,
+    events: polling::Events,
+}
+
+impl Waiter for PollingWaiter {
+    #[inline]
+    fn wait_readable(&mut self, mut on_readable: impl FnMut(u64)) {
+        // polling appends to `events`; clear it first.
+        self.events.clear();
+        self.poller
+            .wait(&mut self.events, None)
+            .expect("polling wait");
+        for ev in self.events.iter() {
+            if ev.readable {
+                on_readable(ev.key as u64);
+            }
+        }
+    }
+}
+
+fn polling_waiter(pair: &Pair) -> PollingWaiter {
+    let poller = polling::Poller::new().expect("polling Poller");
+    assert!(poller.supports_level());
+    for token in 0..2 {
+        // SAFETY: the fd stays open for as long as the poller lives (`contender` drops the
+        // waiter before the pair), as `add_with_mode` requires.
+        unsafe {
+            poller
+                .add_with_mode(
+                    pair.fd(token),
+                    polling::Event::readable(token as usize),
+                    polling::PollMode::Level,
+                )
+                .expect("polling add");
+        }
+    }
+    PollingWaiter {
+        poller,
+        events: polling::Events::with_capacity(NonZeroUsize::new(CAPACITY).unwrap()),
+    }
+}
+
+// ---- ioloop-sys ----------------------------------------------------------------------------
+
+struct SysWaiter<P> {
+    poller: P,
+    events: Events,
+}
+
+impl<P: Poller> Waiter for SysWaiter<P> {
+    #[inline]
+    fn wait_readable(&mut self, mut on_readable: impl FnMut(u64)) {
+        self.poller.wait(&mut self.events, None).expect("wait");
+        for ev in self.events.iter() {
+            if ev.is_readable() {
+                on_readable(ev.token());
+            }
+        }
+    }
+}
+
+/// The ioloop-sys contender for backend `P` in `mode`; skipped if `P` lacks `mode`.
+fn ioloop_sys_pingpong<P: Poller>(list: &mut Vec<Contender>, mode: Mode) {
+    let poller = P::new().unwrap_or_else(|e| panic!("{}::new: {e}", P::NAME));
+    if !poller.supports(mode) {
+        return;
+    }
+    let id = format!(
+        "ioloop-sys-{}-{}",
+        P::NAME,
+        format!("{mode:?}").to_lowercase()
+    );
+    contender(list, &id, |pair| {
+        for token in 0..2 {
+            poller
+                .register(pair.fd(token), token, Interest::READABLE, mode)
+                .expect("register");
+        }
+        SysWaiter {
+            poller,
+            events: Events::with_capacity(CAPACITY),
+        }
+    });
+}
+
+/// Every mode of backend `P` that the ping-pong pattern can use (Oneshot would add a re-arm
+/// per hop, a different workload).
+fn ioloop_sys_backend<P: Poller>(list: &mut Vec<Contender>) {
+    ioloop_sys_pingpong::<P>(list, Mode::Level);
+    ioloop_sys_pingpong::<P>(list, Mode::Edge);
+}
+
+// ---- the contenders, run by criterion or by the interleaved runner --------------------------
+
+fn contenders() -> Vec<Contender> {
+    let mut list = Vec::new();
+    contender(&mut list, "floor-level", |p| floor(p, 0));
+    contender(&mut list, "floor-edge", |p| floor(p, libc::EPOLLET));
+    contender(&mut list, "mio", mio_waiter);
+    contender(&mut list, "polling-level", polling_waiter);
+
+    // ioloop-sys: one line per backend.
+    #[cfg(ioloop_has_epoll)]
+    ioloop_sys_backend::<ioloop_sys::Epoll>(&mut list);
+    // BACKENDS-PENDING: uncomment each line once its backend is exported by ioloop_sys.
+    // ioloop_sys_backend::<ioloop_sys::Poll>(&mut list);
+    // ioloop_sys_backend::<ioloop_sys::Select>(&mut list);
+    // #[cfg(ioloop_has_uring)]
+    // ioloop_sys_backend::<ioloop_sys::Uring>(&mut list);
+    // #[cfg(ioloop_has_kqueue)]
+    // ioloop_sys_backend::<ioloop_sys::Kqueue>(&mut list);
+
+    // REACTOR-PENDING: the reactor (`ioloop::IoLoop`) goes here once it exists, e.g. a
+    // `fn ioloop_pingpong<P: Poller>(list, mode)` that adds a handler per end (the handler
+    // reads and writes back) and runs the loop until HOPS hops have been dispatched:
+    // ioloop_pingpong::<ioloop_sys::Epoll>(&mut list, Mode::Level);
+    list
+}
+
+fn bench<M: Measurement>(c: &mut Criterion<M>, group: &str) {
+    let mut g = c.benchmark_group(group);
+    g.throughput(Throughput::Elements(HOPS))
+        // One iteration is ~1-10 ms: flat sampling keeps the sample count affordable.
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(80)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
+    for (id, mut run) in contenders() {
+        g.bench_function(id, |b| b.iter(&mut run));
+    }
+    g.finish();
+}
+
+/// `cargo bench --bench pingpong`: criterion, wall-clock time, group `pingpong`.
+/// `IOLOOP_BENCH_CLOCK=cpu`: criterion, this thread's CPU time, group `pingpong-cpu` (robust
+/// when other processes load the machine). `PINGPONG_ROUNDS=n [PINGPONG_FILTER=substr]`: no
+/// criterion; n interleaved rounds (see [`common::interleaved`]), for noisy machines and for
+/// `valgrind --tool=callgrind` (instructions per hop = difference of two round counts).
+fn main() {
+    if let Some(rounds) = common::env_rounds("PINGPONG_ROUNDS") {
+        let filter = std::env::var("PINGPONG_FILTER").unwrap_or_default();
+        let list = contenders()
+            .into_iter()
+            .filter(|(id, _)| id.contains(&filter))
+            .collect();
+        common::interleaved(list, rounds, HOPS);
+        return;
+    }
+    if common::cpu_clock() {
+        let mut c = Criterion::default()
+            .with_measurement(common::ThreadCpu)
+            .configure_from_args();
+        bench(&mut c, "pingpong-cpu");
+        c.final_summary();
+    } else {
+        let mut c = Criterion::default().configure_from_args();
+        bench(&mut c, "pingpong");
+        c.final_summary();
+    }
+}
