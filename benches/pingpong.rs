@@ -209,6 +209,46 @@ fn ioloop_sys_backend<P: Poller>(list: &mut Vec<Contender>) {
     ioloop_sys_pingpong::<P>(list, Mode::Edge);
 }
 
+// ---- ioloop (the reactor) ------------------------------------------------------------------
+
+/// The reactor contender: a handler per end reads the byte and sends it back; the handler of
+/// the last hop stops the loop. One `IoLoop::run` per [`HOPS`] hops.
+fn ioloop_pingpong<P: Poller>(list: &mut Vec<Contender>, mode: Mode) {
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    let lp = ioloop::IoLoop::<P>::with_backend()
+        .unwrap_or_else(|e| panic!("IoLoop<{}>: {e}", P::NAME));
+    if !lp.poller().supports(mode) {
+        return;
+    }
+    let id = format!("ioloop-{}-{}", P::NAME, format!("{mode:?}").to_lowercase());
+    let pair = Pair::new();
+    let left = Rc::new(Cell::new(0u64));
+    for token in 0..2 {
+        let left = left.clone();
+        lp.add_handler_with(pair.fd(token), Interest::READABLE, mode, move |lp, fd, _| {
+            common::recv_byte(fd);
+            let l = left.get() - 1;
+            left.set(l);
+            if l > 0 {
+                common::send_byte(fd);
+            } else {
+                lp.stop();
+            }
+        })
+        .expect("add_handler");
+    }
+    list.push((
+        id,
+        Box::new(move || {
+            left.set(HOPS);
+            common::send_byte(pair.fd(0));
+            lp.run().expect("run");
+        }),
+    ));
+}
+
 // ---- the contenders, run by criterion or by the interleaved runner --------------------------
 
 fn contenders() -> Vec<Contender> {
@@ -221,18 +261,22 @@ fn contenders() -> Vec<Contender> {
     // ioloop-sys: one line per backend.
     #[cfg(ioloop_has_epoll)]
     ioloop_sys_backend::<ioloop_sys::Epoll>(&mut list);
-    // BACKENDS-PENDING: uncomment each line once its backend is exported by ioloop_sys.
-    // ioloop_sys_backend::<ioloop_sys::Poll>(&mut list);
-    // ioloop_sys_backend::<ioloop_sys::Select>(&mut list);
-    // #[cfg(ioloop_has_uring)]
-    // ioloop_sys_backend::<ioloop_sys::Uring>(&mut list);
-    // #[cfg(ioloop_has_kqueue)]
-    // ioloop_sys_backend::<ioloop_sys::Kqueue>(&mut list);
+    ioloop_sys_backend::<ioloop_sys::Poll>(&mut list);
+    ioloop_sys_backend::<ioloop_sys::Select>(&mut list);
+    #[cfg(ioloop_has_uring)]
+    ioloop_sys_backend::<ioloop_sys::Uring>(&mut list);
+    #[cfg(ioloop_has_kqueue)]
+    ioloop_sys_backend::<ioloop_sys::Kqueue>(&mut list);
 
-    // REACTOR-PENDING: the reactor (`ioloop::IoLoop`) goes here once it exists, e.g. a
-    // `fn ioloop_pingpong<P: Poller>(list, mode)` that adds a handler per end (the handler
-    // reads and writes back) and runs the loop until HOPS hops have been dispatched:
-    // ioloop_pingpong::<ioloop_sys::Epoll>(&mut list, Mode::Level);
+    // The reactor: the same hops dispatched to `IoLoop` handlers.
+    #[cfg(ioloop_has_epoll)]
+    {
+        ioloop_pingpong::<ioloop_sys::Epoll>(&mut list, Mode::Level);
+        ioloop_pingpong::<ioloop_sys::Epoll>(&mut list, Mode::Edge);
+    }
+    #[cfg(ioloop_has_uring)]
+    ioloop_pingpong::<ioloop_sys::Uring>(&mut list, Mode::Level);
+    ioloop_pingpong::<ioloop_sys::Poll>(&mut list, Mode::Level);
     list
 }
 
