@@ -217,8 +217,8 @@ fn ioloop_pingpong<P: Poller>(list: &mut Vec<Contender>, mode: Mode) {
     use std::cell::Cell;
     use std::rc::Rc;
 
-    let lp = ioloop::IoLoop::<P>::with_backend()
-        .unwrap_or_else(|e| panic!("IoLoop<{}>: {e}", P::NAME));
+    let lp =
+        ioloop::IoLoop::<P>::with_backend().unwrap_or_else(|e| panic!("IoLoop<{}>: {e}", P::NAME));
     if !lp.poller().supports(mode) {
         return;
     }
@@ -227,16 +227,21 @@ fn ioloop_pingpong<P: Poller>(list: &mut Vec<Contender>, mode: Mode) {
     let left = Rc::new(Cell::new(0u64));
     for token in 0..2 {
         let left = left.clone();
-        lp.add_handler_with(pair.fd(token), Interest::READABLE, mode, move |lp, fd, _| {
-            common::recv_byte(fd);
-            let l = left.get() - 1;
-            left.set(l);
-            if l > 0 {
-                common::send_byte(fd);
-            } else {
-                lp.stop();
-            }
-        })
+        lp.add_handler_with(
+            pair.fd(token),
+            Interest::READABLE,
+            mode,
+            move |lp, fd, _| {
+                common::recv_byte(fd);
+                let l = left.get() - 1;
+                left.set(l);
+                if l > 0 {
+                    common::send_byte(fd);
+                } else {
+                    lp.stop();
+                }
+            },
+        )
         .expect("add_handler");
     }
     list.push((

@@ -15,7 +15,9 @@ use ioloop_sys::{DefaultPoller, Events, Interest, Mode, Poller, Ready};
 
 use crate::timers::{deadline_after, Callback, Due, TimeoutId, Timers};
 
-type Handler<P> = Box<dyn FnMut(&IoLoop<P>, RawFd, Ready)>;
+/// Shared so that dispatch can run it without taking it out of its slot: a handler that
+/// removes itself, or panics, leaves the table consistent with no restore step.
+type Handler<P> = Rc<RefCell<dyn FnMut(&IoLoop<P>, RawFd, Ready)>>;
 type LocalCallback<P> = Box<dyn FnOnce(&IoLoop<P>)>;
 type RemoteCallback<P> = Box<dyn FnOnce(&IoLoop<P>) + Send>;
 type Periodic<P> = Box<dyn FnMut(&IoLoop<P>)>;
@@ -141,10 +143,9 @@ struct FdSlot<P: Poller> {
     /// Bumped on every removal: the kernel token packs (gen, fd), so events queued for an
     /// earlier registration of this fd number are recognised and dropped.
     gen: u32,
-    registered: bool,
     interest: Interest,
     mode: Mode,
-    /// `None` while the handler runs (it is lent out) or when the slot is free.
+    /// `Some` exactly while the fd is registered.
     handler: Option<Handler<P>>,
 }
 
@@ -152,7 +153,6 @@ impl<P: Poller> Default for FdSlot<P> {
     fn default() -> Self {
         Self {
             gen: 0,
-            registered: false,
             interest: Interest::empty(),
             mode: Mode::Level,
             handler: None,
@@ -313,7 +313,7 @@ impl<P: Poller> IoLoop<P> {
             fds.resize_with(idx + 1, FdSlot::default);
         }
         let slot = &mut fds[idx];
-        if slot.registered {
+        if slot.handler.is_some() {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 format!("fd {fd} already has a handler"),
@@ -323,10 +323,9 @@ impl<P: Poller> IoLoop<P> {
             .shared
             .poller
             .register(fd, pack(slot.gen, fd), interest, mode)?;
-        slot.registered = true;
         slot.interest = interest;
         slot.mode = mode;
-        slot.handler = Some(Box::new(handler));
+        slot.handler = Some(Rc::new(RefCell::new(handler)));
         self.inner.handlers.set(self.inner.handlers.get() + 1);
         Ok(())
     }
@@ -359,7 +358,7 @@ impl<P: Poller> IoLoop<P> {
         let slot = usize::try_from(fd)
             .ok()
             .and_then(|i| fds.get_mut(i))
-            .filter(|s| s.registered)
+            .filter(|s| s.handler.is_some())
             .ok_or_else(|| if fd < 0 { bad_fd(fd) } else { no_handler(fd) })?;
         self.inner
             .shared
@@ -375,7 +374,7 @@ impl<P: Poller> IoLoop<P> {
         usize::try_from(fd)
             .ok()
             .and_then(|i| fds.get(i))
-            .filter(|s| s.registered)
+            .filter(|s| s.handler.is_some())
             .map(|s| s.mode)
             .ok_or_else(|| if fd < 0 { bad_fd(fd) } else { no_handler(fd) })
     }
@@ -394,15 +393,15 @@ impl<P: Poller> IoLoop<P> {
             let slot = usize::try_from(fd)
                 .ok()
                 .and_then(|i| fds.get_mut(i))
-                .filter(|s| s.registered)
+                .filter(|s| s.handler.is_some())
                 .ok_or_else(|| if fd < 0 { bad_fd(fd) } else { no_handler(fd) })?;
-            slot.registered = false;
             slot.gen = slot.gen.wrapping_add(1);
             slot.handler.take()
         };
         self.inner.handlers.set(self.inner.handlers.get() - 1);
         let res = self.inner.shared.poller.deregister(fd);
-        // Dropped with no borrow held: its destructor may use the loop.
+        // Dropped with no borrow held: its destructor may use the loop. (If it is running
+        // now, dispatch holds another reference and it is dropped when it returns.)
         drop(handler);
         match res {
             Err(e) if e.raw_os_error() == Some(libc::EBADF) || !is_open(fd) => Ok(()),
@@ -559,9 +558,10 @@ impl<P: Poller> IoLoop<P> {
     /// As [`run`](Self::run).
     pub fn run_until(&self, mut done: impl FnMut(&IoLoop<P>) -> bool) -> io::Result<()> {
         let _running = self.enter()?;
+        let stop = &self.inner.shared.stop;
         while !done(self) {
             self.iteration()?;
-            if self.inner.shared.stop.swap(false, Ordering::AcqRel) {
+            if stop.load(Ordering::Acquire) && stop.swap(false, Ordering::AcqRel) {
                 break;
             }
         }
@@ -601,9 +601,15 @@ impl<P: Poller> IoLoop<P> {
 
     fn iteration(&self) -> io::Result<()> {
         // Events a panicking handler left undelivered go first.
-        self.dispatch_batch();
-        self.run_callbacks();
-        let timeout = self.wait_timeout();
+        if self.inner.batch_pos.get() < self.inner.events.borrow().len() {
+            self.dispatch_batch();
+        }
+        let mut callbacks = self.has_callbacks();
+        if callbacks {
+            self.run_callbacks();
+            callbacks = self.has_callbacks();
+        }
+        let timeout = self.wait_timeout(callbacks);
         self.inner
             .shared
             .poller
@@ -614,13 +620,18 @@ impl<P: Poller> IoLoop<P> {
         Ok(())
     }
 
-    fn wait_timeout(&self) -> Option<Duration> {
-        let shared = &self.inner.shared;
-        if !self.inner.callbacks.borrow().is_empty()
+    /// Callbacks queued here or from other threads (or left by a panicking one).
+    #[inline]
+    fn has_callbacks(&self) -> bool {
+        !self.inner.callbacks.borrow().is_empty()
             || !self.inner.running.borrow().is_empty()
-            || shared.remote_pending.load(Ordering::Acquire)
-            || shared.stop.load(Ordering::Acquire)
-        {
+            || self.inner.shared.remote_pending.load(Ordering::Acquire)
+    }
+
+    /// The wait's timeout: none if callbacks are queued (`callbacks`) or the loop is stopping,
+    /// else until the earliest timer, else unbounded.
+    fn wait_timeout(&self, callbacks: bool) -> Option<Duration> {
+        if callbacks || self.inner.shared.stop.load(Ordering::Acquire) {
             return Some(Duration::ZERO);
         }
         let next = self.inner.timers.borrow_mut().next_deadline()?;
@@ -629,7 +640,9 @@ impl<P: Poller> IoLoop<P> {
 
     fn run_callbacks(&self) {
         let inner = &*self.inner;
-        if inner.shared.remote_pending.swap(false, Ordering::AcqRel) {
+        if inner.shared.remote_pending.load(Ordering::Acquire)
+            && inner.shared.remote_pending.swap(false, Ordering::AcqRel)
+        {
             let mut buf = inner.remote_buf.borrow_mut();
             std::mem::swap(
                 &mut *inner
@@ -659,14 +672,16 @@ impl<P: Poller> IoLoop<P> {
         }
     }
 
+    /// Dispatches the rest of the current batch. The events stay borrowed throughout: only
+    /// `iteration` writes them, and a nested run is refused before it gets there.
     fn dispatch_batch(&self) {
-        loop {
-            let i = self.inner.batch_pos.get();
-            let ev = match self.inner.events.borrow().as_slice().get(i) {
-                Some(ev) => *ev,
-                None => return,
-            };
-            self.inner.batch_pos.set(i + 1);
+        let events = self.inner.events.borrow();
+        let list = events.as_slice();
+        let mut i = self.inner.batch_pos.get();
+        while let Some(ev) = list.get(i) {
+            i += 1;
+            // Advanced before the handler runs: if it panics, the next run goes on after it.
+            self.inner.batch_pos.set(i);
             self.dispatch(ev.token(), ev.ready());
         }
     }
@@ -674,29 +689,18 @@ impl<P: Poller> IoLoop<P> {
     #[inline]
     fn dispatch(&self, token: u64, ready: Ready) {
         let (gen, fd) = unpack(token);
-        let handler = {
-            let mut fds = self.inner.fds.borrow_mut();
-            match fds.get_mut(fd as usize) {
-                Some(s) if s.registered && s.gen == gen => s.handler.take(),
-                _ => None,
-            }
+        let handler = match self.inner.fds.borrow().get(fd as usize) {
+            Some(s) if s.gen == gen => s.handler.clone(),
+            _ => None,
         };
         let Some(handler) = handler else { return };
-        let mut lent = LentHandler {
-            lp: self,
-            fd,
-            gen,
-            handler: Some(handler),
-        };
-        if let Some(h) = lent.handler.as_mut() {
-            h(self, fd, ready);
-        }
-        drop(lent);
+        (handler.borrow_mut())(self, fd, ready);
+        drop(handler);
         if ready.contains(Ready::ERROR) && !is_open(fd) {
             // Closed behind the loop's back: its handler has had its ERROR; drop it so the
             // loop does not spin on poll's POLLNVAL or select's EBADF.
             let still_ours = matches!(self.inner.fds.borrow().get(fd as usize),
-                Some(s) if s.registered && s.gen == gen);
+                Some(s) if s.handler.is_some() && s.gen == gen);
             if still_ours {
                 let _ = self.remove_handler(fd);
             }
@@ -738,31 +742,6 @@ struct RunGuard<'a>(&'a Cell<bool>);
 impl Drop for RunGuard<'_> {
     fn drop(&mut self) {
         self.0.set(false);
-    }
-}
-
-/// A handler lent out of its slot while it runs; given back on return *and* on unwind, unless
-/// the slot was removed or re-registered meanwhile.
-struct LentHandler<'a, P: Poller> {
-    lp: &'a IoLoop<P>,
-    fd: RawFd,
-    gen: u32,
-    handler: Option<Handler<P>>,
-}
-
-impl<P: Poller> Drop for LentHandler<'_, P> {
-    fn drop(&mut self) {
-        let orphan = {
-            let mut fds = self.lp.inner.fds.borrow_mut();
-            match fds.get_mut(self.fd as usize) {
-                Some(s) if s.registered && s.gen == self.gen && s.handler.is_none() => {
-                    s.handler = self.handler.take();
-                    None
-                }
-                _ => self.handler.take(),
-            }
-        };
-        drop(orphan);
     }
 }
 

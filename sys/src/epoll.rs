@@ -3,7 +3,6 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::common::{self, Round};
@@ -26,8 +25,6 @@ use crate::{Events, Interest, Mode, Notifier, Poller, Ready, RESERVED_TOKEN};
 pub struct Epoll {
     /// Invariant: an epoll instance this value owns.
     epfd: OwnedFd,
-    /// The kernel's output buffer, reused by every wait (locked by the one waiter).
-    buf: Mutex<Vec<libc::epoll_event>>,
     wake: Receiver,
 }
 
@@ -49,11 +46,7 @@ impl Poller for Epoll {
         // SAFETY: `fd` was just created and nothing else owns it.
         let epfd = unsafe { OwnedFd::from_raw_fd(fd) };
         let wake = Receiver::new_fd()?;
-        let poller = Self {
-            epfd,
-            buf: Mutex::new(Vec::new()),
-            wake,
-        };
+        let poller = Self { epfd, wake };
         let wake_fd = poller.wake.fd().expect("eventfd notifier");
         poller.ctl(
             libc::EPOLL_CTL_ADD,
@@ -89,14 +82,18 @@ impl Poller for Epoll {
     }
 
     fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
-        let mut buf = self.buf.lock().unwrap_or_else(|p| p.into_inner());
+        // The kernel's output array lives in `events` (reused, no lock): moved out for the
+        // wait and back after it; allocated once, on the first wait with this capacity.
+        let mut buf = std::mem::take(&mut events.raw_epoll);
         if buf.capacity() < events.capacity() {
             buf.clear();
             buf.reserve_exact(events.capacity());
         }
-        common::wait_loop(events, timeout, |events, left| {
+        let res = common::wait_loop(events, timeout, |events, left| {
             self.wait_once(&mut buf, events, left)
-        })
+        });
+        events.raw_epoll = buf;
+        res
     }
 
     fn notify(&self) -> io::Result<()> {

@@ -53,10 +53,23 @@ impl Event {
 /// assert_eq!(events.capacity(), 256);
 /// assert!(events.is_empty());
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Events {
     list: Vec<Event>,
     cap: usize,
+    /// The epoll backend's kernel output array, kept here rather than in the poller so that a
+    /// wait (which has `&mut Events`) needs no lock to reuse it. Empty until an epoll wait.
+    #[cfg(ioloop_has_epoll)]
+    pub(crate) raw_epoll: Vec<libc::epoll_event>,
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Events")
+            .field("list", &self.list)
+            .field("capacity", &self.cap)
+            .finish()
+    }
 }
 
 impl Events {
@@ -66,6 +79,8 @@ impl Events {
         Self {
             list: Vec::with_capacity(cap),
             cap,
+            #[cfg(ioloop_has_epoll)]
+            raw_epoll: Vec::new(),
         }
     }
 
