@@ -54,8 +54,8 @@ pub mod signal;
 
 #[cfg(ioloop_has_epoll)]
 mod epoll;
-// BACKENDS-PENDING #[cfg(ioloop_has_kqueue)]
-// BACKENDS-PENDING mod kqueue;
+#[cfg(ioloop_has_kqueue)]
+mod kqueue;
 // BACKENDS-PENDING mod poll;
 // BACKENDS-PENDING mod select;
 // BACKENDS-PENDING #[cfg(ioloop_has_uring)]
@@ -70,8 +70,8 @@ pub use notify::Notifier;
 
 #[cfg(ioloop_has_epoll)]
 pub use epoll::Epoll;
-// BACKENDS-PENDING #[cfg(ioloop_has_kqueue)]
-// BACKENDS-PENDING pub use kqueue::Kqueue;
+#[cfg(ioloop_has_kqueue)]
+pub use kqueue::Kqueue;
 // BACKENDS-PENDING pub use poll::Poll;
 // BACKENDS-PENDING pub use select::Select;
 // BACKENDS-PENDING #[cfg(ioloop_has_uring)]
