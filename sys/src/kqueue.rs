@@ -78,7 +78,10 @@ const WAKE_IDENT: libc::uintptr_t = 0;
 /// The most changes one operation submits: delete and add, for each of the two filters.
 const MAX_CHANGES: usize = 4;
 
-/// The kqueue backend. See the [module docs](self) for its platform notes.
+/// The kqueue backend, for macOS, iOS, FreeBSD, NetBSD, OpenBSD and DragonFly: all three
+/// [`Mode`]s, nanosecond timeouts, one [`Event`](crate::Event) per fd per wait (kqueue's
+/// separate read and write reports merged), an `EVFILT_USER` notifier where the OS has one.
+/// The `kqueue` module's source docs give the platform notes.
 pub struct Kqueue {
     /// Invariant: a kqueue this value owns, shared only with this poller's notifier (which
     /// triggers `EVFILT_USER` on it), so it stays open while either lives.
