@@ -2,11 +2,11 @@
 //!
 //! | backend | OS | type | modes |
 //! |---|---|---|---|
-//! | epoll | Linux, Android | [`Epoll`] | Level, Oneshot, Edge |
+//! | epoll | Linux, Android | `Epoll` | Level, Oneshot, Edge |
 //! | kqueue | macOS, iOS, FreeBSD, NetBSD, OpenBSD, DragonFly | `Kqueue` | Level, Oneshot, Edge |
 //! | io_uring | Linux | `Uring` | Level, Oneshot |
-//! | poll | every Unix | [`Poll`] | Level, Oneshot |
-//! | select | every Unix | [`Select`] | Level, Oneshot |
+//! | poll | every Unix | `Poll` | Level, Oneshot |
+//! | select | every Unix | `Select` | Level, Oneshot |
 //!
 //! Every backend offers the same operations with the same meaning, so code generic over
 //! [`Poller`] (and every test of this workspace) runs unchanged on each of them.
@@ -55,8 +55,8 @@ pub mod signal;
 
 #[cfg(ioloop_has_epoll)]
 mod epoll;
-// BACKENDS-PENDING #[cfg(ioloop_has_kqueue)]
-// BACKENDS-PENDING mod kqueue;
+#[cfg(ioloop_has_kqueue)]
+mod kqueue;
 mod poll;
 mod select;
 #[cfg(ioloop_has_uring)]
@@ -71,8 +71,8 @@ pub use notify::Notifier;
 
 #[cfg(ioloop_has_epoll)]
 pub use epoll::Epoll;
-// BACKENDS-PENDING #[cfg(ioloop_has_kqueue)]
-// BACKENDS-PENDING pub use kqueue::Kqueue;
+#[cfg(ioloop_has_kqueue)]
+pub use kqueue::Kqueue;
 pub use poll::Poll;
 pub use select::Select;
 #[cfg(ioloop_has_uring)]

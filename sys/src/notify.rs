@@ -6,7 +6,7 @@
 //! eventfd; elsewhere a non-blocking pipe (kqueue uses `EVFILT_USER` where the OS has it).
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -56,9 +56,13 @@ enum Wake {
     /// A pipe: notify writes one byte, the waiter drains the read end.
     #[cfg_attr(any(target_os = "linux", target_os = "android"), allow(dead_code))]
     Pipe { read: OwnedFd, write: OwnedFd },
-    /// kqueue's EVFILT_USER: notify triggers a user event on the (shared) kqueue.
-    #[cfg(ioloop_has_kqueue)]
-    #[allow(dead_code)]
+    /// kqueue's EVFILT_USER: notify triggers a user event on the (shared) kqueue. Only where
+    /// the OS has EVFILT_USER (the same list as in `kqueue.rs`); NetBSD and OpenBSD use a pipe.
+    #[cfg(any(
+        target_vendor = "apple",
+        target_os = "freebsd",
+        target_os = "dragonfly"
+    ))]
     User(Arc<OwnedFd>),
 }
 
@@ -80,7 +84,11 @@ impl Notifier {
             #[cfg(any(target_os = "linux", target_os = "android"))]
             Wake::EventFd(fd) => write_all_or_full(fd.as_raw_fd(), &1u64.to_ne_bytes()),
             Wake::Pipe { write, .. } => write_all_or_full(write.as_raw_fd(), &[1u8]),
-            #[cfg(ioloop_has_kqueue)]
+            #[cfg(any(
+                target_vendor = "apple",
+                target_os = "freebsd",
+                target_os = "dragonfly"
+            ))]
             Wake::User(kq) => crate::kqueue::trigger_user(kq.as_raw_fd()),
         };
         if res.is_err() {
@@ -108,8 +116,11 @@ impl Receiver {
     }
 
     /// A notifier that triggers EVFILT_USER on the kqueue `kq`.
-    #[cfg(ioloop_has_kqueue)]
-    #[allow(dead_code)]
+    #[cfg(any(
+        target_vendor = "apple",
+        target_os = "freebsd",
+        target_os = "dragonfly"
+    ))]
     pub(crate) fn new_user(kq: Arc<OwnedFd>) -> Self {
         Self::from_wake(Wake::User(kq))
     }
@@ -131,7 +142,11 @@ impl Receiver {
             #[cfg(any(target_os = "linux", target_os = "android"))]
             Wake::EventFd(fd) => Some(fd.as_raw_fd()),
             Wake::Pipe { read, .. } => Some(read.as_raw_fd()),
-            #[cfg(ioloop_has_kqueue)]
+            #[cfg(any(
+                target_vendor = "apple",
+                target_os = "freebsd",
+                target_os = "dragonfly"
+            ))]
             Wake::User(_) => None,
         }
     }
@@ -153,7 +168,11 @@ impl Receiver {
                 let _ = read_some(fd.as_raw_fd(), &mut buf[..8]);
             }
             Wake::Pipe { read, .. } => while let Ok(64) = read_some(read.as_raw_fd(), &mut buf) {},
-            #[cfg(ioloop_has_kqueue)]
+            #[cfg(any(
+                target_vendor = "apple",
+                target_os = "freebsd",
+                target_os = "dragonfly"
+            ))]
             Wake::User(_) => {}
         }
     }
@@ -161,6 +180,7 @@ impl Receiver {
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn new_fd_wake() -> io::Result<Wake> {
+    use std::os::fd::FromRawFd;
     // SAFETY: eventfd takes no pointers; a non-negative return is a new fd we now own.
     let fd = cvt(unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) })?;
     // SAFETY: `fd` was just returned by eventfd and nothing else owns it.
