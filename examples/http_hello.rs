@@ -196,7 +196,7 @@ fn header_value<'a>(head: &'a [u8], name: &str) -> Option<&'a [u8]> {
         let colon = line.iter().position(|b| *b == b':')?;
         line[..colon]
             .eq_ignore_ascii_case(name.as_bytes())
-            .then(|| line[colon + 1..].trim_ascii())
+            .then(|| trim(&line[colon + 1..]))
     })
 }
 
@@ -210,10 +210,27 @@ fn wants_close(head: &[u8]) -> bool {
     let http10 = head
         .split(|b| *b == b'\n')
         .next()
-        .is_some_and(|l| l.trim_ascii_end().ends_with(b"HTTP/1.0"));
+        .is_some_and(|l| trim(l).ends_with(b"HTTP/1.0"));
     match header_value(head, "connection") {
         Some(v) if v.eq_ignore_ascii_case(b"close") => true,
         Some(v) if v.eq_ignore_ascii_case(b"keep-alive") => false,
         _ => http10,
     }
+}
+
+/// ASCII whitespace trimmed from both ends (`<[u8]>::trim_ascii` needs Rust 1.80).
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = s {
+        if !first.is_ascii_whitespace() {
+            break;
+        }
+        s = rest;
+    }
+    while let [rest @ .., last] = s {
+        if !last.is_ascii_whitespace() {
+            break;
+        }
+        s = rest;
+    }
+    s
 }

@@ -592,7 +592,8 @@ impl<P: Poller> IoLoop<P> {
 
     fn enter(&self) -> io::Result<RunGuard<'_>> {
         if self.inner.in_run.replace(true) {
-            return Err(io::Error::other(
+            return Err(io::Error::new(
+                io::ErrorKind::Other,
                 "IoLoop::run called while the loop is already running",
             ));
         }

@@ -101,11 +101,14 @@ impl Poller for Select {
         let reg = Registry::new()?;
         for fd in reg.wake_fds() {
             check_settable(fd).map_err(|_| {
-                io::Error::other(format!(
-                    "select cannot watch its own notifier: fd {fd} is >= FD_SETSIZE ({}); \
+                io::Error::new(
+                    io::ErrorKind::Other,
+                    format!(
+                        "select cannot watch its own notifier: fd {fd} is >= FD_SETSIZE ({}); \
                          too many fds are open for the select backend",
-                    libc::FD_SETSIZE
-                ))
+                        libc::FD_SETSIZE
+                    ),
+                )
             })?;
         }
         Ok(Self {
@@ -332,7 +335,7 @@ fn sys_select(
 #[allow(clippy::unnecessary_fallible_conversions)]
 fn timeval_round_up(d: Duration) -> libc::timeval {
     let mut secs = d.as_secs();
-    let mut micros = d.subsec_nanos().div_ceil(1000);
+    let mut micros = (d.subsec_nanos() + 999) / 1000;
     if micros == 1_000_000 {
         secs = secs.saturating_add(1);
         micros = 0;

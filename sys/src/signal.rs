@@ -20,7 +20,9 @@ use crate::notify::pipe_nonblocking;
 use crate::syscall::cvt_retry;
 
 /// One slot per signal number: the write end of that signal's pipe, or -1.
-static WRITE_FDS: [AtomicI32; 128] = [const { AtomicI32::new(-1) }; 128];
+#[allow(clippy::declare_interior_mutable_const)] // only used to initialise WRITE_FDS
+const NO_FD: AtomicI32 = AtomicI32::new(-1);
+static WRITE_FDS: [AtomicI32; 128] = [NO_FD; 128];
 
 /// A signal number routed to a pipe. See the [module docs](self).
 ///

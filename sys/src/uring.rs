@@ -339,7 +339,8 @@ impl Mmap {
         if ptr == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        let ptr = NonNull::new(ptr).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        let ptr = NonNull::new(ptr)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::Other, "mmap returned null"))?;
         Ok(Self { ptr, len })
     }
 
@@ -521,7 +522,8 @@ impl Poller for Uring {
         let fd = cvt(unsafe {
             libc::syscall(libc::SYS_io_uring_setup, SQ_ENTRIES, ptr::addr_of_mut!(p))
         })?;
-        let fd = RawFd::try_from(fd).map_err(|_| io::Error::other("io_uring_setup: bad fd"))?;
+        let fd = RawFd::try_from(fd)
+            .map_err(|_| io::Error::new(io::ErrorKind::Other, "io_uring_setup: bad fd"))?;
         // SAFETY: `fd` was just returned by io_uring_setup and nothing else owns it.
         let ring_fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let ring = Ring::map(ring_fd.as_raw_fd(), &p)?;
@@ -669,7 +671,10 @@ impl Uring {
         if st.ring.try_push(sqe) {
             Ok(())
         } else {
-            Err(io::Error::other("io_uring submission queue stays full"))
+            Err(io::Error::new(
+                io::ErrorKind::Other,
+                "io_uring submission queue stays full",
+            ))
         }
     }
 
@@ -713,7 +718,10 @@ impl Uring {
                 Err(e) => return Err(e),
             }
             if stuck > 64 {
-                return Err(io::Error::other("io_uring does not take submissions"));
+                return Err(io::Error::new(
+                    io::ErrorKind::Other,
+                    "io_uring does not take submissions",
+                ));
             }
         }
     }
