@@ -72,12 +72,14 @@ pub fn open_fds() -> usize {
 /// Raises the soft RLIMIT_NOFILE to the hard limit (or `want`, whichever is lower); returns it.
 pub fn raise_nofile(want: u64) -> u64 {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    // `rlim_t` is u64 on Linux and i64 on the BSDs.
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    let want = libc::rlim_t::try_from(want).unwrap_or(hard);
     let target = want.min(hard).max(soft);
     if target > soft {
         setrlimit(Resource::RLIMIT_NOFILE, target, hard).unwrap();
     }
-    target
+    u64::try_from(target).unwrap_or(u64::MAX)
 }
 
 /// How long a wait that must see an event may take before the test gives up. Only reached
