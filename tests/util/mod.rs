@@ -70,6 +70,7 @@ pub fn open_fds() -> usize {
 }
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit (or `want`, whichever is lower); returns it.
+#[allow(clippy::useless_conversion)] // rlim_t is u64 only on some targets
 pub fn raise_nofile(want: u64) -> u64 {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     // `rlim_t` is u64 on Linux and i64 on the BSDs.
