@@ -4,7 +4,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,6 +13,7 @@ use ioloop_sys::is_open;
 use ioloop_sys::signal::SignalPipe;
 use ioloop_sys::{DefaultPoller, Events, Interest, Mode, Poller, Ready};
 
+use crate::task::{CurrentGuard, Executor, LoopOps};
 use crate::timers::{deadline_after, Callback, Due, TimeoutId, Timers};
 
 /// Shared so that dispatch can run it without taking it out of its slot: a handler that
@@ -66,7 +67,8 @@ const EVENTS_CAPACITY: usize = 1024;
 /// 1. runs the callbacks queued before it (callbacks they add wait for the next iteration);
 /// 2. waits for I/O: not at all if callbacks are queued, else until the earliest timer;
 /// 3. calls the handler of each ready fd;
-/// 4. runs the timers that are due, in deadline order (FIFO among equal deadlines).
+/// 4. runs the timers that are due, in deadline order (FIFO among equal deadlines);
+/// 5. polls the [tasks](crate::task) that were woken (once each, in wake order).
 ///
 /// A closure that keeps a clone of the loop it is registered on makes a reference cycle:
 /// use the `&IoLoop` argument it is given instead.
@@ -129,6 +131,10 @@ struct Inner<P: Poller> {
     batch_pos: Cell<usize>,
     in_run: Cell<bool>,
     signals: RefCell<Vec<(i32, RawFd)>>,
+    /// The task layer's run queue and task table ([`crate::task`]).
+    tasks: Rc<Executor>,
+    /// This loop, type-erased and weak, for the task layer's "current loop".
+    ops: Rc<dyn LoopOps>,
 }
 
 /// The part of the loop other threads reach through a [`Handle`].
@@ -208,8 +214,11 @@ impl<P: Poller> IoLoop<P> {
     ///
     /// None today; the signature leaves room for backends that need set-up.
     pub fn with_poller(poller: P) -> io::Result<Self> {
+        let tasks = Rc::new(Executor::new(poller.notifier()));
         Ok(Self {
-            inner: Rc::new(Inner {
+            inner: Rc::new_cyclic(|weak| Inner {
+                tasks,
+                ops: Rc::new(WeakLoop(weak.clone())),
                 shared: Arc::new(Shared {
                     poller,
                     remote: Mutex::new(Vec::new()),
@@ -597,7 +606,8 @@ impl<P: Poller> IoLoop<P> {
                 "IoLoop::run called while the loop is already running",
             ));
         }
-        Ok(RunGuard(&self.inner.in_run))
+        let current = crate::task::enter(self.inner.ops.clone());
+        Ok(RunGuard(&self.inner.in_run, current))
     }
 
     fn iteration(&self) -> io::Result<()> {
@@ -618,6 +628,9 @@ impl<P: Poller> IoLoop<P> {
         self.inner.batch_pos.set(0);
         self.dispatch_batch();
         self.fire_timers();
+        // Tasks woken by this iteration's callbacks, events and timers run now, so a
+        // `run_until` condition they change is seen before the next wait.
+        self.inner.tasks.run_ready();
         Ok(())
     }
 
@@ -632,7 +645,10 @@ impl<P: Poller> IoLoop<P> {
     /// The wait's timeout: none if callbacks are queued (`callbacks`) or the loop is stopping,
     /// else until the earliest timer, else unbounded.
     fn wait_timeout(&self, callbacks: bool) -> Option<Duration> {
-        if callbacks || self.inner.shared.stop.load(Ordering::Acquire) {
+        if callbacks
+            || self.inner.shared.stop.load(Ordering::Acquire)
+            || self.inner.tasks.has_ready()
+        {
             return Some(Duration::ZERO);
         }
         let next = self.inner.timers.borrow_mut().next_deadline()?;
@@ -737,8 +753,9 @@ impl<P: Poller> IoLoop<P> {
     }
 }
 
-/// Clears the "running" flag however `run` ends (return or unwind).
-struct RunGuard<'a>(&'a Cell<bool>);
+/// Clears the "running" flag however `run` ends (return or unwind); its second field restores
+/// the task layer's previous "current loop" when dropped.
+struct RunGuard<'a>(&'a Cell<bool>, #[allow(dead_code)] CurrentGuard);
 
 impl Drop for RunGuard<'_> {
     fn drop(&mut self) {
@@ -820,5 +837,30 @@ impl<P: Poller> Handle<P> {
     pub fn stop(&self) -> io::Result<()> {
         self.shared.stop.store(true, Ordering::Release);
         self.shared.poller.notify()
+    }
+}
+
+// ----- hooks for the task layer (crate::task) --------------------------------------------
+
+impl<P: Poller> IoLoop<P> {
+    /// The loop's task executor.
+    pub(crate) fn executor(&self) -> &Rc<Executor> {
+        &self.inner.tasks
+    }
+
+    /// This loop, type-erased and weak (what `Async` sources and timer futures keep).
+    pub(crate) fn ops(&self) -> &Rc<dyn LoopOps> {
+        &self.inner.ops
+    }
+}
+
+/// A weak reference to a loop. The task layer's type-erased handle ([`LoopOps`]) wraps it,
+/// so tasks, `Async` sources and timers never keep their loop alive (no reference cycle).
+pub(crate) struct WeakLoop<P: Poller>(Weak<Inner<P>>);
+
+impl<P: Poller> WeakLoop<P> {
+    /// The loop, if it still exists.
+    pub(crate) fn upgrade(&self) -> Option<IoLoop<P>> {
+        self.0.upgrade().map(|inner| IoLoop { inner })
     }
 }

@@ -6,6 +6,9 @@
 //!   usable on their own; [`DefaultPoller`] is the one chosen at build time (epoll on Linux,
 //!   kqueue on macOS and the BSDs, poll elsewhere; `IOLOOP_POLLER=<name>` overrides it).
 //!
+//! * [`task`]: futures on the loop — [`IoLoop::spawn`], [`IoLoop::block_on`], [`Async`] for
+//!   fd readiness, [`sleep`], [`timeout`], [`interval`], [`yield_now`].
+//!
 //! Every `IoLoop` is generic over its poller, so the same program runs on any backend:
 //! `IoLoop::<ioloop::sys::Poll>::with_backend()`.
 
@@ -13,11 +16,16 @@
 #![forbid(unsafe_code)]
 
 mod ioloop;
+pub mod task;
 mod timers;
 
 pub use ioloop::{Handle, HandlerFd, IoLoop};
 pub use ioloop_sys as sys;
 pub use ioloop_sys::{DefaultPoller, Interest, Mode, Poller, Ready};
+pub use task::{
+    interval, sleep, sleep_until, spawn, timeout, timeout_at, yield_now, Async, Elapsed, Interval,
+    JoinError, JoinHandle, Sleep,
+};
 pub use timers::TimeoutId;
 
 #[doc = include_str!("../README.md")]

@@ -1,0 +1,320 @@
+//! The per-loop executor: a task table, a run queue, and `Arc` wakers that reuse themselves.
+//!
+//! Futures need not be `Send`: they live in the loop's task table ([`Executor`]) and are only
+//! ever polled on the loop's thread. What a [`Waker`] carries is a small `Send + Sync`
+//! [`Header`] (the task's key and its "scheduled" flag); waking pushes the key onto the run
+//! queue. A wake on the loop's thread just pushes; a wake from another thread also notifies the
+//! poller, so a blocked wait returns and the loop runs the task.
+//!
+//! Steady state makes no heap allocation: each task's `Waker` is built once (one `Arc` clone of
+//! its header) when it is spawned, the run queue and the per-pass batch are reused buffers, and
+//! a task already queued is not queued twice.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::panic::{self, AssertUnwindSafe};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::{self, ThreadId};
+
+use ioloop_sys::Notifier;
+
+use super::join::{JoinError, JoinHandle, JoinSink, JoinState};
+
+/// Identifies a task: its slot in the table and the slot's generation (a key whose task has
+/// finished never matches the slot's next occupant).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Key {
+    idx: u32,
+    gen: u32,
+}
+
+/// The slot index reserved for [`IoLoop::block_on`](crate::IoLoop::block_on)'s main future,
+/// which is polled by `block_on` itself rather than stored in the table.
+const MAIN: u32 = u32::MAX;
+
+/// The run queue shared with wakers (which may be on any thread).
+struct RunQueue {
+    queue: Mutex<VecDeque<Key>>,
+    /// The queue may be non-empty (set under the lock; cleared by the loop before draining).
+    pending: AtomicBool,
+    notifier: Notifier,
+    /// The loop's thread: wakes from any other thread must wake the poller.
+    thread: ThreadId,
+}
+
+impl RunQueue {
+    fn push(&self, key: Key) {
+        {
+            let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            q.push_back(key);
+            self.pending.store(true, Ordering::Release);
+        }
+        if thread::current().id() != self.thread {
+            // A notify error leaves the task queued; the loop runs it on its next wake-up.
+            let _ = self.notifier.notify();
+        }
+    }
+}
+
+/// What a task's [`Waker`] points to.
+pub(crate) struct Header {
+    key: Key,
+    /// Queued (or finished): further wakes do nothing until the task is polled again.
+    scheduled: AtomicBool,
+    queue: Arc<RunQueue>,
+}
+
+impl Wake for Header {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if !self.scheduled.swap(true, Ordering::AcqRel) {
+            self.queue.push(self.key);
+        }
+    }
+}
+
+/// A spawned task: its future (output already routed to its [`JoinState`]), its waker, and
+/// where to report a panic.
+struct TaskBody {
+    header: Arc<Header>,
+    waker: Waker,
+    future: Pin<Box<dyn Future<Output = ()>>>,
+    sink: Rc<dyn JoinSink>,
+}
+
+struct Slot {
+    gen: u32,
+    /// `None` when free, or while the task is being polled (it is lent out).
+    task: Option<TaskBody>,
+}
+
+#[derive(Default)]
+struct Table {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    live: usize,
+}
+
+impl Table {
+    /// Frees `key`'s slot if it is still `key`'s; returns whether it was.
+    fn release(&mut self, key: Key) -> Option<Option<TaskBody>> {
+        let s = self.slots.get_mut(key.idx as usize)?;
+        if s.gen != key.gen {
+            return None;
+        }
+        s.gen = s.gen.wrapping_add(1);
+        self.free.push(key.idx);
+        self.live -= 1;
+        Some(s.task.take())
+    }
+}
+
+/// A loop's tasks and run queue. Owned by the loop (`Rc`); [`JoinHandle`]s keep a `Weak`.
+pub(crate) struct Executor {
+    run_queue: Arc<RunQueue>,
+    table: RefCell<Table>,
+    /// Keys taken from the run queue for the current pass (reused buffer; a panic that unwinds
+    /// out of a pass leaves the rest here for the next one).
+    batch: RefCell<VecDeque<Key>>,
+    /// A `block_on` is in progress; its main future was woken and must be polled.
+    main_active: Cell<bool>,
+    main_woken: Cell<bool>,
+}
+
+impl Executor {
+    pub(crate) fn new(notifier: Notifier) -> Self {
+        Self {
+            run_queue: Arc::new(RunQueue {
+                queue: Mutex::new(VecDeque::new()),
+                pending: AtomicBool::new(false),
+                notifier,
+                thread: thread::current().id(),
+            }),
+            table: RefCell::new(Table::default()),
+            batch: RefCell::new(VecDeque::new()),
+            main_active: Cell::new(false),
+            main_woken: Cell::new(false),
+        }
+    }
+
+    /// Adds a task and queues it to run on the loop's next iteration.
+    pub(crate) fn spawn<F>(self: &Rc<Self>, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + 'static,
+        F::Output: 'static,
+    {
+        let state = Rc::new(JoinState::new());
+        let out = state.clone();
+        let future = Box::pin(async move {
+            let value = future.await;
+            out.complete(Ok(value));
+        });
+        let key = {
+            let mut table = self.table.borrow_mut();
+            let idx = match table.free.pop() {
+                Some(i) => i,
+                None => {
+                    table.slots.push(Slot { gen: 0, task: None });
+                    u32::try_from(table.slots.len() - 1)
+                        .ok()
+                        .filter(|&i| i != MAIN)
+                        .expect("too many tasks")
+                }
+            };
+            table.live += 1;
+            let slot = &mut table.slots[idx as usize];
+            let key = Key { idx, gen: slot.gen };
+            let header = Arc::new(Header {
+                key,
+                scheduled: AtomicBool::new(true),
+                queue: self.run_queue.clone(),
+            });
+            slot.task = Some(TaskBody {
+                waker: Waker::from(header.clone()),
+                header,
+                future,
+                sink: state.clone(),
+            });
+            key
+        };
+        self.run_queue.push(key);
+        JoinHandle::new(state, key, Rc::downgrade(self))
+    }
+
+    /// Whether a pass has work: queued tasks, or a woken `block_on` future.
+    pub(crate) fn has_ready(&self) -> bool {
+        self.run_queue.pending.load(Ordering::Acquire)
+            || !self.batch.borrow().is_empty()
+            || self.main_woken.get()
+    }
+
+    /// How many tasks are spawned and not finished (nor cancelled).
+    pub(crate) fn live(&self) -> usize {
+        self.table.borrow().live
+    }
+
+    /// Polls each task that was queued when the pass began, once. Tasks woken during the pass
+    /// (a `yield_now`, a task waking another) run in the next pass, after the loop has
+    /// polled for I/O.
+    pub(crate) fn run_ready(&self) {
+        {
+            let mut batch = self.batch.borrow_mut();
+            if batch.is_empty() {
+                // A plain load first: the common case (nothing woken) costs no atomic write.
+                if !self.run_queue.pending.load(Ordering::Acquire)
+                    || !self.run_queue.pending.swap(false, Ordering::AcqRel)
+                {
+                    return;
+                }
+                let mut q = self
+                    .run_queue
+                    .queue
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                batch.extend(q.drain(..));
+            }
+        }
+        loop {
+            let next = self.batch.borrow_mut().pop_front();
+            let Some(key) = next else { return };
+            if key.idx == MAIN {
+                if self.main_active.get() {
+                    self.main_woken.set(true);
+                }
+                continue;
+            }
+            self.poll_task(key);
+        }
+    }
+
+    fn poll_task(&self, key: Key) {
+        let body = {
+            let mut table = self.table.borrow_mut();
+            match table.slots.get_mut(key.idx as usize) {
+                Some(s) if s.gen == key.gen => s.task.take(),
+                _ => None,
+            }
+        };
+        let Some(mut body) = body else { return };
+        // Cleared before polling: a wake from inside the poll queues the task again.
+        body.header.scheduled.store(false, Ordering::Release);
+        let mut cx = Context::from_waker(&body.waker);
+        let done =
+            match panic::catch_unwind(AssertUnwindSafe(|| body.future.as_mut().poll(&mut cx))) {
+                Ok(Poll::Pending) => false,
+                Ok(Poll::Ready(())) => true,
+                Err(payload) => {
+                    body.sink.fail(JoinError::panicked(payload));
+                    true
+                }
+            };
+        if done {
+            body.header.scheduled.store(true, Ordering::Release);
+            let released = self.table.borrow_mut().release(key);
+            drop(released);
+            // Dropped with no borrow held: the future's destructors may use the executor.
+            drop(body);
+            return;
+        }
+        let orphan = {
+            let mut table = self.table.borrow_mut();
+            match table.slots.get_mut(key.idx as usize) {
+                Some(s) if s.gen == key.gen => {
+                    s.task = Some(body);
+                    None
+                }
+                // Cancelled while it ran.
+                _ => Some(body),
+            }
+        };
+        drop(orphan);
+    }
+
+    /// Cancels `key`'s task: drops its future (now, or as soon as its current poll returns if
+    /// it is running). Does nothing for a finished task.
+    pub(crate) fn cancel(&self, key: Key) {
+        let body = self.table.borrow_mut().release(key).flatten();
+        if let Some(body) = body {
+            body.header.scheduled.store(true, Ordering::Release);
+            drop(body);
+        }
+    }
+
+    /// Starts a `block_on`: returns the main future's waker and marks it woken (so it is
+    /// polled first). One allocation per `block_on`.
+    pub(crate) fn begin_main(&self) -> (Waker, Arc<Header>) {
+        let header = Arc::new(Header {
+            key: Key { idx: MAIN, gen: 0 },
+            scheduled: AtomicBool::new(false),
+            queue: self.run_queue.clone(),
+        });
+        self.main_active.set(true);
+        self.main_woken.set(true);
+        (Waker::from(header.clone()), header)
+    }
+
+    /// Whether the main future should be polled now (clears the flag and its header's
+    /// "scheduled" bit, so a wake during the poll is seen).
+    pub(crate) fn take_main_woken(&self, header: &Header) -> bool {
+        if self.main_woken.replace(false) {
+            header.scheduled.store(false, Ordering::Release);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Ends a `block_on`.
+    pub(crate) fn end_main(&self) {
+        self.main_active.set(false);
+        self.main_woken.set(false);
+    }
+}

@@ -1,0 +1,652 @@
+//! Tasks: spawn/join, block_on, cancellation, panics, timers, cross-thread wakers, and
+//! readiness wake-ups through `Async` on every backend.
+
+mod util;
+
+use std::cell::{Cell, RefCell};
+use std::future::{poll_fn, Future};
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::os::unix::net::UnixStream;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Barrier, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use ioloop::{Async, IoLoop, Poller};
+use ioloop_sys::DefaultPoller;
+use util::backend_tests;
+
+fn new_loop<P: Poller>() -> IoLoop<P> {
+    IoLoop::with_poller(util::poller::<P>()).unwrap()
+}
+
+/// Sets its flag when dropped: shows a task's future was dropped.
+struct DropFlag(Rc<Cell<bool>>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.set(true);
+    }
+}
+
+/// A future that never completes.
+fn pending_forever() -> impl Future<Output = ()> {
+    poll_fn(|_| Poll::<()>::Pending)
+}
+
+// ----- spawn, join, block_on ---------------------------------------------------------------
+
+#[test]
+fn spawned_tasks_run_in_spawn_order_and_join() {
+    let lp = IoLoop::new().unwrap();
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let handles: Vec<_> = (0..5)
+        .map(|i| {
+            let log = log.clone();
+            lp.spawn(async move {
+                log.borrow_mut().push(i);
+                i * 10
+            })
+        })
+        .collect();
+    assert_eq!(lp.task_count(), 5);
+    let outputs = lp
+        .block_on(async {
+            let mut out = Vec::new();
+            // Join in reverse: the order of awaiting does not change the order of running.
+            for h in handles.into_iter().rev() {
+                out.push(h.await.unwrap());
+            }
+            out
+        })
+        .unwrap();
+    assert_eq!(*log.borrow(), [0, 1, 2, 3, 4]);
+    assert_eq!(outputs, [40, 30, 20, 10, 0]);
+    assert_eq!(lp.task_count(), 0);
+}
+
+#[test]
+fn block_on_with_nested_spawns() {
+    let lp = IoLoop::new().unwrap();
+    let v = lp
+        .block_on(async {
+            let outer = ioloop::spawn(async {
+                let inner = ioloop::spawn(async {
+                    ioloop::yield_now().await;
+                    let innermost = ioloop::spawn(async { 1 });
+                    innermost.await.unwrap() + 1
+                });
+                inner.await.unwrap() + 1
+            });
+            outer.await.unwrap() + 1
+        })
+        .unwrap();
+    assert_eq!(v, 4);
+    // The loop is reusable: a second block_on on the same loop.
+    assert_eq!(lp.block_on(async { 5 }).unwrap(), 5);
+}
+
+#[test]
+fn block_on_borrows_from_the_caller() {
+    let lp = IoLoop::new().unwrap();
+    let mut local = vec![1, 2];
+    lp.block_on(async {
+        ioloop::yield_now().await;
+        local.push(3);
+    })
+    .unwrap();
+    assert_eq!(local, [1, 2, 3]);
+}
+
+#[test]
+fn block_on_inside_the_loop_is_an_error() {
+    let lp = IoLoop::new().unwrap();
+    let err = lp
+        .block_on(async {
+            let lp = IoLoop::<DefaultPoller>::current().expect("current loop");
+            lp.block_on(async {}).unwrap_err()
+        })
+        .unwrap();
+    assert_eq!(err.kind(), io::ErrorKind::Other);
+    assert!(err.to_string().contains("running"), "{err}");
+}
+
+#[test]
+fn current_loop_is_set_only_while_running() {
+    assert!(IoLoop::<DefaultPoller>::current().is_none());
+    let lp = IoLoop::new().unwrap();
+    let seen = lp
+        .block_on(async { IoLoop::<DefaultPoller>::current().is_some() })
+        .unwrap();
+    assert!(seen);
+    assert!(IoLoop::<DefaultPoller>::current().is_none());
+}
+
+#[test]
+fn tasks_run_under_plain_run() {
+    let lp = IoLoop::new().unwrap();
+    let done = Rc::new(Cell::new(false));
+    let d = done.clone();
+    lp.spawn(async move {
+        ioloop::sleep(Duration::from_millis(1)).await;
+        d.set(true);
+        IoLoop::<DefaultPoller>::current().unwrap().stop();
+    })
+    .detach();
+    lp.run().unwrap();
+    assert!(done.get());
+}
+
+// ----- cancellation ------------------------------------------------------------------------
+
+#[test]
+fn dropping_a_join_handle_cancels_the_task() {
+    let lp = IoLoop::new().unwrap();
+    let dropped = Rc::new(Cell::new(false));
+    let flag = DropFlag(dropped.clone());
+    let handle = lp.spawn(async move {
+        let _flag = flag;
+        pending_forever().await;
+    });
+    lp.block_on(ioloop::yield_now()).unwrap(); // let it start
+    assert!(!dropped.get());
+    assert_eq!(lp.task_count(), 1);
+    drop(handle);
+    assert!(dropped.get(), "the future was not dropped");
+    assert_eq!(lp.task_count(), 0);
+}
+
+#[test]
+fn cancel_reports_cancelled_and_keeps_finished_output() {
+    let lp = IoLoop::new().unwrap();
+    lp.block_on(async {
+        let dropped = Rc::new(Cell::new(false));
+        let flag = DropFlag(dropped.clone());
+        let task = ioloop::spawn(async move {
+            let _flag = flag;
+            ioloop::sleep(Duration::from_secs(3600)).await;
+        });
+        ioloop::yield_now().await;
+        task.cancel();
+        assert!(dropped.get());
+        assert!(task.is_finished());
+        assert!(task.await.unwrap_err().is_cancelled());
+
+        let done = ioloop::spawn(async { 7 });
+        while !done.is_finished() {
+            ioloop::yield_now().await;
+        }
+        done.cancel(); // too late: the output stays
+        assert_eq!(done.await.unwrap(), 7);
+    })
+    .unwrap();
+    // The cancelled sleep's timer was removed from the loop.
+    assert_eq!(lp.timer_count(), 0);
+}
+
+#[test]
+fn detached_task_runs_to_completion() {
+    let lp = IoLoop::new().unwrap();
+    let (tx, rx) = mpsc::channel();
+    lp.spawn(async move {
+        ioloop::sleep(Duration::from_millis(2)).await;
+        tx.send(1).unwrap();
+    })
+    .detach();
+    lp.run_until(|_| rx.try_recv().is_ok()).unwrap();
+    assert_eq!(lp.task_count(), 0);
+}
+
+#[test]
+fn dropping_the_loop_drops_pending_tasks() {
+    let dropped = Rc::new(Cell::new(false));
+    {
+        let lp = IoLoop::new().unwrap();
+        let flag = DropFlag(dropped.clone());
+        lp.spawn(async move {
+            let _flag = flag;
+            let (a, _b) = Async::<UnixStream>::pair().unwrap();
+            a.readable().await.unwrap();
+        })
+        .detach();
+        lp.block_on(ioloop::yield_now()).unwrap();
+        assert!(!dropped.get());
+    }
+    assert!(dropped.get(), "a pending task outlived its loop");
+}
+
+// ----- panics ------------------------------------------------------------------------------
+
+#[test]
+fn a_panicking_task_is_reported_and_the_loop_survives() {
+    let lp = IoLoop::new().unwrap();
+    let bad = lp.spawn(async {
+        ioloop::yield_now().await;
+        panic!("task failed on purpose");
+    });
+    let good = lp.spawn(async {
+        ioloop::sleep(Duration::from_millis(2)).await;
+        "ok"
+    });
+    let (bad, good) = lp.block_on(async { (bad.await, good.await) }).unwrap();
+    let err = bad.unwrap_err();
+    assert!(err.is_panic() && !err.is_cancelled());
+    assert!(err.to_string().contains("on purpose"), "{err}");
+    assert_eq!(
+        *err.into_panic().downcast::<&str>().unwrap(),
+        "task failed on purpose"
+    );
+    assert_eq!(good.unwrap(), "ok");
+    assert_eq!(lp.task_count(), 0);
+    // Still usable.
+    assert_eq!(lp.block_on(async { 1 }).unwrap(), 1);
+}
+
+// ----- timers ------------------------------------------------------------------------------
+
+#[test]
+fn sleep_is_never_early() {
+    let lp = IoLoop::new().unwrap();
+    for ms in [0, 1, 5, 20] {
+        let d = Duration::from_millis(ms);
+        let start = Instant::now();
+        lp.block_on(ioloop::sleep(d)).unwrap();
+        assert!(start.elapsed() >= d);
+    }
+    assert_eq!(lp.timer_count(), 0);
+}
+
+#[test]
+fn timeout_fires() {
+    let lp = IoLoop::new().unwrap();
+    let dropped = Rc::new(Cell::new(false));
+    let flag = DropFlag(dropped.clone());
+    let start = Instant::now();
+    let r = lp
+        .block_on(ioloop::timeout(Duration::from_millis(10), async move {
+            let _flag = flag;
+            pending_forever().await;
+        }))
+        .unwrap();
+    assert!(start.elapsed() >= Duration::from_millis(10));
+    let elapsed = r.unwrap_err();
+    assert!(dropped.get(), "the timed-out future was not dropped");
+    let e: io::Error = elapsed.into();
+    assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+}
+
+#[test]
+fn timeout_not_firing_cancels_its_timer() {
+    let lp = IoLoop::new().unwrap();
+    let r = lp
+        .block_on(ioloop::timeout(Duration::from_secs(3600), async {
+            ioloop::sleep(Duration::from_millis(1)).await;
+            9
+        }))
+        .unwrap();
+    assert_eq!(r, Ok(9));
+    assert_eq!(lp.timer_count(), 0, "the timeout's timer was left behind");
+}
+
+#[test]
+fn interval_ticks_drift_free() {
+    let lp = IoLoop::new().unwrap();
+    let period = Duration::from_millis(15);
+    lp.block_on(async {
+        let mut iv = ioloop::interval(period);
+        let start = iv.tick().await;
+        let mut prev = start;
+        for k in 1..=4u32 {
+            let due = iv.tick().await;
+            assert!(Instant::now() >= due, "tick {k} early");
+            assert!(due > prev);
+            // Due times are multiples of the period from the start (skips allowed).
+            let n = (due - start).as_nanos() / period.as_nanos();
+            assert_eq!(due, start + period * n as u32);
+            prev = due;
+        }
+    })
+    .unwrap();
+    assert_eq!(lp.timer_count(), 0, "the interval's timer outlived it");
+}
+
+#[test]
+fn yield_now_lets_other_tasks_run() {
+    let lp = IoLoop::new().unwrap();
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let tasks: Vec<_> = ["a", "b"]
+        .into_iter()
+        .map(|name| {
+            let log = log.clone();
+            lp.spawn(async move {
+                for i in 0..3 {
+                    log.borrow_mut().push(format!("{name}{i}"));
+                    ioloop::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    lp.block_on(async {
+        for t in tasks {
+            t.await.unwrap();
+        }
+    })
+    .unwrap();
+    assert_eq!(*log.borrow(), ["a0", "b0", "a1", "b1", "a2", "b2"]);
+}
+
+// ----- wakers from other threads -----------------------------------------------------------
+
+#[test]
+fn waker_called_from_another_thread_wakes_the_loop() {
+    let lp = IoLoop::new().unwrap();
+    let slot: Arc<Mutex<Option<Waker>>> = Arc::new(Mutex::new(None));
+    let flag = Arc::new(AtomicBool::new(false));
+    let barrier = Arc::new(Barrier::new(2));
+    let t = {
+        let (slot, flag, barrier) = (slot.clone(), flag.clone(), barrier.clone());
+        std::thread::spawn(move || {
+            barrier.wait(); // the task has stored its waker
+            flag.store(true, Ordering::Release);
+            let w = slot.lock().unwrap().take().expect("waker stored");
+            w.wake();
+        })
+    };
+    let task = lp.spawn({
+        let (slot, flag) = (slot.clone(), flag.clone());
+        let mut signalled = false;
+        poll_fn(move |cx| {
+            if flag.load(Ordering::Acquire) {
+                return Poll::Ready("woken");
+            }
+            *slot.lock().unwrap() = Some(cx.waker().clone());
+            if !signalled {
+                signalled = true;
+                barrier.wait();
+            }
+            Poll::Pending
+        })
+    });
+    // No timer, no fd: only the cross-thread wake can end this.
+    assert_eq!(lp.block_on(task).unwrap().unwrap(), "woken");
+    t.join().unwrap();
+}
+
+#[test]
+fn handle_spawn_from_another_thread() {
+    let lp = IoLoop::new().unwrap();
+    let handle = lp.handle();
+    let (tx, rx) = mpsc::channel();
+    let t = std::thread::spawn(move || {
+        handle
+            .spawn(async move {
+                ioloop::yield_now().await;
+                tx.send(std::thread::current().id()).unwrap();
+            })
+            .unwrap();
+    });
+    let mut got = None;
+    lp.run_until(|_| {
+        got = rx.try_recv().ok();
+        got.is_some()
+    })
+    .unwrap();
+    assert_eq!(
+        got,
+        Some(std::thread::current().id()),
+        "ran on the loop thread"
+    );
+    t.join().unwrap();
+}
+
+// ----- Async: readiness on every backend ---------------------------------------------------
+
+/// A reader task blocked on an empty socket is woken by the reactor when data arrives,
+/// many times over; a writer blocked on a full socket is woken when the peer drains it.
+fn readiness_wakeups<P: Poller>() {
+    let lp = new_loop::<P>();
+    lp.block_on(async {
+        let (a, b) = Async::<UnixStream>::pair().unwrap();
+        let reader = ioloop::spawn(async move {
+            let mut total = Vec::new();
+            let mut buf = [0u8; 64];
+            loop {
+                let n = b.read_with(|mut s| s.read(&mut buf)).await.unwrap();
+                if n == 0 {
+                    return total;
+                }
+                total.extend_from_slice(&buf[..n]);
+            }
+        });
+        for i in 0..50u8 {
+            a.write_with(|mut s| s.write(&[i])).await.unwrap();
+            // Let the reader drain and block again, so each byte is a fresh wake-up.
+            ioloop::yield_now().await;
+            ioloop::yield_now().await;
+        }
+        drop(a); // EOF
+        let got = reader.await.unwrap();
+        assert_eq!(got, (0..50u8).collect::<Vec<_>>());
+
+        // Writability: fill the socket, then a reader drains it.
+        let (a, b) = Async::<UnixStream>::pair().unwrap();
+        let chunk = [7u8; 4096];
+        let mut filled = 0usize;
+        loop {
+            match a.get_ref().write(&chunk) {
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let drain = ioloop::spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            let mut got = 0usize;
+            while got < filled + 1 {
+                got += b.read_with(|mut s| s.read(&mut buf)).await.unwrap();
+            }
+            got
+        });
+        let n = a.write_with(|mut s| s.write(b"!")).await.unwrap();
+        assert_eq!(n, 1);
+        assert_eq!(drain.await.unwrap(), filled + 1);
+    })
+    .unwrap();
+    assert_eq!(lp.handler_count(), 0, "Async values left handlers behind");
+}
+
+/// `readable()` and `writable()` on one source, waited on by two tasks at once.
+fn read_and_write_waiters_at_once<P: Poller>() {
+    let lp = new_loop::<P>();
+    lp.block_on(async {
+        let (a, b) = Async::<UnixStream>::pair().unwrap();
+        let a = Rc::new(a);
+        // Fill `a` so that its writer must wait.
+        let chunk = [1u8; 4096];
+        while a.get_ref().write(&chunk).is_ok() {}
+        let r = {
+            let a = a.clone();
+            ioloop::spawn(async move {
+                a.readable().await.unwrap();
+                let mut buf = [0u8; 8];
+                a.get_ref().read(&mut buf).unwrap()
+            })
+        };
+        let w = {
+            let a = a.clone();
+            ioloop::spawn(async move { a.write_with(|mut s| s.write(b"x")).await.unwrap() })
+        };
+        ioloop::yield_now().await;
+        // Only the reader's readiness arrives first.
+        b.write_with(|mut s| s.write(b"hi")).await.unwrap();
+        assert_eq!(r.await.unwrap(), 2);
+        assert!(!w.is_finished());
+        // Now drain `b` so the writer can go on.
+        let mut buf = vec![0u8; 65536];
+        while !w.is_finished() {
+            match b.get_ref().read(&mut buf) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => ioloop::yield_now().await,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(w.await.unwrap(), 1);
+    })
+    .unwrap();
+}
+
+/// An echo server with many concurrent clients over TCP loopback.
+fn echo_many_clients<P: Poller>() {
+    const CLIENTS: usize = 50;
+    const MESSAGES: usize = 100;
+    let lp = new_loop::<P>();
+    lp.block_on(async {
+        let listener = Async::<TcpListener>::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = ioloop::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                ioloop::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    loop {
+                        let n = (&stream).read(&mut buf).await.unwrap();
+                        if n == 0 {
+                            return;
+                        }
+                        (&stream).write_all(&buf[..n]).await.unwrap();
+                    }
+                })
+                .detach();
+            }
+        });
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                ioloop::spawn(async move {
+                    let mut stream = Async::<TcpStream>::connect(addr).await.unwrap();
+                    for m in 0..MESSAGES {
+                        let msg = format!("client {c} message {m}\n");
+                        stream.write_all(msg.as_bytes()).await.unwrap();
+                        let mut back = vec![0u8; msg.len()];
+                        stream.read_exact(&mut back).await.unwrap();
+                        assert_eq!(back, msg.as_bytes());
+                    }
+                    MESSAGES
+                })
+            })
+            .collect();
+        let mut total = 0;
+        for c in clients {
+            total += c.await.unwrap();
+        }
+        assert_eq!(total, CLIENTS * MESSAGES);
+        server.cancel();
+    })
+    .unwrap();
+}
+
+/// UDP datagrams and a refused TCP connection.
+fn udp_and_connect_errors<P: Poller>() {
+    let lp = new_loop::<P>();
+    lp.block_on(async {
+        let a = Async::<UdpSocket>::bind("127.0.0.1:0").unwrap();
+        let b = Async::<UdpSocket>::bind("127.0.0.1:0").unwrap();
+        let b_addr = b.local_addr().unwrap();
+        let recv = ioloop::spawn(async move {
+            let mut buf = [0u8; 32];
+            let (n, from) = b.recv_from(&mut buf).await.unwrap();
+            (buf[..n].to_vec(), from)
+        });
+        ioloop::yield_now().await;
+        a.send_to(b"datagram", b_addr).await.unwrap();
+        let (data, from) = recv.await.unwrap();
+        assert_eq!(data, b"datagram");
+        assert_eq!(from, a.local_addr().unwrap());
+
+        // A port with no listener: bind one, note its address, close it.
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let err = Async::<TcpStream>::connect(closed).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
+    })
+    .unwrap();
+    assert_eq!(lp.handler_count(), 0);
+}
+
+/// `Async::with_loop` outside a running loop; `into_inner` deregisters.
+fn with_loop_and_into_inner<P: Poller>() {
+    let lp = new_loop::<P>();
+    let (a, b) = UnixStream::pair().unwrap();
+    let a = Async::with_loop(&lp, a).unwrap();
+    let b = Async::with_loop(&lp, b).unwrap();
+    assert_eq!(lp.handler_count(), 2);
+    let task = lp.spawn(async move {
+        let mut buf = [0u8; 4];
+        let n = b.read_with(|mut s| s.read(&mut buf)).await.unwrap();
+        (buf[..n].to_vec(), b.into_inner().unwrap())
+    });
+    let sent = lp.block_on(async { a.write_with(|mut s| s.write(b"abc")).await.unwrap() });
+    assert_eq!(sent.unwrap(), 3);
+    let (got, _raw) = lp.block_on(task).unwrap().unwrap();
+    assert_eq!(got, b"abc");
+    assert_eq!(lp.handler_count(), 1);
+    drop(a);
+    assert_eq!(lp.handler_count(), 0);
+}
+
+backend_tests!(
+    readiness_wakeups,
+    read_and_write_waiters_at_once,
+    echo_many_clients,
+    udp_and_connect_errors,
+    with_loop_and_into_inner,
+);
+
+#[test]
+fn async_new_outside_a_loop_is_not_connected() {
+    let (a, _b) = UnixStream::pair().unwrap();
+    let err = Async::new(a).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::NotConnected);
+}
+
+/// A hand-written future using `poll_readable` (the `poll_*` API for manual futures).
+struct ReadOne<'a>(&'a Async<UnixStream>);
+
+impl Future for ReadOne<'_> {
+    type Output = u8;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<u8> {
+        loop {
+            let mut b = [0u8; 1];
+            match self.0.get_ref().read(&mut b) {
+                Ok(1) => return Poll::Ready(b[0]),
+                Ok(_) => panic!("eof"),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+            match self.0.poll_readable(cx) {
+                Poll::Ready(r) => r.unwrap(),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+#[test]
+fn poll_readable_in_a_hand_written_future() {
+    let lp = IoLoop::new().unwrap();
+    lp.block_on(async {
+        let (a, b) = Async::<UnixStream>::pair().unwrap();
+        // The block owns `b`, which the future borrows: not redundant.
+        #[allow(clippy::redundant_async_block)]
+        let t = ioloop::spawn(async move { ReadOne(&b).await });
+        ioloop::yield_now().await;
+        a.get_ref().write_all(&[42]).unwrap();
+        assert_eq!(t.await.unwrap(), 42);
+    })
+    .unwrap();
+}
