@@ -35,7 +35,9 @@ use criterion::{Criterion, SamplingMode, Throughput};
 use ioloop_sys::{Events, Interest, Mode, Poller};
 
 mod common;
-use common::{pingpong, Contender, Pair, RawEpoll, Waiter, CAPACITY};
+#[cfg(ioloop_has_epoll)]
+use common::RawEpoll;
+use common::{pingpong, Contender, Pair, Waiter, CAPACITY};
 
 /// Hops per criterion iteration.
 const HOPS: u64 = 1000;
@@ -63,6 +65,7 @@ fn contender<W: Waiter + 'static>(
 
 // ---- raw libc floors -----------------------------------------------------------------------
 
+#[cfg(ioloop_has_epoll)]
 fn floor(pair: &Pair, extra: libc::c_int) -> RawEpoll {
     let ep = RawEpoll::new(CAPACITY);
     for token in 0..2 {
@@ -258,8 +261,11 @@ fn ioloop_pingpong<P: Poller>(list: &mut Vec<Contender>, mode: Mode) {
 
 fn contenders() -> Vec<Contender> {
     let mut list = Vec::new();
-    contender(&mut list, "floor-level", |p| floor(p, 0));
-    contender(&mut list, "floor-edge", |p| floor(p, libc::EPOLLET));
+    #[cfg(ioloop_has_epoll)]
+    {
+        contender(&mut list, "floor-level", |p| floor(p, 0));
+        contender(&mut list, "floor-edge", |p| floor(p, libc::EPOLLET));
+    }
     contender(&mut list, "mio", mio_waiter);
     contender(&mut list, "polling-level", polling_waiter);
 

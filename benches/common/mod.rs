@@ -77,66 +77,76 @@ pub fn pingpong<W: Waiter>(w: &mut W, pair: &Pair, hops: u64) {
     }
 }
 
-/// The raw-libc epoll floor: `epoll_wait` with no timeout into an events array reused by
-/// every wait.
-pub struct RawEpoll {
-    /// Invariant: an epoll instance this value owns.
-    epfd: OwnedFd,
-    /// The kernel's output array; `len()` is the `maxevents` passed to `epoll_wait`.
-    events: Vec<libc::epoll_event>,
-}
+/// The raw-libc epoll floor (Linux/Android only; elsewhere the comparison is mio, polling
+/// and ioloop-sys on the OS's own poller).
+#[cfg(ioloop_has_epoll)]
+mod raw_epoll {
+    use super::*;
 
-impl RawEpoll {
-    /// A new epoll instance with room for `capacity` events per wait.
-    pub fn new(capacity: usize) -> Self {
-        // SAFETY: epoll_create1 takes no pointers.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        assert!(fd >= 0, "epoll_create1: {}", io::Error::last_os_error());
-        // SAFETY: `fd` was just created and nothing else owns it.
-        let epfd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let events = vec![libc::epoll_event { events: 0, u64: 0 }; capacity.max(1)];
-        Self { epfd, events }
+    /// The raw-libc epoll floor: `epoll_wait` with no timeout into an events array reused by
+    /// every wait.
+    pub struct RawEpoll {
+        /// Invariant: an epoll instance this value owns.
+        epfd: OwnedFd,
+        /// The kernel's output array; `len()` is the `maxevents` passed to `epoll_wait`.
+        events: Vec<libc::epoll_event>,
     }
 
-    /// `EPOLL_CTL_ADD` of `fd` with `flags` (e.g. `EPOLLIN | EPOLLET`) and `token`.
-    pub fn add(&self, fd: RawFd, token: u64, flags: libc::c_int) {
-        let mut ev = libc::epoll_event {
-            events: flags as u32,
-            u64: token,
-        };
-        // SAFETY: `ev` is a valid epoll_event for the call; `epfd` is open (invariant).
-        let r = unsafe { libc::epoll_ctl(self.epfd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
-        assert_eq!(r, 0, "epoll_ctl: {}", io::Error::last_os_error());
-    }
+    impl RawEpoll {
+        /// A new epoll instance with room for `capacity` events per wait.
+        pub fn new(capacity: usize) -> Self {
+            // SAFETY: epoll_create1 takes no pointers.
+            let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+            assert!(fd >= 0, "epoll_create1: {}", io::Error::last_os_error());
+            // SAFETY: `fd` was just created and nothing else owns it.
+            let epfd = unsafe { OwnedFd::from_raw_fd(fd) };
+            let events = vec![libc::epoll_event { events: 0, u64: 0 }; capacity.max(1)];
+            Self { epfd, events }
+        }
 
-    /// One `epoll_wait(-1)` (retried on `EINTR`); the events it stored.
-    #[inline]
-    pub fn wait(&mut self) -> &[libc::epoll_event] {
-        let max = libc::c_int::try_from(self.events.len()).unwrap_or(libc::c_int::MAX);
-        loop {
-            // SAFETY: `events` has room for `max` entries; `epfd` is open (invariant).
-            let n = unsafe {
-                libc::epoll_wait(self.epfd.as_raw_fd(), self.events.as_mut_ptr(), max, -1)
+        /// `EPOLL_CTL_ADD` of `fd` with `flags` (e.g. `EPOLLIN | EPOLLET`) and `token`.
+        pub fn add(&self, fd: RawFd, token: u64, flags: libc::c_int) {
+            let mut ev = libc::epoll_event {
+                events: flags as u32,
+                u64: token,
             };
-            if n >= 0 {
-                return &self.events[..n.unsigned_abs() as usize];
-            }
-            let e = io::Error::last_os_error();
-            assert_eq!(e.kind(), io::ErrorKind::Interrupted, "epoll_wait: {e}");
+            // SAFETY: `ev` is a valid epoll_event for the call; `epfd` is open (invariant).
+            let r =
+                unsafe { libc::epoll_ctl(self.epfd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
+            assert_eq!(r, 0, "epoll_ctl: {}", io::Error::last_os_error());
         }
-    }
-}
 
-impl Waiter for RawEpoll {
-    #[inline]
-    fn wait_readable(&mut self, mut on_readable: impl FnMut(u64)) {
-        for ev in self.wait() {
-            if ev.events & libc::EPOLLIN as u32 != 0 {
-                on_readable(ev.u64);
+        /// One `epoll_wait(-1)` (retried on `EINTR`); the events it stored.
+        #[inline]
+        pub fn wait(&mut self) -> &[libc::epoll_event] {
+            let max = libc::c_int::try_from(self.events.len()).unwrap_or(libc::c_int::MAX);
+            loop {
+                // SAFETY: `events` has room for `max` entries; `epfd` is open (invariant).
+                let n = unsafe {
+                    libc::epoll_wait(self.epfd.as_raw_fd(), self.events.as_mut_ptr(), max, -1)
+                };
+                if n >= 0 {
+                    return &self.events[..n.unsigned_abs() as usize];
+                }
+                let e = io::Error::last_os_error();
+                assert_eq!(e.kind(), io::ErrorKind::Interrupted, "epoll_wait: {e}");
+            }
+        }
+    }
+
+    impl Waiter for RawEpoll {
+        #[inline]
+        fn wait_readable(&mut self, mut on_readable: impl FnMut(u64)) {
+            for ev in self.wait() {
+                if ev.events & libc::EPOLLIN as u32 != 0 {
+                    on_readable(ev.u64);
+                }
             }
         }
     }
 }
+#[cfg(ioloop_has_epoll)]
+pub use raw_epoll::RawEpoll;
 
 /// The events capacity every contender uses.
 pub const CAPACITY: usize = 64;
