@@ -97,8 +97,9 @@ LOG=$CACHE/last.log
 run() { # run <target> <backend> <label> [IOLOOP_POLLER value]
     local target=$1 backend=$2 label=$3 poller=${4:-}
     local start=$SECONDS status=0
-    local cc_var="CC_${target//-/_}"
-    env "$cc_var=$CC_SHIM" IOLOOP_POLLER="$poller" "$CARGO" check -Zbuild-std=core,std --target "$target" \
+    local cc_var="CC_${target//-/_}" ar_var="AR_${target//-/_}"
+    # The host's ar archives the shim's objects (cc-rs would look for e.g. illumos' `gar`).
+    env "$cc_var=$CC_SHIM" "$ar_var=ar" IOLOOP_POLLER="$poller" "$CARGO" check -Zbuild-std=core,std --target "$target" \
         --workspace --all-targets --all-features --message-format=short >"$LOG" 2>&1 || status=$?
     local secs=$((SECONDS - start))
     local warns

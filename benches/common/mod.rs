@@ -8,7 +8,7 @@
 #![allow(dead_code)]
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 
 /// A connected, non-blocking `AF_UNIX` `SOCK_STREAM` pair: end 0 (A) and end 1 (B).
@@ -82,6 +82,7 @@ pub fn pingpong<W: Waiter>(w: &mut W, pair: &Pair, hops: u64) {
 #[cfg(ioloop_has_epoll)]
 mod raw_epoll {
     use super::*;
+    use std::os::fd::{FromRawFd, OwnedFd};
 
     /// The raw-libc epoll floor: `epoll_wait` with no timeout into an events array reused by
     /// every wait.

@@ -126,6 +126,7 @@ pub(crate) fn wait_loop(
 
 /// A duration as a `timespec` (seconds saturate at `time_t::MAX`).
 #[allow(dead_code)]
+#[allow(deprecated)] // musl deprecates the `time_t` alias (64-bit change), not the field type
 pub(crate) fn timespec(d: Duration) -> libc::timespec {
     // SAFETY: timespec is plain data; all-zero is a valid value, and it hides the private
     // padding fields some targets (musl, 32-bit) have.
@@ -164,6 +165,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(deprecated)] // see `timespec`
     fn timespec_saturates() {
         let ts = timespec(Duration::MAX);
         assert_eq!(ts.tv_sec, libc::time_t::MAX);
