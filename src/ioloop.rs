@@ -598,7 +598,9 @@ impl<P: Poller> IoLoop<P> {
 
     fn enter(&self) -> io::Result<RunGuard<'_>> {
         if self.inner.in_run.replace(true) {
-            return Err(io::Error::other(
+            // Not `io::Error::other`: that is Rust 1.74, above the crate's MSRV (1.70).
+            return Err(io::Error::new(
+                io::ErrorKind::Other,
                 "IoLoop::run called while the loop is already running",
             ));
         }
