@@ -267,8 +267,9 @@ impl<P: Poller> IoLoop<P> {
     ///
     /// # Errors
     ///
-    /// `InvalidInput` for a negative fd, `AlreadyExists` if `fd` has a handler, and what the
-    /// poller reports (for example `InvalidInput` for an fd >= `FD_SETSIZE` on select).
+    /// `InvalidInput` for a negative fd, `AlreadyExists` if `fd` has a handler, `EBADF` for
+    /// an fd that is not open, and what the poller reports (for example `InvalidInput` for an
+    /// fd >= `FD_SETSIZE` on select).
     ///
     /// # Examples
     ///
@@ -319,6 +320,12 @@ impl<P: Poller> IoLoop<P> {
         let idx = usize::try_from(fd).map_err(|_| bad_fd(fd))?;
         let mut fds = self.inner.fds.borrow_mut();
         if fds.len() <= idx {
+            // Grow only for an open fd: its number is below RLIMIT_NOFILE, so the table stays
+            // bounded. A stray number (`i32::MAX`) would otherwise allocate gigabytes before
+            // the poller could reject it (and poll/select accept any number at registration).
+            if !is_open(fd) {
+                return Err(io::Error::from_raw_os_error(libc::EBADF));
+            }
             fds.resize_with(idx + 1, FdSlot::default);
         }
         let slot = &mut fds[idx];
@@ -601,6 +608,7 @@ impl<P: Poller> IoLoop<P> {
 
     fn enter(&self) -> io::Result<RunGuard<'_>> {
         if self.inner.in_run.replace(true) {
+            // Not `io::Error::other`: that is Rust 1.74, above the crate's MSRV (1.70).
             return Err(io::Error::new(
                 io::ErrorKind::Other,
                 "IoLoop::run called while the loop is already running",

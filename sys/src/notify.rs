@@ -156,11 +156,15 @@ impl Receiver {
         &self.notifier
     }
 
-    /// Consumes the pending wake-up: re-opens the flag first, then drains, so a notify that
-    /// races with this is either drained now (and this wait returns anyway) or leaves the fd
-    /// readable for the next wait. Never a lost wake-up.
+    /// Consumes the pending wake-up: drains first, then re-opens the flag. A notify that
+    /// races with this either finds the flag still set (it is coalesced into the wake-up this
+    /// wait is returning with) or comes after the flag is re-opened and leaves the fd readable
+    /// for the next wait. Never a lost wake-up.
+    ///
+    /// The other order (flag, then drain) loses wake-ups for good: a notify between the two
+    /// sets the flag and writes, the drain swallows the write, and every later notify sees the
+    /// flag set and writes nothing, so a waiter blocked without a timeout never wakes.
     pub(crate) fn reset(&self) {
-        self.notifier.inner.pending.store(false, Ordering::Release);
         let mut buf = [0u8; 64];
         match &self.notifier.inner.wake {
             #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -175,6 +179,7 @@ impl Receiver {
             ))]
             Wake::User(_) => {}
         }
+        self.notifier.inner.pending.store(false, Ordering::Release);
     }
 }
 

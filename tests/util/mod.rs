@@ -288,3 +288,64 @@ pub fn dup_at_least(fd: &impl AsFd, min: RawFd) -> Option<DupFd> {
     assert!(raw >= min);
     Some(DupFd(raw))
 }
+
+// ===== Reactor test helpers (tests/reactor.rs, timers.rs, signals.rs, reactor_alloc.rs) =====
+
+/// A new [`ioloop::IoLoop`] on backend `P`, or a panic that names the backend.
+#[track_caller]
+pub fn backend_loop<P: ioloop_sys::Poller>() -> ioloop::IoLoop<P> {
+    match ioloop::IoLoop::<P>::with_backend() {
+        Ok(lp) => lp,
+        Err(e) => panic!("IoLoop::<{}>::with_backend() failed: {e}", P::NAME),
+    }
+}
+
+/// Runs one iteration that does not block: a timer due now makes the wait's timeout zero.
+/// Use it to check that *nothing* is delivered; use `run_once` when an event is expected.
+#[track_caller]
+pub fn turn<P: ioloop_sys::Poller>(lp: &ioloop::IoLoop<P>) {
+    lp.call_later(std::time::Duration::ZERO, |_| {});
+    lp.run_once().expect("run_once");
+}
+
+/// Writes all of `bytes` to a non-blocking stream (small writes to an empty socket buffer).
+#[track_caller]
+pub fn send(s: &UnixStream, bytes: &[u8]) {
+    use std::io::Write;
+    (&*s).write_all(bytes).expect("write to socket");
+}
+
+/// Reads whatever a non-blocking stream holds; returns how many bytes.
+#[track_caller]
+pub fn drain(s: &UnixStream) -> usize {
+    use std::io::Read;
+    let mut buf = [0u8; 256];
+    let mut total = 0;
+    loop {
+        match (&*s).read(&mut buf) {
+            Ok(0) => return total,
+            Ok(n) => total += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return total,
+            Err(e) => panic!("read from socket: {e}"),
+        }
+    }
+}
+
+/// A counter shared between a test and the closures it registers.
+pub fn counter() -> std::rc::Rc<std::cell::Cell<usize>> {
+    std::rc::Rc::new(std::cell::Cell::new(0))
+}
+
+/// Increments a [`counter`].
+pub fn bump(c: &std::cell::Cell<usize>) {
+    c.set(c.get() + 1);
+}
+
+/// The error kind of a result that must be an error.
+#[track_caller]
+pub fn err_kind<T: std::fmt::Debug>(r: io::Result<T>) -> io::ErrorKind {
+    match r {
+        Ok(v) => panic!("expected an error, got Ok({v:?})"),
+        Err(e) => e.kind(),
+    }
+}
