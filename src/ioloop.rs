@@ -166,6 +166,12 @@ impl<P: Poller> Default for FdSlot<P> {
     }
 }
 
+/// A process-unique id per loop, so a [`TimeoutId`] of one loop is unknown to every other.
+fn next_loop_id() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 #[inline]
 fn pack(gen: u32, fd: RawFd) -> u64 {
     (u64::from(gen) << 32) | u64::from(fd as u32)
@@ -227,7 +233,7 @@ impl<P: Poller> IoLoop<P> {
                 }),
                 fds: RefCell::new(Vec::new()),
                 handlers: Cell::new(0),
-                timers: RefCell::new(Timers::new()),
+                timers: RefCell::new(Timers::new(next_loop_id())),
                 callbacks: RefCell::new(VecDeque::new()),
                 running: RefCell::new(VecDeque::new()),
                 remote_buf: RefCell::new(Vec::new()),
@@ -576,7 +582,7 @@ impl<P: Poller> IoLoop<P> {
         let _running = self.enter()?;
         let stop = &self.inner.shared.stop;
         while !done(self) {
-            self.iteration()?;
+            self.iteration(&mut done)?;
             if stop.load(Ordering::Acquire) && stop.swap(false, Ordering::AcqRel) {
                 break;
             }
@@ -591,7 +597,10 @@ impl<P: Poller> IoLoop<P> {
     /// As [`run`](Self::run).
     pub fn run_once(&self) -> io::Result<()> {
         let _running = self.enter()?;
-        self.iteration()
+        self.iteration(&mut |_| false)?;
+        // A stop() during this iteration is consumed here, not by the next `run`.
+        self.inner.shared.stop.store(false, Ordering::Release);
+        Ok(())
     }
 
     /// Makes [`run`](Self::run) return after the current iteration (if the loop is not
@@ -618,7 +627,9 @@ impl<P: Poller> IoLoop<P> {
         Ok(RunGuard(&self.inner.in_run, current))
     }
 
-    fn iteration(&self) -> io::Result<()> {
+    /// One iteration. `done` is `run_until`'s condition: when the callbacks make it true, the
+    /// iteration ends before waiting, so nothing blocks on a loop that has finished.
+    fn iteration(&self, done: &mut impl FnMut(&IoLoop<P>) -> bool) -> io::Result<()> {
         // Events a panicking handler left undelivered go first.
         if self.inner.batch_pos.get() < self.inner.events.borrow().len() {
             self.dispatch_batch();
@@ -626,6 +637,9 @@ impl<P: Poller> IoLoop<P> {
         let mut callbacks = self.has_callbacks();
         if callbacks {
             self.run_callbacks();
+            if done(self) {
+                return Ok(());
+            }
             callbacks = self.has_callbacks();
         }
         let timeout = self.wait_timeout(callbacks);

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 /// was removed is simply unknown afterwards (removing it again returns `false`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TimeoutId {
+    /// The loop that issued it: another loop's id is unknown here.
+    owner: u32,
     slot: u32,
     gen: u32,
 }
@@ -37,6 +39,8 @@ pub(crate) struct Timers<F, G> {
     seq: u64,
     /// Heap entries whose slot was cancelled (lazily deleted).
     stale: usize,
+    /// Stamped into every [`TimeoutId`] this queue issues.
+    owner: u32,
 }
 
 /// `now + delay`, or a deadline far enough away to mean "never" when that overflows `Instant`.
@@ -55,13 +59,14 @@ pub(crate) enum Due<F, G> {
 }
 
 impl<F, G> Timers<F, G> {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(owner: u32) -> Self {
         Self {
             heap: BinaryHeap::new(),
             slots: Vec::new(),
             free: Vec::new(),
             seq: 0,
             stale: 0,
+            owner,
         }
     }
 
@@ -81,7 +86,11 @@ impl<F, G> Timers<F, G> {
         s.callback = Some(callback);
         let gen = s.gen;
         self.push_key(deadline, slot, gen);
-        TimeoutId { slot, gen }
+        TimeoutId {
+            owner: self.owner,
+            slot,
+            gen,
+        }
     }
 
     fn push_key(&mut self, deadline: Instant, slot: u32, gen: u32) {
@@ -91,6 +100,9 @@ impl<F, G> Timers<F, G> {
 
     /// Cancels a pending timer; `false` if `id` is not pending (fired, removed, or unknown).
     pub(crate) fn remove(&mut self, id: TimeoutId) -> bool {
+        if id.owner != self.owner {
+            return false;
+        }
         match self.slots.get_mut(id.slot as usize) {
             Some(s) if s.gen == id.gen && s.callback.is_some() => {
                 s.callback = None;
@@ -171,7 +183,14 @@ impl<F, G> Timers<F, G> {
                     let f = f.take();
                     self.push_key(next_tick(deadline, period, now), slot, gen);
                     match f {
-                        Some(f) => return Some(Due::Every(TimeoutId { slot, gen }, f)),
+                        Some(f) => {
+                            let id = TimeoutId {
+                                owner: self.owner,
+                                slot,
+                                gen,
+                            };
+                            return Some(Due::Every(id, f));
+                        }
                         // Lent out: it is running further up the stack (a nested run).
                         None => continue,
                     }
@@ -225,7 +244,7 @@ mod tests {
 
     #[test]
     fn deadline_order_then_fifo() {
-        let mut t = T::new();
+        let mut t = T::new(0);
         let base = Instant::now();
         t.insert(base + Duration::from_millis(2), Callback::Once(3));
         t.insert(base + Duration::from_millis(1), Callback::Once(1));
@@ -242,7 +261,7 @@ mod tests {
 
     #[test]
     fn cancelled_garbage_stays_bounded() {
-        let mut t = T::new();
+        let mut t = T::new(0);
         let far = Instant::now() + Duration::from_secs(3600);
         let live = t.insert(far, Callback::Once(0));
         for i in 0..100_000 {

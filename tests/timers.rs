@@ -350,6 +350,46 @@ fn panicking_timer_leaves_the_others_pending() {
 /// Every backend gets the wait timeout right: one iteration waits until the earliest timer
 /// (so it fires in that same iteration), never returns before it, and sub-millisecond delays
 /// are not rounded down.
+#[test]
+fn timeout_ids_belong_to_their_loop() {
+    let a = new_loop();
+    let b = new_loop();
+    let fired = counter();
+    let f = fired.clone();
+    let id = a.call_later(Duration::from_millis(1), move |_| bump(&f));
+    // Same slot and generation in loop `b`: still not `b`'s timer.
+    let other = b.call_later(Duration::from_secs(3600), |_| {});
+    assert!(!b.remove_timeout(id), "a's id cancelled b's timer");
+    assert_eq!(b.timer_count(), 1);
+    assert!(b.remove_timeout(other));
+    a.run_until(|_| fired.get() == 1).unwrap();
+    assert_eq!(fired.get(), 1);
+}
+
+#[test]
+fn run_until_sees_a_condition_set_by_a_callback() {
+    let lp = new_loop();
+    let done = Rc::new(Cell::new(false));
+    let d = done.clone();
+    lp.add_callback(move |_| d.set(true));
+    // Nothing else is pending: the loop must not go on to wait with no timeout.
+    lp.run_until(|_| done.get()).unwrap();
+    assert!(done.get());
+}
+
+#[test]
+fn stop_inside_run_once_does_not_leak_into_the_next_run() {
+    let lp = new_loop();
+    lp.add_callback(|lp| lp.stop());
+    lp.run_once().unwrap();
+    let fired = counter();
+    let f = fired.clone();
+    lp.call_later(Duration::from_millis(2), move |_| bump(&f));
+    // With the stop left over, this would return after one iteration, before the timer.
+    lp.run_until(|_| fired.get() == 1).unwrap();
+    assert_eq!(fired.get(), 1);
+}
+
 fn timers_fire_on_every_backend<P: Poller>() {
     let lp = backend_loop::<P>();
     // An idle fd, so the backend has something registered while it waits.

@@ -308,29 +308,6 @@ pub fn turn<P: ioloop_sys::Poller>(lp: &ioloop::IoLoop<P>) {
     lp.run_once().expect("run_once");
 }
 
-/// Writes all of `bytes` to a non-blocking stream (small writes to an empty socket buffer).
-#[track_caller]
-pub fn send(s: &UnixStream, bytes: &[u8]) {
-    use std::io::Write;
-    (&*s).write_all(bytes).expect("write to socket");
-}
-
-/// Reads whatever a non-blocking stream holds; returns how many bytes.
-#[track_caller]
-pub fn drain(s: &UnixStream) -> usize {
-    use std::io::Read;
-    let mut buf = [0u8; 256];
-    let mut total = 0;
-    loop {
-        match (&*s).read(&mut buf) {
-            Ok(0) => return total,
-            Ok(n) => total += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return total,
-            Err(e) => panic!("read from socket: {e}"),
-        }
-    }
-}
-
 /// A counter shared between a test and the closures it registers.
 pub fn counter() -> std::rc::Rc<std::cell::Cell<usize>> {
     std::rc::Rc::new(std::cell::Cell::new(0))
