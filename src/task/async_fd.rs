@@ -252,14 +252,8 @@ impl<T: AsFd> Async<T> {
     /// # Errors
     ///
     /// What `op` returns (other than `WouldBlock`), or what waiting reports.
-    pub async fn read_with<R>(&self, mut op: impl FnMut(&T) -> io::Result<R>) -> io::Result<R> {
-        loop {
-            match op(self.get_ref()) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                res => return res,
-            }
-            self.readable().await?;
-        }
+    pub async fn read_with<R>(&self, op: impl FnMut(&T) -> io::Result<R>) -> io::Result<R> {
+        self.io_with(Interest::READABLE, op).await
     }
 
     /// [`read_with`](Self::read_with) with `&mut T`.
@@ -269,15 +263,9 @@ impl<T: AsFd> Async<T> {
     /// As [`read_with`](Self::read_with).
     pub async fn read_with_mut<R>(
         &mut self,
-        mut op: impl FnMut(&mut T) -> io::Result<R>,
+        op: impl FnMut(&mut T) -> io::Result<R>,
     ) -> io::Result<R> {
-        loop {
-            match op(self.get_mut()) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                res => return res,
-            }
-            self.readable().await?;
-        }
+        self.io_with_mut(Interest::READABLE, op).await
     }
 
     /// Runs the non-blocking `op` until it does not return `WouldBlock`, waiting for
@@ -286,14 +274,8 @@ impl<T: AsFd> Async<T> {
     /// # Errors
     ///
     /// What `op` returns (other than `WouldBlock`), or what waiting reports.
-    pub async fn write_with<R>(&self, mut op: impl FnMut(&T) -> io::Result<R>) -> io::Result<R> {
-        loop {
-            match op(self.get_ref()) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                res => return res,
-            }
-            self.writable().await?;
-        }
+    pub async fn write_with<R>(&self, op: impl FnMut(&T) -> io::Result<R>) -> io::Result<R> {
+        self.io_with(Interest::WRITABLE, op).await
     }
 
     /// [`write_with`](Self::write_with) with `&mut T`.
@@ -303,6 +285,30 @@ impl<T: AsFd> Async<T> {
     /// As [`write_with`](Self::write_with).
     pub async fn write_with_mut<R>(
         &mut self,
+        op: impl FnMut(&mut T) -> io::Result<R>,
+    ) -> io::Result<R> {
+        self.io_with_mut(Interest::WRITABLE, op).await
+    }
+
+    /// The one "try; on `WouldBlock` await readiness in `dir`" loop behind the `*_with`s.
+    async fn io_with<R>(
+        &self,
+        dir: Interest,
+        mut op: impl FnMut(&T) -> io::Result<R>,
+    ) -> io::Result<R> {
+        loop {
+            match op(self.get_ref()) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                res => return res,
+            }
+            poll_fn(|cx| poll_dir(&self.source, &*self.ops, dir, cx)).await?;
+        }
+    }
+
+    /// [`io_with`](Self::io_with) with `&mut T`.
+    async fn io_with_mut<R>(
+        &mut self,
+        dir: Interest,
         mut op: impl FnMut(&mut T) -> io::Result<R>,
     ) -> io::Result<R> {
         loop {
@@ -310,7 +316,7 @@ impl<T: AsFd> Async<T> {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 res => return res,
             }
-            self.writable().await?;
+            poll_fn(|cx| poll_dir(&self.source, &*self.ops, dir, cx)).await?;
         }
     }
 
