@@ -1,43 +1,4 @@
 //! kqueue(2), for macOS, iOS, FreeBSD, NetBSD, OpenBSD and DragonFly.
-//!
-//! # Platform notes
-//!
-//! * Timeouts: `kevent(2)` takes a `timespec`, so waits keep nanosecond precision.
-//! * kqueue watches reading and writing with two separate filters (`EVFILT_READ`,
-//!   `EVFILT_WRITE`) and reports them as separate kernel events; this backend merges the two
-//!   reports of one fd in one wait into one [`Event`](crate::Event).
-//! * Tokens are kept in the backend's registered-fd table, not in the kernel's `udata`, which
-//!   is pointer-sized (32 bits on some BSD targets) while tokens are `u64`. The table also makes
-//!   `AlreadyExists`/`NotFound` match epoll (kqueue itself would silently re-add or say
-//!   `ENOENT` per filter).
-//! * [`Mode::Level`] is a plain `EV_ADD`, [`Mode::Edge`] is `EV_CLEAR`, [`Mode::Oneshot`] is
-//!   `EV_DISPATCH`: the kernel disables a filter after reporting it and
-//!   [`modify`](Poller::modify) re-arms it with `EV_ENABLE`. `EV_DISPATCH` rather than
-//!   `EV_ONESHOT` because it keeps the kernel's knotes (no delete and re-allocation per
-//!   report) so the kernel always holds exactly the filters the table says, and a re-arm or a
-//!   deregister never meets a filter the kernel dropped by itself. As the two filters of an fd
-//!   are disabled one by one, the backend also marks a Oneshot fd disarmed after its first
-//!   report and drops a later report of its other filter until `modify`: one report per arm,
-//!   as with epoll's `EPOLLONESHOT`.
-//! * A change of mode in `modify` deletes and re-adds the filters: the BSD kernels do not
-//!   update `EV_CLEAR`/`EV_DISPATCH` of an existing knote.
-//! * Changes are submitted with `EV_RECEIPT`, so each change's error comes back on its own and
-//!   no pending event is consumed. Two errors are ignored: `ENOENT` from deleting a filter the
-//!   kernel no longer has, and `EPIPE` from adding a filter to a pipe whose other end is closed
-//!   (macOS; the fd still reports, see [mio#582]).
-//! * `EV_EOF` is [`Ready::HUP`]; `EV_EOF` with a non-zero `fflags` (the socket error) or
-//!   `EV_ERROR` is [`Ready::ERROR`]. With an empty interest no filter is registered, so such
-//!   an fd reports nothing (epoll would still report `EPOLLERR`/`EPOLLHUP`).
-//! * The notifier is an `EVFILT_USER` event triggered with `NOTE_TRIGGER` on macOS, iOS,
-//!   FreeBSD and DragonFly; NetBSD (before 10) and OpenBSD lack `EVFILT_USER`, so there it is a
-//!   non-blocking pipe watched with `EVFILT_READ`. The notifier shares the kqueue fd through an
-//!   `Arc`, so a [`Notifier`] that outlives the poller never triggers a reused fd number.
-//! * Closing an fd drops its knotes, but not its entry in the table: deregister before
-//!   closing (as the [`Poller`] docs ask), or a new fd that reuses the number is
-//!   `AlreadyExists` (epoll forgets a closed fd by itself).
-//! * kqueue fds are not inherited across `fork(2)`; the fd is also close-on-exec.
-//!
-//! [mio#582]: https://github.com/tokio-rs/mio/issues/582
 
 use std::collections::HashMap;
 use std::io;
@@ -81,7 +42,45 @@ const MAX_CHANGES: usize = 4;
 /// The kqueue backend, for macOS, iOS, FreeBSD, NetBSD, OpenBSD and DragonFly: all three
 /// [`Mode`]s, nanosecond timeouts, one [`Event`](crate::Event) per fd per wait (kqueue's
 /// separate read and write reports merged), an `EVFILT_USER` notifier where the OS has one.
-/// The `kqueue` module's source docs give the platform notes.
+///
+/// # Platform notes
+///
+/// * Timeouts: `kevent(2)` takes a `timespec`, so waits keep nanosecond precision.
+/// * kqueue watches reading and writing with two separate filters (`EVFILT_READ`,
+///   `EVFILT_WRITE`) and reports them as separate kernel events; this backend merges the two
+///   reports of one fd in one wait into one [`Event`](crate::Event).
+/// * Tokens are kept in the backend's registered-fd table, not in the kernel's `udata`, which
+///   is pointer-sized (32 bits on some BSD targets) while tokens are `u64`. The table also makes
+///   `AlreadyExists`/`NotFound` match epoll (kqueue itself would silently re-add or say
+///   `ENOENT` per filter).
+/// * [`Mode::Level`] is a plain `EV_ADD`, [`Mode::Edge`] is `EV_CLEAR`, [`Mode::Oneshot`] is
+///   `EV_DISPATCH`: the kernel disables a filter after reporting it and
+///   [`modify`](Poller::modify) re-arms it with `EV_ENABLE`. `EV_DISPATCH` rather than
+///   `EV_ONESHOT` because it keeps the kernel's knotes (no delete and re-allocation per
+///   report) so the kernel always holds exactly the filters the table says, and a re-arm or a
+///   deregister never meets a filter the kernel dropped by itself. As the two filters of an fd
+///   are disabled one by one, the backend also marks a Oneshot fd disarmed after its first
+///   report and drops a later report of its other filter until `modify`: one report per arm,
+///   as with epoll's `EPOLLONESHOT`.
+/// * A change of mode in `modify` deletes and re-adds the filters: the BSD kernels do not
+///   update `EV_CLEAR`/`EV_DISPATCH` of an existing knote.
+/// * Changes are submitted with `EV_RECEIPT`, so each change's error comes back on its own and
+///   no pending event is consumed. Two errors are ignored: `ENOENT` from deleting a filter the
+///   kernel no longer has, and `EPIPE` from adding a filter to a pipe whose other end is closed
+///   (macOS; the fd still reports, see [mio#582]).
+/// * `EV_EOF` is [`Ready::HUP`]; `EV_EOF` with a non-zero `fflags` (the socket error) or
+///   `EV_ERROR` is [`Ready::ERROR`]. With an empty interest no filter is registered, so such
+///   an fd reports nothing (epoll would still report `EPOLLERR`/`EPOLLHUP`).
+/// * The notifier is an `EVFILT_USER` event triggered with `NOTE_TRIGGER` on macOS, iOS,
+///   FreeBSD and DragonFly; NetBSD (before 10) and OpenBSD lack `EVFILT_USER`, so there it is a
+///   non-blocking pipe watched with `EVFILT_READ`. The notifier shares the kqueue fd through an
+///   `Arc`, so a [`Notifier`] that outlives the poller never triggers a reused fd number.
+/// * Closing an fd drops its knotes, but not its entry in the table: deregister before
+///   closing (as the [`Poller`] docs ask), or a new fd that reuses the number is
+///   `AlreadyExists` (epoll forgets a closed fd by itself).
+/// * kqueue fds are not inherited across `fork(2)`; the fd is also close-on-exec.
+///
+/// [mio#582]: https://github.com/tokio-rs/mio/issues/582
 pub struct Kqueue {
     /// Invariant: a kqueue this value owns, shared only with this poller's notifier (which
     /// triggers `EVFILT_USER` on it), so it stays open while either lives.
