@@ -6,7 +6,8 @@
 #   benches/run.sh [OUTPUT]          # default: BENCHMARKS.md at the workspace root
 #   ROUNDS_SCALE=0.2 benches/run.sh /tmp/quick.md   # fewer rounds, for a smoke run
 #
-# Keeps the section "## HTTP" of an existing OUTPUT (filled in by hand from benches/http.sh).
+# Keeps the sections "## Analysis" and "## HTTP" of an existing OUTPUT (written by hand:
+# where the missed goals' cost is; the numbers of benches/http.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -37,11 +38,13 @@ done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 http_section=""
+analysis_section=""
 if [ -f "$out" ]; then
     http_section=$(awk '/^## HTTP/{on=1} /^## / && !/^## HTTP/{on=0} on' "$out")
+    analysis_section=$(awk '/^## Analysis/{on=1} /^## / && !/^## Analysis/{on=0} on' "$out")
 fi
 
-OUT="$out" MD="$md" TSV="$tsv" HTTP="$http_section" LOAD_BEFORE="$load_before" \
+OUT="$out" MD="$md" TSV="$tsv" HTTP="$http_section" ANALYSIS="$analysis_section" LOAD_BEFORE="$load_before" \
     LOAD_AFTER="$load_after" python3 - <<'EOF'
 import os, platform, subprocess
 
@@ -112,7 +115,7 @@ doc.append(f"- load average (1/5/15 min) before / after the run: {os.environ['LO
            "(a shared machine: other jobs ran during the measurement)")
 doc.append("")
 doc.append("## How to regenerate\n")
-doc.append("```sh\nbenches/run.sh            # about 5 minutes; ROUNDS_SCALE=0.2 for a smoke run\n```\n")
+doc.append("```sh\nbenches/run.sh            # about 3 minutes; ROUNDS_SCALE=0.2 for a smoke run\n```\n")
 doc.append("Each workload runs all its contenders in one process, interleaved: every round runs each "
            "contender once (rotating the start), and the ratios are medians of the per-round ratios "
            "of CPU time (thread CPU time; process CPU time for `waker`), so load from other processes "
@@ -135,8 +138,12 @@ if growth:
     doc.extend(growth)
     doc.append("")
     doc.append("select cannot hold fds >= FD_SETSIZE (1024): its 10 000-fd case is n/a.\n")
+analysis = os.environ.get("ANALYSIS", "").strip()
+if not analysis:
+    analysis = "## Analysis\n\n_Where the cost of each missed goal is (written by hand; kept by run.sh)._"
+doc.append(analysis + "\n")
 doc.append("## Results\n")
-doc.append(open(os.environ["MD"]).read().replace("\n### ", "\n### ").rstrip() + "\n")
+doc.append(open(os.environ["MD"]).read().rstrip() + "\n")
 http = os.environ.get("HTTP", "").strip()
 if not http:
     http = "## HTTP\n\n_Placeholder: the lead fills this in with the numbers of `benches/http.sh`._"
