@@ -106,6 +106,7 @@ mod raw_epoll {
         }
 
         /// `EPOLL_CTL_ADD` of `fd` with `flags` (e.g. `EPOLLIN | EPOLLET`) and `token`.
+        #[inline]
         pub fn add(&self, fd: RawFd, token: u64, flags: libc::c_int) {
             let mut ev = libc::epoll_event {
                 events: flags as u32,
@@ -115,6 +116,21 @@ mod raw_epoll {
             let r =
                 unsafe { libc::epoll_ctl(self.epfd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
             assert_eq!(r, 0, "epoll_ctl: {}", io::Error::last_os_error());
+        }
+
+        /// `EPOLL_CTL_DEL` of `fd`.
+        #[inline]
+        pub fn del(&self, fd: RawFd) {
+            let mut ev = libc::epoll_event { events: 0, u64: 0 };
+            // SAFETY: `ev` is a valid epoll_event for the call; `epfd` is open (invariant).
+            let r =
+                unsafe { libc::epoll_ctl(self.epfd.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, &mut ev) };
+            assert_eq!(r, 0, "epoll_ctl: {}", io::Error::last_os_error());
+        }
+
+        /// The epoll fd.
+        pub fn fd(&self) -> RawFd {
+            self.epfd.as_raw_fd()
         }
 
         /// One `epoll_wait(-1)` (retried on `EINTR`); the events it stored.
@@ -147,6 +163,7 @@ mod raw_epoll {
     }
 }
 #[cfg(ioloop_has_epoll)]
+#[allow(unused_imports)]
 pub use raw_epoll::RawEpoll;
 
 /// The events capacity every contender uses.
@@ -217,51 +234,488 @@ impl criterion::measurement::Measurement for ThreadCpu {
 /// iteration) and the median of the *paired* per-round CPU-time ratios against `floor-level`,
 /// `floor-edge` and `mio` (each round's runs are back to back, so a load change outside the
 /// process hits both sides of a ratio alike).
-pub fn interleaved(mut list: Vec<Contender>, rounds: usize, elems: u64) {
+///
+/// With `IOLOOP_BENCH_MD=<file>` (and `IOLOOP_BENCH_TSV=<file>`) it also appends the results
+/// to that file as a markdown table (as tab-separated lines), see [`report`]; the title is the
+/// bench's name.
+pub fn interleaved(list: Vec<Contender>, rounds: usize, elems: u64) {
+    let spec = Spec::new(&bench_name(), "el", elems).bases(["floor-level", "floor-edge", "mio"]);
+    let rows = measure(list, rounds, &spec);
+    report(&spec, &rows, rounds);
+}
+
+// ---- the generalised interleaved runner ------------------------------------------------------
+
+/// Which clock the paired ratios of a [`Spec`] compare.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Clock {
+    /// The measuring thread's CPU time (single-threaded workloads).
+    Thread,
+    /// The whole process's CPU time (workloads with helper threads, e.g. cross-thread wake-ups).
+    Process,
+}
+
+/// Maps a contender id to the id of its baseline in a ratio column.
+pub type BaseOf = Box<dyn Fn(&str) -> Option<String>>;
+
+/// One column of paired ratios: its label and, per contender id, the id of the contender it
+/// is divided by (`None`: the column stays empty for that row).
+pub struct Base {
+    /// Column header, e.g. `"mio"`.
+    pub label: String,
+    /// Maps a contender id to the id of its baseline in this column.
+    pub of: BaseOf,
+}
+
+impl Base {
+    /// Every contender against the one contender `id`.
+    pub fn fixed(id: &str) -> Self {
+        let id = id.to_owned();
+        Self {
+            label: id.clone(),
+            of: Box::new(move |_| Some(id.clone())),
+        }
+    }
+
+    /// Every contender against the contender `of(id)` names.
+    pub fn map(label: &str, of: impl Fn(&str) -> Option<String> + 'static) -> Self {
+        Self {
+            label: label.to_owned(),
+            of: Box::new(of),
+        }
+    }
+}
+
+/// What an interleaved run measures and how [`report`] prints it.
+pub struct Spec {
+    /// Table title (the workload, e.g. `"fanin"`).
+    pub title: String,
+    /// What one element is (`"hop"`, `"event"`, `"op"`, `"timer"`, `"round trip"`).
+    pub unit: String,
+    /// Elements per iteration.
+    pub elems: u64,
+    /// The clock of the CPU column and of the ratios.
+    pub clock: Clock,
+    /// Ratio columns.
+    pub bases: Vec<Base>,
+    /// Lines printed under the table (n/a cases, caveats).
+    pub notes: Vec<String>,
+}
+
+impl Spec {
+    /// A spec with thread CPU time and no ratio columns.
+    pub fn new(title: &str, unit: &str, elems: u64) -> Self {
+        Self {
+            title: title.to_owned(),
+            unit: unit.to_owned(),
+            elems,
+            clock: Clock::Thread,
+            bases: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    /// Adds one fixed-baseline column per id.
+    pub fn bases<'a>(mut self, ids: impl IntoIterator<Item = &'a str>) -> Self {
+        self.bases.extend(ids.into_iter().map(Base::fixed));
+        self
+    }
+
+    /// Adds a column.
+    pub fn base(mut self, b: Base) -> Self {
+        self.bases.push(b);
+        self
+    }
+
+    /// Uses `clock` for the CPU column and the ratios.
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Adds a note line.
+    pub fn note(mut self, n: impl Into<String>) -> Self {
+        self.notes.push(n.into());
+        self
+    }
+}
+
+/// The measured medians of one contender.
+#[derive(Clone, Debug)]
+pub struct Row {
+    /// Contender id.
+    pub id: String,
+    /// Median wall-clock ns per element.
+    pub wall: f64,
+    /// Median CPU ns per element (the [`Spec`]'s clock).
+    pub cpu: f64,
+    /// Per [`Spec::bases`] column: the median of the paired per-round CPU ratios.
+    pub ratios: Vec<Option<f64>>,
+}
+
+/// This process's CPU time (all threads, user + system), `CLOCK_PROCESS_CPUTIME_ID`.
+pub fn process_cpu_now() -> std::time::Duration {
+    let mut ts = std::mem::MaybeUninit::<libc::timespec>::uninit();
+    // SAFETY: `ts` is a writable timespec; the clock id is valid on Linux and the BSDs.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, ts.as_mut_ptr()) };
+    assert_eq!(r, 0, "clock_gettime: {}", io::Error::last_os_error());
+    // SAFETY: clock_gettime returned 0, so it filled `ts`.
+    let ts = unsafe { ts.assume_init() };
+    std::time::Duration::new(ts.tv_sec.unsigned_abs(), ts.tv_nsec.unsigned_abs() as u32)
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The interleaved measurement behind [`interleaved`]: one warm-up iteration per contender,
+/// then `rounds` rounds of one iteration each (rotating start); medians and paired ratios.
+/// Empty if `rounds == 0`.
+pub fn measure(mut list: Vec<Contender>, rounds: usize, spec: &Spec) -> Vec<Row> {
     let n = list.len();
     for (_, run) in list.iter_mut() {
         run();
     }
+    if rounds == 0 {
+        return Vec::new();
+    }
+    let clock = match spec.clock {
+        Clock::Thread => thread_cpu_now,
+        Clock::Process => process_cpu_now,
+    };
+    let elems = spec.elems as f64;
     let mut wall = vec![Vec::with_capacity(rounds); n];
     let mut cpu = vec![Vec::with_capacity(rounds); n];
     for r in 0..rounds {
         for k in 0..n {
             let i = (r + k) % n;
-            let (w0, c0) = (std::time::Instant::now(), thread_cpu_now());
+            let (w0, c0) = (std::time::Instant::now(), clock());
             (list[i].1)();
-            let (c1, w1) = (thread_cpu_now(), std::time::Instant::now());
-            cpu[i].push((c1 - c0).as_nanos() as f64 / elems as f64);
-            wall[i].push((w1 - w0).as_nanos() as f64 / elems as f64);
+            let (c1, w1) = (clock(), std::time::Instant::now());
+            cpu[i].push((c1 - c0).as_nanos() as f64 / elems);
+            wall[i].push((w1 - w0).as_nanos() as f64 / elems);
         }
     }
-    if rounds == 0 {
+    let pos = |id: &str| list.iter().position(|(x, _)| x == id);
+    (0..n)
+        .map(|i| Row {
+            id: list[i].0.clone(),
+            wall: median(&wall[i]),
+            cpu: median(&cpu[i]),
+            ratios: spec
+                .bases
+                .iter()
+                .map(|b| {
+                    let j = pos(&(b.of)(&list[i].0)?)?;
+                    let r: Vec<f64> = cpu[i].iter().zip(&cpu[j]).map(|(c, f)| c / f).collect();
+                    Some(median(&r))
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// Prints `rows` as a text table and, if `IOLOOP_BENCH_MD=<file>` is set, appends them to that
+/// file as a markdown table (title, then one row per contender: CPU and wall ns per element,
+/// elements per second from the CPU median, and the ratio columns), then the spec's notes.
+/// With `IOLOOP_BENCH_TSV=<file>` it appends one line per row: title, id, CPU ns, wall ns,
+/// then `label=ratio` per ratio column (what `benches/run.sh` checks the goals with).
+pub fn report(spec: &Spec, rows: &[Row], rounds: usize) {
+    if rows.is_empty() {
         return;
     }
-    let median = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
+    let clock = match spec.clock {
+        Clock::Thread => "cpu",
+        Clock::Process => "proc cpu",
     };
-    let bases: Vec<(usize, &str)> = ["floor-level", "floor-edge", "mio"]
-        .iter()
-        .filter_map(|b| list.iter().position(|(id, _)| id == b).map(|i| (i, *b)))
-        .collect();
-    print!("{:<28}{:>12}{:>12}", "contender", "wall ns/el", "cpu ns/el");
-    for (_, b) in &bases {
-        print!("{:>18}", format!("cpu x {b}"));
+    let unit = &spec.unit;
+    println!("== {} ==", spec.title);
+    print!(
+        "{:<30}{:>12}{:>16}",
+        "contender",
+        "wall ns/el",
+        format!("{clock} ns/el")
+    );
+    for b in &spec.bases {
+        print!("{:>18}", format!("x {}", b.label));
     }
-    println!("   ({rounds} rounds)");
-    for i in 0..n {
-        print!(
-            "{:<28}{:>12.1}{:>12.1}",
-            list[i].0,
-            median(&wall[i]),
-            median(&cpu[i])
-        );
-        for &(b, _) in &bases {
-            let ratios: Vec<f64> = cpu[i].iter().zip(&cpu[b]).map(|(c, f)| c / f).collect();
-            print!("{:>18.3}", median(&ratios));
+    println!("   ({rounds} rounds, 1 el = 1 {unit})");
+    for r in rows {
+        print!("{:<30}{:>12.1}{:>16.1}", r.id, r.wall, r.cpu);
+        for x in &r.ratios {
+            match x {
+                Some(x) => print!("{x:>18.3}"),
+                None => print!("{:>18}", "-"),
+            }
         }
         println!();
+    }
+    for n in &spec.notes {
+        println!("note: {n}");
+    }
+    if let Ok(path) = std::env::var("IOLOOP_BENCH_TSV") {
+        let mut tsv = String::new();
+        for r in rows {
+            tsv += &format!("{}\t{}\t{}\t{}", spec.title, r.id, r.cpu, r.wall);
+            for (b, x) in spec.bases.iter().zip(&r.ratios) {
+                if let Some(x) = x {
+                    tsv += &format!("\t{}={x}", b.label);
+                }
+            }
+            tsv += "\n";
+        }
+        append(&path, &tsv);
+    }
+    let Ok(path) = std::env::var("IOLOOP_BENCH_MD") else {
+        return;
+    };
+    let mut md = format!(
+        "### {}\n\n{rounds} interleaved rounds, {} {unit}s per round; medians; ratios are medians of paired per-round {clock}-time ratios (lower = faster).\n\n",
+        spec.title, spec.elems
+    );
+    md += &format!("| contender | {clock} ns/{unit} | wall ns/{unit} | {unit}s/s ({clock}) |");
+    for b in &spec.bases {
+        md += &format!(" x {} |", b.label);
+    }
+    md += "\n|---|---:|---:|---:|";
+    md += &"---:|".repeat(spec.bases.len());
+    md += "\n";
+    for r in rows {
+        md += &format!(
+            "| {} | {:.1} | {:.1} | {} |",
+            r.id,
+            r.cpu,
+            r.wall,
+            per_second(r.cpu)
+        );
+        for x in &r.ratios {
+            match x {
+                Some(x) => md += &format!(" {x:.3} |"),
+                None => md += " |",
+            }
+        }
+        md += "\n";
+    }
+    for n in &spec.notes {
+        md += &format!("\n{n}\n");
+    }
+    md += "\n";
+    append(&path, &md);
+}
+
+/// Appends `text` to the file at `path` (created if missing).
+fn append(path: &str, text: &str) {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+}
+
+/// `1e9 / ns`, printed with an SI suffix (`12.3 M`).
+fn per_second(ns: f64) -> String {
+    let v = 1e9 / ns;
+    if v >= 1e6 {
+        format!("{:.2} M", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1} k", v / 1e3)
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+/// The bench's name: the executable's file stem without cargo's `-<hash>` suffix.
+pub fn bench_name() -> String {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let stem = exe
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match stem.rsplit_once('-') {
+        Some((name, hash)) if hash.chars().all(|c| c.is_ascii_hexdigit()) => name.to_owned(),
+        _ => stem,
+    }
+}
+
+/// Runs the interleaved runner if env var `<BENCH>_ROUNDS` is set (with `<BENCH>_FILTER`, a
+/// substring a contender id must contain): returns `true` if it ran.
+pub fn env_run(bench: &str, list: impl FnOnce() -> Vec<Contender>, spec: &Spec) -> bool {
+    let Some(rounds) = env_rounds(&format!("{bench}_ROUNDS")) else {
+        return false;
+    };
+    let list = filtered(bench, list());
+    let rows = measure(list, rounds, spec);
+    report(spec, &rows, rounds);
+    true
+}
+
+/// `list` without the contenders whose id lacks `$<BENCH>_FILTER` (if set).
+pub fn filtered(bench: &str, list: Vec<Contender>) -> Vec<Contender> {
+    let filter = std::env::var(format!("{bench}_FILTER")).unwrap_or_default();
+    list.into_iter()
+        .filter(|(id, _)| id.contains(&filter))
+        .collect()
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to at least `n` (capped at the hard limit); returns the
+/// new soft limit.
+pub fn raise_nofile(n: u64) -> u64 {
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `rl` is a writable rlimit for the call.
+    let r = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) };
+    assert_eq!(r, 0, "getrlimit: {}", io::Error::last_os_error());
+    #[allow(clippy::unnecessary_cast)]
+    let want = (n as libc::rlim_t).min(rl.rlim_max);
+    if rl.rlim_cur < want {
+        rl.rlim_cur = want;
+        // SAFETY: `rl` is a valid rlimit for the call.
+        let r = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rl) };
+        assert_eq!(r, 0, "setrlimit: {}", io::Error::last_os_error());
+    }
+    // rlim_t is u64 on Linux, i64 on some BSDs.
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    let cur = rl.rlim_cur as u64;
+    cur
+}
+
+/// The id of a contender in `mode`: `<prefix>-<backend>-<mode>`, e.g. `ioloop-sys-epoll-level`.
+pub fn mode_id(prefix: &str, backend: &str, mode: ioloop_sys::Mode) -> String {
+    format!("{prefix}-{backend}-{}", format!("{mode:?}").to_lowercase())
+}
+
+// ---- waiters shared by the single-threaded readiness benches ---------------------------------
+
+/// mio 1.x: `Poll` + a reused `Events` (mio registers edge-triggered).
+pub struct MioWaiter {
+    /// The poll instance.
+    pub poll: mio::Poll,
+    events: mio::Events,
+}
+
+impl MioWaiter {
+    /// A poll with room for `capacity` events per wait, watching each `(fd, token)` for reading.
+    pub fn new(fds: impl IntoIterator<Item = (RawFd, u64)>, capacity: usize) -> Self {
+        let poll = mio::Poll::new().expect("mio Poll");
+        for (fd, token) in fds {
+            poll.registry()
+                .register(
+                    &mut mio::unix::SourceFd(&fd),
+                    mio::Token(token as usize),
+                    mio::Interest::READABLE,
+                )
+                .expect("mio register");
+        }
+        Self {
+            poll,
+            events: mio::Events::with_capacity(capacity),
+        }
+    }
+}
+
+impl Waiter for MioWaiter {
+    #[inline]
+    fn wait_readable(&mut self, mut on_readable: impl FnMut(u64)) {
+        self.poll.poll(&mut self.events, None).expect("mio poll");
+        for ev in self.events.iter() {
+            if ev.is_readable() {
+                on_readable(ev.token().0 as u64);
+            }
+        }
+    }
+}
+
+/// polling 3.x in `PollMode::Level` (its default, oneshot, would add a re-arm per event).
+pub struct PollingWaiter {
+    poller: polling::Poller,
+    events: polling::Events,
+}
+
+impl PollingWaiter {
+    /// A poller with room for `capacity` events per wait, watching each `(fd, token)` for
+    /// reading, level-triggered. The fds must outlive the waiter.
+    pub fn new(fds: impl IntoIterator<Item = (RawFd, u64)>, capacity: usize) -> Self {
+        let poller = polling::Poller::new().expect("polling Poller");
+        for (fd, token) in fds {
+            // SAFETY: the benches drop the waiter before the fds it watches, as
+            // `add_with_mode` requires.
+            unsafe {
+                poller
+                    .add_with_mode(
+                        fd,
+                        polling::Event::readable(token as usize),
+                        polling::PollMode::Level,
+                    )
+                    .expect("polling add");
+            }
+        }
+        Self {
+            poller,
+            events: polling::Events::with_capacity(
+                std::num::NonZeroUsize::new(capacity.max(1)).expect("capacity > 0"),
+            ),
+        }
+    }
+}
+
+impl Waiter for PollingWaiter {
+    #[inline]
+    fn wait_readable(&mut self, mut on_readable: impl FnMut(u64)) {
+        // polling appends to `events`; clear it first.
+        self.events.clear();
+        self.poller
+            .wait(&mut self.events, None)
+            .expect("polling wait");
+        for ev in self.events.iter() {
+            if ev.readable {
+                on_readable(ev.key as u64);
+            }
+        }
+    }
+}
+
+/// An ioloop-sys poller and its reused `Events`.
+pub struct SysWaiter<P> {
+    /// The poller.
+    pub poller: P,
+    events: ioloop_sys::Events,
+}
+
+impl<P: ioloop_sys::Poller> SysWaiter<P> {
+    /// `poller` watching each `(fd, token)` for reading in `mode`, with room for `capacity`
+    /// events per wait.
+    pub fn new(
+        poller: P,
+        fds: impl IntoIterator<Item = (RawFd, u64)>,
+        mode: ioloop_sys::Mode,
+        capacity: usize,
+    ) -> Self {
+        for (fd, token) in fds {
+            poller
+                .register(fd, token, ioloop_sys::Interest::READABLE, mode)
+                .unwrap_or_else(|e| panic!("{} register fd {fd}: {e}", P::NAME));
+        }
+        Self {
+            poller,
+            events: ioloop_sys::Events::with_capacity(capacity),
+        }
+    }
+}
+
+impl<P: ioloop_sys::Poller> Waiter for SysWaiter<P> {
+    #[inline]
+    fn wait_readable(&mut self, mut on_readable: impl FnMut(u64)) {
+        self.poller.wait(&mut self.events, None).expect("wait");
+        for ev in self.events.iter() {
+            if ev.is_readable() {
+                on_readable(ev.token());
+            }
+        }
     }
 }

@@ -52,7 +52,8 @@ impl Poller for Epoll {
             libc::EPOLL_CTL_ADD,
             wake_fd,
             RESERVED_TOKEN,
-            libc::EPOLLIN as u32,
+            // Edge-triggered: every notify is a new edge, so a wake-up costs no read.
+            (libc::EPOLLIN | libc::EPOLLET) as u32,
         )?;
         Ok(poller)
     }
@@ -134,7 +135,7 @@ impl Epoll {
         for ev in buf.iter() {
             let (flags, token) = (ev.events, ev.u64);
             if token == RESERVED_TOKEN {
-                self.wake.reset();
+                self.wake.reset_edge();
                 notified = true;
             } else {
                 events.push(token, ready_from(flags));

@@ -281,6 +281,12 @@ struct State {
     /// `(user_data, res)`); the waiter reports them first. At most one per registration plus
     /// the notifier and a timeout, since a poll is re-armed only once reported.
     stash: Vec<(u64, i32)>,
+    /// Re-arms (`fd`, interest, `user_data`) of reported polls that did not fit in the SQ while
+    /// a wait reaped its completions. Submitting them there would sample readiness before the
+    /// caller has consumed the events just reported, and report them again (a stale event
+    /// for every fd past the SQ's size in a large batch). The next wait pushes them first;
+    /// those whose registration was since modified or removed are dropped.
+    rearm: Vec<(RawFd, Interest, u64)>,
     /// Source of registration generations (wraps; only equality with the current one counts).
     next_gen: u32,
     /// A wait is blocked in `io_uring_enter` without the lock: changes must be submitted now
@@ -532,6 +538,7 @@ impl Poller for Uring {
                 ring,
                 table: HashMap::new(),
                 stash: Vec::new(),
+                rearm: Vec::new(),
                 next_gen: 0,
                 waiting: false,
             }),
@@ -772,6 +779,9 @@ impl Uring {
         left: Option<Duration>,
     ) -> io::Result<Round> {
         let mut st = self.lock();
+        if !st.rearm.is_empty() {
+            self.flush_rearm(&mut st)?;
+        }
         let ready_now = !st.stash.is_empty() || st.ring.cq_len() > 0;
         let min_complete = u32::from(!(ready_now || left == Some(Duration::ZERO)));
         let ts = left.map(kernel_timespec).unwrap_or_default();
@@ -894,7 +904,7 @@ impl Uring {
                 // Cancelled by the kernel (not by us: ours have old generations) or empty:
                 // nothing to report, arm again.
                 if res == -libc::ECANCELED || res == 0 {
-                    self.push(st, &poll_add(fd, entry.interest, ud))?;
+                    Self::rearm(st, fd, entry.interest, ud);
                     return Ok(false);
                 }
                 let ready = if res < 0 {
@@ -906,13 +916,42 @@ impl Uring {
                 if entry.mode == Mode::Level {
                     // Re-armed now, submitted by the next wait: it completes at once if the
                     // fd is still ready, which is what level-triggered means.
-                    self.push(st, &poll_add(fd, entry.interest, ud))?;
+                    Self::rearm(st, fd, entry.interest, ud);
                 } else if let Some(e) = st.table.get_mut(&fd) {
                     e.armed = false;
                 }
                 Ok(false)
             }
         }
+    }
+
+    /// Queues the re-arm of a poll that just completed, for the next wait to submit: in the
+    /// SQ if it has room, else in [`State::rearm`] (never submitted from inside a reap).
+    fn rearm(st: &mut State, fd: RawFd, interest: Interest, ud: u64) {
+        if !st.ring.try_push(&poll_add(fd, interest, ud)) {
+            st.rearm.push((fd, interest, ud));
+        }
+    }
+
+    /// Pushes the re-arms left in [`State::rearm`] whose registration is still current
+    /// (submitting whenever the SQ fills: this runs at the start of a wait).
+    fn flush_rearm(&self, st: &mut State) -> io::Result<()> {
+        let mut rearm = mem::take(&mut st.rearm);
+        let mut res = Ok(());
+        for &(fd, interest, ud) in &rearm {
+            let current = matches!(decode(ud), Ud::User { gen, .. }
+                if st.table.get(&fd).is_some_and(|e| e.gen == gen && e.armed));
+            if current {
+                res = self.push(st, &poll_add(fd, interest, ud));
+                if res.is_err() {
+                    break;
+                }
+            }
+        }
+        // Kept for its capacity: no allocation per wait in steady state.
+        rearm.clear();
+        st.rearm = rearm;
+        res
     }
 
     fn push_notify_poll(&self, st: &mut State) -> io::Result<()> {
@@ -1005,7 +1044,7 @@ fn ready_from(mask: u32) -> Ready {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Write;
+    use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;
 
     #[test]
@@ -1024,6 +1063,42 @@ mod tests {
             decode(u64::from(TIMEOUT_LOW) | 5 << 32),
             Ud::Timeout
         ));
+    }
+
+    /// A level-triggered batch larger than the SQ: the re-arms of the fds reported in one wait
+    /// must not be submitted before the caller has read them, or the next wait reports them
+    /// again with nothing to read.
+    #[test]
+    fn big_level_batch_reports_no_stale_events() {
+        let n = SQ_ENTRIES as usize * 2;
+        let p = Uring::new().expect("io_uring_setup");
+        let pairs: Vec<(UnixStream, UnixStream)> =
+            (0..n).map(|_| UnixStream::pair().unwrap()).collect();
+        for (i, (_, b)) in pairs.iter().enumerate() {
+            b.set_nonblocking(true).unwrap();
+            p.register(b.as_raw_fd(), i as u64, Interest::READABLE, Mode::Level)
+                .unwrap();
+        }
+        let mut events = Events::with_capacity(n + 8);
+        for _round in 0..3 {
+            for (a, _) in &pairs {
+                (&*a).write_all(b"x").unwrap();
+            }
+            let mut left = n;
+            while left > 0 {
+                p.wait(&mut events, Some(std::time::Duration::from_secs(5)))
+                    .unwrap();
+                for ev in events.iter() {
+                    let mut buf = [0u8; 1];
+                    let got = (&pairs[ev.token() as usize].1).read(&mut buf);
+                    assert_eq!(got.ok(), Some(1), "stale event for token {}", ev.token());
+                    left -= 1;
+                }
+            }
+            p.wait(&mut events, Some(std::time::Duration::ZERO))
+                .unwrap();
+            assert_eq!(events.len(), 0, "events after every fd was drained");
+        }
     }
 
     #[test]

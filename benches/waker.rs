@@ -1,0 +1,333 @@
+//! Waker: cross-thread wake-up round trips. Thread A (the bench thread) wakes thread B, which
+//! is blocked in its poller's wait; B wakes up and wakes A back, which was blocked in its own
+//! wait. [`TRIPS`] round trips per iteration; one element is one round trip (two wake-ups,
+//! two blocking waits).
+//!
+//! | id | wake | wait |
+//! |---|---|---|
+//! | `floor` | `write(eventfd)` (registered `EPOLLET`, never read, as mio does) | `epoll_wait` |
+//! | `mio` | `mio::Waker::wake` | `Poll::poll` |
+//! | `polling` | `Poller::notify` | `Poller::wait` |
+//! | `ioloop-sys-<backend>` | `Notifier::notify` | `Poller::wait` |
+//! | `ioloop-<backend>` | `Handle::add_callback` (B's callback adds A's, which stops A's `run`) | `IoLoop::run` |
+//!
+//! CPU time is the whole process's (both threads); wall time is the round-trip latency.
+//!
+//! # Running
+//!
+//! * `cargo bench --bench waker`: criterion, wall clock.
+//! * `WAKER_ROUNDS=100 [WAKER_FILTER=substr] cargo bench --bench waker`: interleaved runner
+//!   (process CPU time).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use criterion::{Criterion, SamplingMode, Throughput};
+use ioloop::IoLoop;
+use ioloop_sys::{Events, Poller};
+
+mod common;
+use common::{Clock, Contender, Spec};
+
+/// Round trips per iteration.
+const TRIPS: u64 = 200;
+
+/// One side's blocking wait (returns once woken).
+trait Side: Send + 'static {
+    fn wait(&mut self);
+}
+
+/// What wakes a side from another thread.
+trait Wake: Send + Sync + 'static {
+    fn wake(&self);
+}
+
+/// B's thread, stopped and joined on drop.
+struct Peer {
+    stop: Arc<AtomicBool>,
+    wake_b: Arc<dyn Wake>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        self.wake_b.wake();
+        if let Some(t) = self.thread.take() {
+            t.join().expect("peer thread");
+        }
+    }
+}
+
+/// A contender from two sides and their wakers: B runs on its own thread and answers every
+/// wake-up with one of A.
+fn pair_contender(
+    list: &mut Vec<Contender>,
+    id: &str,
+    (mut a, wake_a): (impl Side, impl Wake),
+    (mut b, wake_b): (impl Side, impl Wake),
+) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let thread = std::thread::spawn(move || loop {
+        b.wait();
+        if stop2.load(Ordering::Acquire) {
+            return;
+        }
+        wake_a.wake();
+    });
+    let wake_b: Arc<dyn Wake> = Arc::new(wake_b);
+    let peer = Peer {
+        stop,
+        wake_b: wake_b.clone(),
+        thread: Some(thread),
+    };
+    list.push((
+        id.to_owned(),
+        Box::new(move || {
+            let _peer = &peer;
+            for _ in 0..TRIPS {
+                wake_b.wake();
+                a.wait();
+            }
+        }),
+    ));
+}
+
+// ---- raw epoll + eventfd -------------------------------------------------------------------
+
+#[cfg(ioloop_has_epoll)]
+mod floor {
+    use super::{Side, Wake};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::sync::Arc;
+
+    pub struct FloorSide(super::common::RawEpoll);
+    pub struct FloorWake(Arc<OwnedFd>);
+
+    /// An epoll instance watching a new eventfd, edge-triggered, and the eventfd.
+    pub fn side() -> (FloorSide, FloorWake) {
+        // SAFETY: eventfd takes no pointers.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        assert!(fd >= 0, "eventfd: {}", std::io::Error::last_os_error());
+        // SAFETY: `fd` was just created and nothing else owns it.
+        let efd = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
+        let ep = super::common::RawEpoll::new(1);
+        ep.add(efd.as_raw_fd(), 0, libc::EPOLLIN | libc::EPOLLET);
+        (FloorSide(ep), FloorWake(efd))
+    }
+
+    impl Side for FloorSide {
+        #[inline]
+        fn wait(&mut self) {
+            while self.0.wait().is_empty() {}
+        }
+    }
+
+    impl Wake for FloorWake {
+        #[inline]
+        fn wake(&self) {
+            let one = 1u64;
+            // SAFETY: `one` is a live 8-byte buffer; the eventfd is open (owned here).
+            let n = unsafe { libc::write(self.0.as_raw_fd(), std::ptr::addr_of!(one).cast(), 8) };
+            assert_eq!(n, 8, "eventfd write: {}", std::io::Error::last_os_error());
+        }
+    }
+}
+
+// ---- mio -----------------------------------------------------------------------------------
+
+struct MioSide(mio::Poll, mio::Events);
+impl Side for MioSide {
+    #[inline]
+    fn wait(&mut self) {
+        self.0.poll(&mut self.1, None).expect("mio poll");
+    }
+}
+impl Wake for mio::Waker {
+    #[inline]
+    fn wake(&self) {
+        mio::Waker::wake(self).expect("mio wake");
+    }
+}
+fn mio_side() -> (MioSide, mio::Waker) {
+    let poll = mio::Poll::new().expect("mio Poll");
+    let waker = mio::Waker::new(poll.registry(), mio::Token(0)).expect("mio Waker");
+    (MioSide(poll, mio::Events::with_capacity(8)), waker)
+}
+
+// ---- polling -------------------------------------------------------------------------------
+
+struct PollingSide(Arc<polling::Poller>, polling::Events);
+struct PollingWake(Arc<polling::Poller>);
+impl Side for PollingSide {
+    #[inline]
+    fn wait(&mut self) {
+        self.1.clear();
+        self.0.wait(&mut self.1, None).expect("polling wait");
+    }
+}
+impl Wake for PollingWake {
+    #[inline]
+    fn wake(&self) {
+        self.0.notify().expect("polling notify");
+    }
+}
+fn polling_side() -> (PollingSide, PollingWake) {
+    let p = Arc::new(polling::Poller::new().expect("polling Poller"));
+    (
+        PollingSide(p.clone(), polling::Events::new()),
+        PollingWake(p),
+    )
+}
+
+// ---- ioloop-sys ----------------------------------------------------------------------------
+
+struct SysSide<P>(P, Events);
+impl<P: Poller> Side for SysSide<P> {
+    #[inline]
+    fn wait(&mut self) {
+        self.0.wait(&mut self.1, None).expect("wait");
+    }
+}
+impl Wake for ioloop_sys::Notifier {
+    #[inline]
+    fn wake(&self) {
+        self.notify().expect("notify");
+    }
+}
+fn sys_side<P: Poller>() -> (SysSide<P>, ioloop_sys::Notifier) {
+    let p = P::new().unwrap_or_else(|e| panic!("{}::new: {e}", P::NAME));
+    let n = p.notifier();
+    (SysSide(p, Events::with_capacity(8)), n)
+}
+
+fn sys<P: Poller>(list: &mut Vec<Contender>) {
+    pair_contender(
+        list,
+        &format!("ioloop-sys-{}", P::NAME),
+        sys_side::<P>(),
+        sys_side::<P>(),
+    );
+}
+
+// ---- the reactor ---------------------------------------------------------------------------
+
+/// Two loops: B runs on its thread; each round trip, A's thread adds a callback to B, whose
+/// callback adds one to A that stops A's `run`.
+fn reactor<P: Poller>(list: &mut Vec<Contender>) {
+    let lp_a = IoLoop::<P>::with_backend().unwrap_or_else(|e| panic!("IoLoop: {e}"));
+    let ha = lp_a.handle();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let lp_b = IoLoop::<P>::with_backend().expect("IoLoop");
+        tx.send(lp_b.handle()).expect("send handle");
+        lp_b.run().expect("run B");
+    });
+    let hb = rx.recv().expect("B's handle");
+    /// Stops and joins B on drop.
+    struct Running<P: Poller> {
+        hb: ioloop::Handle<P>,
+        thread: Option<JoinHandle<()>>,
+    }
+    impl<P: Poller> Drop for Running<P> {
+        fn drop(&mut self) {
+            let _ = self.hb.stop();
+            if let Some(t) = self.thread.take() {
+                t.join().expect("loop B");
+            }
+        }
+    }
+    let r = Running {
+        hb,
+        thread: Some(thread),
+    };
+    list.push((
+        format!("ioloop-{}", P::NAME),
+        Box::new(move || {
+            for _ in 0..TRIPS {
+                let ha = ha.clone();
+                r.hb.add_callback(move |_| {
+                    ha.add_callback(|lp| lp.stop()).expect("add_callback A");
+                })
+                .expect("add_callback B");
+                lp_a.run().expect("run A");
+            }
+        }),
+    ));
+}
+
+fn contenders() -> Vec<Contender> {
+    let mut list = Vec::new();
+    #[cfg(ioloop_has_epoll)]
+    pair_contender(&mut list, "floor", floor::side(), floor::side());
+    pair_contender(&mut list, "mio", mio_side(), mio_side());
+    pair_contender(&mut list, "polling", polling_side(), polling_side());
+    #[cfg(ioloop_has_epoll)]
+    sys::<ioloop_sys::Epoll>(&mut list);
+    #[cfg(ioloop_has_uring)]
+    sys::<ioloop_sys::Uring>(&mut list);
+    #[cfg(ioloop_has_kqueue)]
+    sys::<ioloop_sys::Kqueue>(&mut list);
+    sys::<ioloop_sys::Poll>(&mut list);
+    sys::<ioloop_sys::Select>(&mut list);
+    reactor::<ioloop::DefaultPoller>(&mut list);
+    #[cfg(ioloop_has_uring)]
+    reactor::<ioloop_sys::Uring>(&mut list);
+    reactor::<ioloop_sys::Poll>(&mut list);
+    list
+}
+
+fn spec() -> Spec {
+    Spec::new("waker", "round trip", TRIPS)
+        .clock(Clock::Process)
+        .bases(["floor", "mio"])
+        .note(
+            "A round trip: thread A wakes thread B (blocked in its wait), B wakes A (blocked in its own). \
+             Both threads are pinned to one CPU (so a round trip includes two context switches, and no \
+             cross-CPU wake-up whose latency depends on placement). CPU time is the process's (both threads).",
+        )
+}
+
+/// Pins the calling thread (and so every thread it spawns later) to the last CPU: the round
+/// trip then measures the wake-up path (syscalls, scheduler, library code), not where the
+/// scheduler happens to place B's thread (cross-CPU wake-ups of an idle CPU on this VM vary
+/// between about 5 and 60 us from one placement to the next). `WAKER_PIN=0` turns it off.
+fn pin() -> Option<usize> {
+    if std::env::var("WAKER_PIN").is_ok_and(|v| v == "0") {
+        return None;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpu = cpus - 1;
+    // SAFETY: an all-zero cpu_set_t is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `cpu` < CPU_SETSIZE; `set` is a valid cpu_set_t.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is the calling thread.
+    let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    (r == 0).then_some(cpu)
+}
+
+fn main() {
+    let pinned = pin();
+    if let Some(cpu) = pinned {
+        eprintln!("waker: all threads pinned to CPU {cpu}");
+    }
+    if common::env_run("WAKER", contenders, &spec()) {
+        return;
+    }
+    let mut c = Criterion::default().configure_from_args();
+    let mut g = c.benchmark_group("waker");
+    g.throughput(Throughput::Elements(TRIPS))
+        .sampling_mode(SamplingMode::Flat)
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2));
+    for (id, mut run) in contenders() {
+        g.bench_function(id, |b| b.iter(&mut run));
+    }
+    g.finish();
+    c.final_summary();
+}
