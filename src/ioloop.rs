@@ -14,7 +14,7 @@ use ioloop_sys::signal::SignalPipe;
 use ioloop_sys::{DefaultPoller, Events, Interest, Mode, Poller, Ready};
 
 use crate::task::{CurrentGuard, Executor, LoopOps};
-use crate::timers::{deadline_after, Callback, Due, TimeoutId, Timers};
+use crate::timers::{deadline_after, Callback, Due, Periodic as PeriodicTimer, TimeoutId, Timers};
 
 /// Shared so that dispatch can run it without taking it out of its slot: a handler that
 /// removes itself, or panics, leaves the table consistent with no restore step.
@@ -484,10 +484,10 @@ impl<P: Poller> IoLoop<P> {
         let deadline = deadline_after(Instant::now(), period);
         Ok(self.inner.timers.borrow_mut().insert(
             deadline,
-            Callback::Every {
+            Callback::Every(Box::new(PeriodicTimer {
                 period,
                 f: Some(Box::new(f)),
-            },
+            })),
         ))
     }
 

@@ -21,7 +21,15 @@ pub struct TimeoutId {
 /// so its timer stays pending and can be cancelled from inside it.
 pub(crate) enum Callback<F, G> {
     Once(F),
-    Every { period: Duration, f: Option<G> },
+    /// Boxed: periodic timers are rare, and keeping this variant as small as `Once` keeps every
+    /// slot of the table small (the firing loop's slot lookups are its cache misses).
+    Every(Box<Periodic<G>>),
+}
+
+/// A periodic timer's period and (unless lent out) callback.
+pub(crate) struct Periodic<G> {
+    pub(crate) period: Duration,
+    pub(crate) f: Option<G>,
 }
 
 struct Slot<F, G> {
@@ -29,8 +37,10 @@ struct Slot<F, G> {
     callback: Option<Callback<F, G>>,
 }
 
-/// Heap entry: ordered by deadline, then by sequence number (FIFO among equal deadlines).
-type Key = Reverse<(Instant, u64, u32, u32)>;
+/// Heap entry: (deadline in ns after `Timers::base`, sequence number, slot, generation);
+/// ordered by deadline, then FIFO among equal deadlines. 24 bytes, like a bare
+/// `(Instant, u64)` key.
+type Key = Reverse<(u64, u64, u32, u32)>;
 
 pub(crate) struct Timers<F, G> {
     heap: BinaryHeap<Key>,
@@ -41,6 +51,9 @@ pub(crate) struct Timers<F, G> {
     stale: usize,
     /// Stamped into every [`TimeoutId`] this queue issues.
     owner: u32,
+    /// The zero of the heap's deadlines: a day before the queue was made, so deadlines in
+    /// the recent past keep their order; earlier ones count as "at `base`".
+    base: Instant,
 }
 
 /// `now + delay`, or a deadline far enough away to mean "never" when that overflows `Instant`.
@@ -67,7 +80,25 @@ impl<F, G> Timers<F, G> {
             seq: 0,
             stale: 0,
             owner,
+            base: {
+                let now = Instant::now();
+                now.checked_sub(Duration::from_secs(24 * 3600))
+                    .unwrap_or(now)
+            },
         }
+    }
+
+    /// `deadline` as heap nanoseconds (saturating at both ends).
+    #[inline]
+    fn to_ns(&self, deadline: Instant) -> u64 {
+        deadline
+            .checked_duration_since(self.base)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    #[inline]
+    fn to_instant(&self, ns: u64) -> Instant {
+        deadline_after(self.base, Duration::from_nanos(ns))
     }
 
     /// Schedules `callback` at `deadline`.
@@ -95,7 +126,8 @@ impl<F, G> Timers<F, G> {
 
     fn push_key(&mut self, deadline: Instant, slot: u32, gen: u32) {
         self.seq += 1;
-        self.heap.push(Reverse((deadline, self.seq, slot, gen)));
+        let ns = self.to_ns(deadline);
+        self.heap.push(Reverse((ns, self.seq, slot, gen)));
     }
 
     /// Cancels a pending timer; `false` if `id` is not pending (fired, removed, or unknown).
@@ -148,7 +180,7 @@ impl<F, G> Timers<F, G> {
     pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
         while let Some(Reverse((deadline, _, slot, gen))) = self.heap.peek().copied() {
             if self.is_live(slot, gen) {
-                return Some(deadline);
+                return Some(self.to_instant(deadline));
             }
             self.heap.pop();
             self.stale -= 1;
@@ -165,6 +197,7 @@ impl<F, G> Timers<F, G> {
     /// leaves the queue; a periodic one is re-queued at once at its next tick (previous
     /// deadline + period, skipping ticks already missed rather than bursting).
     pub(crate) fn pop_due(&mut self, now: Instant, mark: u64) -> Option<Due<F, G>> {
+        let now_ns = self.to_ns(now);
         loop {
             let Reverse((deadline, seq, slot, gen)) = *self.heap.peek()?;
             if !self.is_live(slot, gen) {
@@ -172,15 +205,16 @@ impl<F, G> Timers<F, G> {
                 self.stale -= 1;
                 continue;
             }
-            if deadline > now || seq > mark {
+            if deadline > now_ns || seq > mark {
                 return None;
             }
             self.heap.pop();
             let s = &mut self.slots[slot as usize];
             match &mut s.callback {
-                Some(Callback::Every { period, f }) => {
-                    let period = *period;
-                    let f = f.take();
+                Some(Callback::Every(p)) => {
+                    let period = p.period;
+                    let f = p.f.take();
+                    let deadline = self.to_instant(deadline);
                     self.push_key(next_tick(deadline, period, now), slot, gen);
                     match f {
                         Some(f) => {
@@ -212,8 +246,8 @@ impl<F, G> Timers<F, G> {
     pub(crate) fn restore_every(&mut self, id: TimeoutId, g: G) {
         if let Some(s) = self.slots.get_mut(id.slot as usize) {
             if s.gen == id.gen {
-                if let Some(Callback::Every { f, .. }) = &mut s.callback {
-                    *f = Some(g);
+                if let Some(Callback::Every(p)) = &mut s.callback {
+                    p.f = Some(g);
                 }
             }
         }
