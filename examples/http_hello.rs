@@ -172,9 +172,9 @@ async fn accept_tasks(addr: SocketAddr) -> io::Result<()> {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                stream.get_ref().set_nodelay(true)?;
                 ioloop::spawn(async move {
                     // A failed connection concerns only its client.
+                    let _ = stream.get_ref().set_nodelay(true);
                     let _ = serve_task(stream).await;
                 })
                 .detach();

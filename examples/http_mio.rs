@@ -7,8 +7,10 @@
 //! cargo run --release --example http_mio -- 127.0.0.1:8080
 //! ```
 //!
-//! Prints `listening on ADDR` once it accepts connections (port 0 picks a free port). The
-//! HTTP side (`examples/common/http.rs`) is shared with `http_hello`, so `benches/http.sh`
+//! Prints `listening on ADDR` once it accepts connections (port 0 picks a free port).
+//! `--short-read` applies tokio's shortcut to the drain rule: a read that does not fill the
+//! buffer shows the socket is empty (on epoll and kqueue), so wait for the next event instead of
+//! reading again for the `WouldBlock`. The HTTP side (`examples/common/http.rs`) is shared with `http_hello`, so `benches/http.sh`
 //! compares event loops only.
 
 use std::io::{self, Read, Write};
@@ -32,7 +34,8 @@ impl Conn {
     /// Does all the work readiness allows. mio's registrations are edge-triggered: return
     /// only once a read or write has said `WouldBlock` (so another event will come), or
     /// false when the connection is done.
-    fn drive(&mut self) -> bool {
+    fn drive(&mut self, short_read: bool) -> bool {
+        let mut may_read = true;
         loop {
             while !self.http.output().is_empty() {
                 match self.stream.write(self.http.output()) {
@@ -48,9 +51,17 @@ impl Conn {
             if self.http.done() {
                 return false;
             }
-            match self.stream.read(self.http.read_buf()) {
+            if !may_read {
+                return true;
+            }
+            let buf = self.http.read_buf();
+            let room = buf.len();
+            match self.stream.read(buf) {
                 Ok(0) => self.http.eof(),
-                Ok(n) => self.http.filled(n),
+                Ok(n) => {
+                    self.http.filled(n);
+                    may_read = !short_read || n == room;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return false,
@@ -88,11 +99,21 @@ impl Slab {
 }
 
 fn main() -> io::Result<()> {
-    let addr: SocketAddr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8080".into())
-        .parse()
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("bad ADDR: {e}")))?;
+    let mut short_read = false;
+    let mut addr = None;
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--short-read" => short_read = true,
+            a if a.starts_with('-') => return Err(usage(&format!("unknown option {a}"))),
+            a => {
+                addr = Some(
+                    a.parse()
+                        .map_err(|e| usage(&format!("bad ADDR {a}: {e}")))?,
+                )
+            }
+        }
+    }
+    let addr: SocketAddr = addr.unwrap_or_else(|| ([127, 0, 0, 1], 8080).into());
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(1024);
     let mut listener = TcpListener::bind(addr)?;
@@ -115,13 +136,22 @@ fn main() -> io::Result<()> {
             let Some(conn) = conns.slots.get_mut(i).and_then(Option::as_mut) else {
                 continue;
             };
-            if !conn.drive() {
+            // As tokio does: a peer's FIN that came with the data gets no later event, so
+            // once the event says the read side closed, read on to the 0.
+            if !conn.drive(short_read && !event.is_read_closed()) {
                 if let Some(mut conn) = conns.remove(i) {
                     let _ = poll.registry().deregister(&mut conn.stream);
                 }
             }
         }
     }
+}
+
+fn usage(msg: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("{msg}\nusage: http_mio [ADDR] [--short-read]"),
+    )
 }
 
 fn accept_all(poll: &Poll, listener: &TcpListener, conns: &mut Slab) {

@@ -1,6 +1,6 @@
 //! The HTTP "hello" servers, driven over loopback as a client would: `examples/http_hello.rs`
 //! in both its modes (reactor handlers, `--tasks`) and the mio reference
-//! `examples/http_mio.rs`, which `benches/http.sh` compares them with.
+//! `examples/http_mio.rs` (both its modes), which `benches/http.sh` compares them with.
 //!
 //! Each test starts its own server process on 127.0.0.1:0, learns the port from the
 //! `listening on ADDR` line (no sleeping until it is up) and kills it when done. Cargo builds
@@ -298,6 +298,11 @@ macro_rules! server_tests {
         }
         mod mio {
             $( #[test] fn $name() { super::$name(&super::Server::start("http_mio", &[])) } )*
+        }
+        mod mio_short_read {
+            $( #[test] fn $name() {
+                super::$name(&super::Server::start("http_mio", &["--short-read"]))
+            } )*
         }
     };
 }
