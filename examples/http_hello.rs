@@ -23,21 +23,7 @@ mod http;
 use http::Http;
 
 fn main() -> io::Result<()> {
-    let mut tasks = false;
-    let mut addr = None;
-    for arg in std::env::args().skip(1) {
-        match arg.as_str() {
-            "--tasks" => tasks = true,
-            a if a.starts_with('-') => return Err(usage(&format!("unknown option {a}"))),
-            a => {
-                addr = Some(
-                    a.parse()
-                        .map_err(|e| usage(&format!("bad ADDR {a}: {e}")))?,
-                )
-            }
-        }
-    }
-    let addr: SocketAddr = addr.unwrap_or_else(|| ([127, 0, 0, 1], 8080).into());
+    let (addr, tasks) = http::args("http_hello", "--tasks")?;
     let lp = IoLoop::new()?;
     if tasks {
         lp.block_on(accept_tasks(addr))?
@@ -52,13 +38,6 @@ fn main() -> io::Result<()> {
         )?;
         lp.run()
     }
-}
-
-fn usage(msg: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidInput,
-        format!("{msg}\nusage: http_hello [ADDR] [--tasks]"),
-    )
 }
 
 // ---- Handlers -------------------------------------------------------------------------------

@@ -14,7 +14,6 @@
 //! compares event loops only.
 
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
@@ -99,21 +98,7 @@ impl Slab {
 }
 
 fn main() -> io::Result<()> {
-    let mut short_read = false;
-    let mut addr = None;
-    for arg in std::env::args().skip(1) {
-        match arg.as_str() {
-            "--short-read" => short_read = true,
-            a if a.starts_with('-') => return Err(usage(&format!("unknown option {a}"))),
-            a => {
-                addr = Some(
-                    a.parse()
-                        .map_err(|e| usage(&format!("bad ADDR {a}: {e}")))?,
-                )
-            }
-        }
-    }
-    let addr: SocketAddr = addr.unwrap_or_else(|| ([127, 0, 0, 1], 8080).into());
+    let (addr, short_read) = http::args("http_mio", "--short-read")?;
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(1024);
     let mut listener = TcpListener::bind(addr)?;
@@ -145,13 +130,6 @@ fn main() -> io::Result<()> {
             }
         }
     }
-}
-
-fn usage(msg: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidInput,
-        format!("{msg}\nusage: http_mio [ADDR] [--short-read]"),
-    )
 }
 
 fn accept_all(poll: &Poll, listener: &TcpListener, conns: &mut Slab) {

@@ -268,3 +268,24 @@ fn trim(mut s: &[u8]) -> &[u8] {
     }
     s
 }
+
+/// The servers' command line: `[ADDR] [FLAG]` in either order. Returns the address
+/// (default 127.0.0.1:8080) and whether `flag` was given.
+pub fn args(program: &str, flag: &str) -> std::io::Result<(std::net::SocketAddr, bool)> {
+    let usage = |msg: String| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{msg}\nusage: {program} [ADDR] [{flag}]"),
+        )
+    };
+    let mut set = false;
+    let mut addr = None;
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            a if a == flag => set = true,
+            a if a.starts_with('-') => return Err(usage(format!("unknown option {a}"))),
+            a => addr = Some(a.parse().map_err(|e| usage(format!("bad ADDR {a}: {e}")))?),
+        }
+    }
+    Ok((addr.unwrap_or_else(|| ([127, 0, 0, 1], 8080).into()), set))
+}
