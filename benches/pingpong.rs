@@ -270,14 +270,7 @@ fn contenders() -> Vec<Contender> {
     contender(&mut list, "polling-level", polling_waiter);
 
     // ioloop-sys: one line per backend.
-    #[cfg(ioloop_has_epoll)]
-    ioloop_sys_backend::<ioloop_sys::Epoll>(&mut list);
-    ioloop_sys_backend::<ioloop_sys::Poll>(&mut list);
-    ioloop_sys_backend::<ioloop_sys::Select>(&mut list);
-    #[cfg(ioloop_has_uring)]
-    ioloop_sys_backend::<ioloop_sys::Uring>(&mut list);
-    #[cfg(ioloop_has_kqueue)]
-    ioloop_sys_backend::<ioloop_sys::Kqueue>(&mut list);
+    common::every_sys_backend!(ioloop_sys_backend(&mut list));
 
     // The reactor: the same hops dispatched to `IoLoop` handlers.
     #[cfg(ioloop_has_epoll)]

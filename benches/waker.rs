@@ -265,14 +265,7 @@ fn contenders() -> Vec<Contender> {
     pair_contender(&mut list, "floor", floor::side(), floor::side());
     pair_contender(&mut list, "mio", mio_side(), mio_side());
     pair_contender(&mut list, "polling", polling_side(), polling_side());
-    #[cfg(ioloop_has_epoll)]
-    sys::<ioloop_sys::Epoll>(&mut list);
-    #[cfg(ioloop_has_uring)]
-    sys::<ioloop_sys::Uring>(&mut list);
-    #[cfg(ioloop_has_kqueue)]
-    sys::<ioloop_sys::Kqueue>(&mut list);
-    sys::<ioloop_sys::Poll>(&mut list);
-    sys::<ioloop_sys::Select>(&mut list);
+    common::every_sys_backend!(sys(&mut list));
     reactor::<ioloop::DefaultPoller>(&mut list);
     #[cfg(ioloop_has_uring)]
     reactor::<ioloop_sys::Uring>(&mut list);

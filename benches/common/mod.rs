@@ -166,6 +166,24 @@ mod raw_epoll {
 #[allow(unused_imports)]
 pub use raw_epoll::RawEpoll;
 
+/// Calls `$f::<P>(args...)` once for every ioloop-sys backend `P` this OS has: the one list
+/// of backends the benches share.
+#[allow(unused_macros)]
+macro_rules! every_sys_backend {
+    ($f:ident($($arg:expr),*)) => {{
+        #[cfg(ioloop_has_epoll)]
+        $f::<ioloop_sys::Epoll>($($arg),*);
+        #[cfg(ioloop_has_uring)]
+        $f::<ioloop_sys::Uring>($($arg),*);
+        #[cfg(ioloop_has_kqueue)]
+        $f::<ioloop_sys::Kqueue>($($arg),*);
+        $f::<ioloop_sys::Poll>($($arg),*);
+        $f::<ioloop_sys::Select>($($arg),*);
+    }};
+}
+#[allow(unused_imports)]
+pub(crate) use every_sys_backend;
+
 /// The events capacity every contender uses.
 pub const CAPACITY: usize = 64;
 
