@@ -560,7 +560,7 @@ impl<P: Poller> IoLoop<P> {
         let _running = self.enter()?;
         while !done(self) {
             self.iteration()?;
-            if self.inner.shared.stop.swap(false, Ordering::AcqRel) {
+            if self.inner.shared.stop.swap(false, Ordering::SeqCst) {
                 break;
             }
         }
@@ -617,8 +617,8 @@ impl<P: Poller> IoLoop<P> {
         let shared = &self.inner.shared;
         if !self.inner.callbacks.borrow().is_empty()
             || !self.inner.running.borrow().is_empty()
-            || shared.remote_pending.load(Ordering::Acquire)
-            || shared.stop.load(Ordering::Acquire)
+            || shared.remote_pending.load(Ordering::SeqCst)
+            || shared.stop.load(Ordering::SeqCst)
         {
             return Some(Duration::ZERO);
         }
@@ -628,7 +628,7 @@ impl<P: Poller> IoLoop<P> {
 
     fn run_callbacks(&self) {
         let inner = &*self.inner;
-        if inner.shared.remote_pending.swap(false, Ordering::AcqRel) {
+        if inner.shared.remote_pending.swap(false, Ordering::SeqCst) {
             let mut buf = inner.remote_buf.borrow_mut();
             std::mem::swap(
                 &mut *inner
@@ -827,7 +827,9 @@ impl<P: Poller> Handle<P> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(Box::new(f));
-        self.shared.remote_pending.store(true, Ordering::Release);
+        // SeqCst: pairs with the notifier's flag (see `Notifier::notify`), so the loop
+        // either sees this store after its wait or is woken by this notify.
+        self.shared.remote_pending.store(true, Ordering::SeqCst);
         self.shared.poller.notify()
     }
 
@@ -837,7 +839,7 @@ impl<P: Poller> Handle<P> {
     ///
     /// What the poller's notifier reports.
     pub fn stop(&self) -> io::Result<()> {
-        self.shared.stop.store(true, Ordering::Release);
+        self.shared.stop.store(true, Ordering::SeqCst); // pairs with the notifier (SeqCst)
         self.shared.poller.notify()
     }
 }

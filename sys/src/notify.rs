@@ -71,8 +71,11 @@ impl Notifier {
     /// What the OS reports when writing the wake-up (not `WouldBlock`: a full pipe already
     /// holds a wake-up).
     pub fn notify(&self) -> io::Result<()> {
-        if self.inner.pending.load(Ordering::Acquire)
-            || self.inner.pending.swap(true, Ordering::AcqRel)
+        // SeqCst, paired with `Receiver::reset`: the caller's own store before this call (say,
+        // "a callback is queued") and this load must not be reordered against the waiter's
+        // clearing of the flag and its later check of that state (store-buffer pattern).
+        if self.inner.pending.load(Ordering::SeqCst)
+            || self.inner.pending.swap(true, Ordering::SeqCst)
         {
             return Ok(());
         }
@@ -141,11 +144,16 @@ impl Receiver {
         &self.notifier
     }
 
-    /// Consumes the pending wake-up: re-opens the flag first, then drains, so a notify that
-    /// races with this is either drained now (and this wait returns anyway) or leaves the fd
-    /// readable for the next wait. Never a lost wake-up.
+    /// Consumes the pending wake-up: drains first, then re-opens the flag. A notify that
+    /// races with this either wrote before the drain (drained now; this wait returns anyway)
+    /// or saw the flag still set and wrote nothing (this wait returns anyway, and the caller
+    /// sees what that notifier stored before notifying: both sides are SeqCst), or comes after
+    /// the flag is re-opened and writes a fresh wake-up. Never a lost wake-up.
+    ///
+    /// The other order (re-open, then drain) loses wake-ups for good: a notify between the
+    /// two sets the flag and writes, the drain eats the write, and the flag stays set with
+    /// nothing readable, so every later notify is coalesced into a wake-up that never comes.
     pub(crate) fn reset(&self) {
-        self.notifier.inner.pending.store(false, Ordering::Release);
         let mut buf = [0u8; 64];
         match &self.notifier.inner.wake {
             #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -156,6 +164,7 @@ impl Receiver {
             #[cfg(ioloop_has_kqueue)]
             Wake::User(_) => {}
         }
+        self.notifier.inner.pending.store(false, Ordering::SeqCst);
     }
 }
 
