@@ -583,7 +583,7 @@ impl<P: Poller> IoLoop<P> {
         let stop = &self.inner.shared.stop;
         while !done(self) {
             self.iteration(&mut done)?;
-            if stop.load(Ordering::Acquire) && stop.swap(false, Ordering::AcqRel) {
+            if stop.load(Ordering::SeqCst) && stop.swap(false, Ordering::SeqCst) {
                 break;
             }
         }
@@ -599,7 +599,7 @@ impl<P: Poller> IoLoop<P> {
         let _running = self.enter()?;
         self.iteration(&mut |_| false)?;
         // A stop() during this iteration is consumed here, not by the next `run`.
-        self.inner.shared.stop.store(false, Ordering::Release);
+        self.inner.shared.stop.store(false, Ordering::SeqCst);
         Ok(())
     }
 
@@ -607,7 +607,7 @@ impl<P: Poller> IoLoop<P> {
     /// running, the next `run` returns after one iteration). Calling it twice is the same as
     /// once.
     pub fn stop(&self) {
-        self.inner.shared.stop.store(true, Ordering::Release);
+        self.inner.shared.stop.store(true, Ordering::SeqCst);
     }
 
     /// Whether a `run`/`run_once`/`run_until` is in progress.
@@ -661,14 +661,14 @@ impl<P: Poller> IoLoop<P> {
     fn has_callbacks(&self) -> bool {
         !self.inner.callbacks.borrow().is_empty()
             || !self.inner.running.borrow().is_empty()
-            || self.inner.shared.remote_pending.load(Ordering::Acquire)
+            || self.inner.shared.remote_pending.load(Ordering::SeqCst)
     }
 
     /// The wait's timeout: none if callbacks are queued (`callbacks`) or the loop is stopping,
     /// else until the earliest timer, else unbounded.
     fn wait_timeout(&self, callbacks: bool) -> Option<Duration> {
         if callbacks
-            || self.inner.shared.stop.load(Ordering::Acquire)
+            || self.inner.shared.stop.load(Ordering::SeqCst)
             || self.inner.tasks.has_ready()
         {
             return Some(Duration::ZERO);
@@ -679,8 +679,8 @@ impl<P: Poller> IoLoop<P> {
 
     fn run_callbacks(&self) {
         let inner = &*self.inner;
-        if inner.shared.remote_pending.load(Ordering::Acquire)
-            && inner.shared.remote_pending.swap(false, Ordering::AcqRel)
+        if inner.shared.remote_pending.load(Ordering::SeqCst)
+            && inner.shared.remote_pending.swap(false, Ordering::SeqCst)
         {
             let mut buf = inner.remote_buf.borrow_mut();
             std::mem::swap(
@@ -847,7 +847,9 @@ impl<P: Poller> Handle<P> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(Box::new(f));
-        self.shared.remote_pending.store(true, Ordering::Release);
+        // SeqCst: pairs with the notifier's flag (see `Notifier::notify`), so the loop
+        // either sees this store after its wait or is woken by this notify.
+        self.shared.remote_pending.store(true, Ordering::SeqCst);
         self.shared.poller.notify()
     }
 
@@ -857,7 +859,7 @@ impl<P: Poller> Handle<P> {
     ///
     /// What the poller's notifier reports.
     pub fn stop(&self) -> io::Result<()> {
-        self.shared.stop.store(true, Ordering::Release);
+        self.shared.stop.store(true, Ordering::SeqCst); // pairs with the notifier (SeqCst)
         self.shared.poller.notify()
     }
 }

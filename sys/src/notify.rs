@@ -75,8 +75,11 @@ impl Notifier {
     /// What the OS reports when writing the wake-up (not `WouldBlock`: a full pipe already
     /// holds a wake-up).
     pub fn notify(&self) -> io::Result<()> {
-        if self.inner.pending.load(Ordering::Acquire)
-            || self.inner.pending.swap(true, Ordering::AcqRel)
+        // SeqCst, paired with `Receiver::reset`: the caller's own store before this call (say,
+        // "a callback is queued") and this load must not be reordered against the waiter's
+        // clearing of the flag and its later check of that state (store-buffer pattern).
+        if self.inner.pending.load(Ordering::SeqCst)
+            || self.inner.pending.swap(true, Ordering::SeqCst)
         {
             return Ok(());
         }
@@ -166,17 +169,18 @@ impl Receiver {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     pub(crate) fn reset_edge(&self) {
         debug_assert!(matches!(self.notifier.inner.wake, Wake::EventFd(_)));
-        self.notifier.inner.pending.store(false, Ordering::Release);
+        self.notifier.inner.pending.store(false, Ordering::SeqCst);
     }
 
     /// Consumes the pending wake-up: drains first, then re-opens the flag. A notify that
-    /// races with this either finds the flag still set (it is coalesced into the wake-up this
-    /// wait is returning with) or comes after the flag is re-opened and leaves the fd readable
-    /// for the next wait. Never a lost wake-up.
+    /// races with this either wrote before the drain (drained now; this wait returns anyway)
+    /// or saw the flag still set and wrote nothing (this wait returns anyway, and the caller
+    /// sees what that notifier stored before notifying: both sides are SeqCst), or comes after
+    /// the flag is re-opened and writes a fresh wake-up. Never a lost wake-up.
     ///
-    /// The other order (flag, then drain) loses wake-ups for good: a notify between the two
-    /// sets the flag and writes, the drain swallows the write, and every later notify sees the
-    /// flag set and writes nothing, so a waiter blocked without a timeout never wakes.
+    /// The other order (re-open, then drain) loses wake-ups for good: a notify between the
+    /// two sets the flag and writes, the drain eats the write, and the flag stays set with
+    /// nothing readable, so every later notify is coalesced into a wake-up that never comes.
     pub(crate) fn reset(&self) {
         let mut buf = [0u8; 64];
         match &self.notifier.inner.wake {
@@ -192,7 +196,7 @@ impl Receiver {
             ))]
             Wake::User(_) => {}
         }
-        self.notifier.inner.pending.store(false, Ordering::Release);
+        self.notifier.inner.pending.store(false, Ordering::SeqCst);
     }
 }
 
