@@ -454,7 +454,7 @@ fn bad_fds_and_double_removal<P: Poller>() {
     }
     // An fd number that is not open (below the fd limit, far above what tests open).
     let closed = 19_990;
-    assert!(!ioloop::sys::signal::is_open(closed));
+    assert!(!ioloop::sys::is_open(closed));
     assert!(lp
         .add_handler(closed, Interest::READABLE, |_, _, _| {})
         .is_err());
