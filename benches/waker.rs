@@ -288,6 +288,7 @@ fn spec() -> Spec {
 /// trip then measures the wake-up path (syscalls, scheduler, library code), not where the
 /// scheduler happens to place B's thread (cross-CPU wake-ups of an idle CPU on this VM vary
 /// between about 5 and 60 us from one placement to the next). `WAKER_PIN=0` turns it off.
+#[cfg(any(target_os = "linux", target_os = "android"))]
 fn pin() -> Option<usize> {
     if std::env::var("WAKER_PIN").is_ok_and(|v| v == "0") {
         return None;
@@ -301,6 +302,12 @@ fn pin() -> Option<usize> {
     // SAFETY: `set` is a valid cpu_set_t of the size passed; pid 0 is the calling thread.
     let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
     (r == 0).then_some(cpu)
+}
+
+/// Pinning uses Linux's `sched_setaffinity`; elsewhere the threads run where they are put.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn pin() -> Option<usize> {
+    None
 }
 
 fn main() {
