@@ -325,26 +325,27 @@ impl<P: Poller> IoLoop<P> {
         let fd = fd.handler_fd();
         let idx = usize::try_from(fd).map_err(|_| bad_fd(fd))?;
         let mut fds = self.inner.fds.borrow_mut();
-        if fds.len() <= idx {
-            // Grow only for an open fd: its number is below RLIMIT_NOFILE, so the table stays
-            // bounded. A stray number (`i32::MAX`) would otherwise allocate gigabytes before
-            // the poller could reject it (and poll/select accept any number at registration).
-            if !is_open(fd) {
-                return Err(io::Error::from_raw_os_error(libc::EBADF));
+        let gen = match fds.get(idx) {
+            Some(s) if s.handler.is_some() => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("fd {fd} already has a handler"),
+                ))
             }
-            fds.resize_with(idx + 1, FdSlot::default);
-        }
-        let slot = &mut fds[idx];
-        if slot.handler.is_some() {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!("fd {fd} already has a handler"),
-            ));
-        }
+            Some(s) => s.gen,
+            None => 0,
+        };
+        // The poller validates the fd first (every backend refuses one that is not open with
+        // EBADF), so the table only grows for open fds, whose numbers are below
+        // RLIMIT_NOFILE: a stray number such as `i32::MAX` never allocates a huge table.
         self.inner
             .shared
             .poller
-            .register(fd, pack(slot.gen, fd), interest, mode)?;
+            .register(fd, pack(gen, fd), interest, mode)?;
+        if fds.len() <= idx {
+            fds.resize_with(idx + 1, FdSlot::default);
+        }
+        let slot = &mut fds[idx];
         slot.interest = interest;
         slot.mode = mode;
         slot.handler = Some(Rc::new(RefCell::new(handler)));
