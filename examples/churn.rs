@@ -178,8 +178,12 @@ fn churn<P: Poller>(secs: f64) -> Stats {
 
 fn run_named(name: &str, secs: f64) {
     let s = match name {
-        #[cfg(target_os = "linux")]
+        #[cfg(ioloop_has_epoll)]
         "epoll" => churn::<ioloop::sys::Epoll>(secs),
+        #[cfg(ioloop_has_uring)]
+        "uring" => churn::<ioloop::sys::Uring>(secs),
+        #[cfg(ioloop_has_kqueue)]
+        "kqueue" => churn::<ioloop::sys::Kqueue>(secs),
         "poll" => churn::<ioloop::sys::Poll>(secs),
         "select" => churn::<ioloop::sys::Select>(secs),
         other => {
@@ -208,8 +212,12 @@ fn main() {
         .unwrap_or(5.0);
     let which = args.next().unwrap_or_else(|| "all".into());
     let all: &[&str] = &[
-        #[cfg(target_os = "linux")]
+        #[cfg(ioloop_has_epoll)]
         "epoll",
+        #[cfg(ioloop_has_uring)]
+        "uring",
+        #[cfg(ioloop_has_kqueue)]
+        "kqueue",
         "poll",
         "select",
     ];

@@ -2,7 +2,7 @@
 # Soak test (not part of CI): runs examples/churn for SECONDS (default 60) under valgrind
 # and fails on any memory error or definitely-lost block.
 #
-#   scripts/soak.sh 60            # epoll, poll and select, a third of the time each
+#   scripts/soak.sh 60            # every backend the OS has, an equal share of the time each
 #   scripts/soak.sh 60 poll       # one backend
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -225,6 +225,12 @@ fn decode(ud: u64) -> Ud {
 /// * [`Mode::Level`] is a single-shot poll re-armed after each report (the next wait
 ///   reports again while the fd stays ready); [`Mode::Oneshot`] is the same poll, not
 ///   re-armed until [`modify`](Poller::modify); [`Mode::Edge`] is `Unsupported`.
+/// * Readiness is sampled when a poll request completes, which can be before the wait that
+///   reports it: data that arrives while a poll is armed completes it at once, and if the fd
+///   is read dry before the next wait, that wait still reports it readable once (epoll
+///   re-checks level readiness inside `epoll_wait`). Such a report is spurious, never lost:
+///   as with every readiness API, treat `WouldBlock` as "wait again". Checking each
+///   completion with `poll(2)` would cost a system call per event.
 /// * Regular files always poll ready.
 ///
 /// # Examples

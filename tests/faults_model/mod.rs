@@ -8,6 +8,11 @@
 //! whose interest includes WRITABLE gets `WRITABLE` (its send buffer is never full here), and
 //! nothing else — in particular never a removed, closed, or reused registration. Due timers
 //! fire in creation order, cancelled ones never.
+//!
+//! One documented exception: io_uring samples readiness when its poll request completes, which
+//! can be before the wait. A read end that received data after the previous run and was drained
+//! before this one may still be reported `READABLE` once on that backend (a spurious report,
+//! never a lost one); the model accepts exactly that and nothing more.
 #![allow(dead_code)]
 
 use std::cell::RefCell;
@@ -89,6 +94,8 @@ struct Slot {
     reader: UnixStream,
     writer: UnixStream,
     pending: usize,
+    /// Data was written since the previous [`Op::Run`] (io_uring may report it even if drained).
+    wrote_since_run: bool,
     /// (registration id, interest).
     reg: Option<(u64, Interest)>,
 }
@@ -147,6 +154,7 @@ pub fn run_ops<P: Poller>(ops: &[Op]) {
                         reader,
                         writer,
                         pending: 0,
+                        wrote_since_run: false,
                         reg: None,
                     });
                 }
@@ -209,6 +217,7 @@ pub fn run_ops<P: Poller>(ops: &[Op]) {
                     let buf = [0x5a; 255];
                     (&slot.writer).write_all(&buf[..n as usize]).unwrap();
                     slot.pending += n as usize;
+                    slot.wrote_since_run = true;
                 }
             }
             Op::Drain(s) => {
@@ -298,6 +307,28 @@ pub fn run_ops<P: Poller>(ops: &[Op]) {
                     .unwrap_or(got.len());
                 let (io, tm) = got.split_at(split);
                 let mut io = io.to_vec();
+                if P::NAME == "uring" {
+                    // Drop only a stale READABLE of a drained read end written since the last
+                    // run (see the module docs); everything else must match exactly.
+                    let readable = ready_bits(Ready::READABLE);
+                    io.retain_mut(|s| {
+                        let Seen::Io { reg, ready, .. } = s else {
+                            return true;
+                        };
+                        let stale = slots.iter().flatten().any(|sl| {
+                            sl.reg.map(|(r, _)| r) == Some(*reg)
+                                && sl.pending == 0
+                                && sl.wrote_since_run
+                        });
+                        if stale {
+                            *ready &= !readable;
+                        }
+                        *ready != 0
+                    });
+                }
+                for slot in slots.iter_mut().flatten() {
+                    slot.wrote_since_run = false;
+                }
                 io.sort();
                 assert_eq!(io, want_io, "{}: dispatches", ctx());
                 assert_eq!(tm, &want_timers[..], "{}: timers", ctx());
