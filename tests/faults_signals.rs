@@ -55,7 +55,8 @@ fn storm<P: Poller>(signal: Signal, via_loop: bool) {
             }
         });
     }
-    let me = pthread_self();
+    // pthread_t is an integer on glibc and a pointer on musl: it crosses threads as an integer.
+    let me = pthread_self() as usize;
     let stop = AtomicBool::new(false);
     let sent = AtomicUsize::new(0);
     let barrier = Barrier::new(2);
@@ -66,7 +67,7 @@ fn storm<P: Poller>(signal: Signal, via_loop: bool) {
             let t0 = Instant::now();
             let mut k = 0u64;
             while !stop.load(Ordering::SeqCst) {
-                pthread_kill(me, signal).unwrap();
+                pthread_kill(me as libc::pthread_t, signal).unwrap();
                 k += 1;
                 sent.store(k as usize, Ordering::Relaxed);
                 // Pace to RATE per second (a rate limit, not synchronisation).
