@@ -5,10 +5,12 @@
 #   scripts/xcheck.sh                        # all targets below
 #   scripts/xcheck.sh x86_64-unknown-freebsd # just these
 #
-# No cross linker or SDK is needed: `cargo check` never links, and `-Zbuild-std` builds the
-# target's std from source. The toolchain is Debian bookworm-security's `rustc-web`,
-# `cargo-web` and `rust-web-src` (Rust 1.96 with std sources; installed with apt-get when
-# missing). RUSTC_BOOTSTRAP=1 unlocks -Zbuild-std on that stable compiler. Which backends a
+# No cross linker or SDK is needed: `cargo check` never links. A target whose std the
+# rustup toolchain ships (`rustup target list --installed`) is checked with it; any other
+# (OpenBSD, tier 3) builds its std from source with `-Zbuild-std`, using Debian
+# bookworm-security's `rustc-web`, `cargo-web` and `rust-web-src` (Rust 1.96 with std
+# sources; installed with apt-get when missing). RUSTC_BOOTSTRAP=1 unlocks -Zbuild-std on
+# that stable compiler. Which backends a
 # target has comes from sys/targets.rs itself (compiled into a tiny helper), and a backend
 # whose module is not (yet) declared in sys/src/lib.rs is skipped with a note.
 #
@@ -93,13 +95,26 @@ present() {
     grep -Eq "^[[:space:]]*mod $1;" "$ROOT/sys/src/lib.rs"
 }
 
+# Targets whose std the machine's rustup toolchain already ships are checked with it (no std
+# build: seconds instead of a minute or two per target); the others (OpenBSD, tier 3) build
+# std from source with Debian's toolchain.
+RUSTUP_TARGETS=" $(rustup target list --installed 2>/dev/null | tr '\n' ' ') "
+
 LOG=$CACHE/last.log
 run() { # run <target> <backend> <label> [IOLOOP_POLLER value]
     local target=$1 backend=$2 label=$3 poller=${4:-}
     local start=$SECONDS status=0
     local cc_var="CC_${target//-/_}" ar_var="AR_${target//-/_}"
+    local -a cargo_cmd
+    if [[ $RUSTUP_TARGETS == *" $target "* ]]; then
+        # rustup's cargo and rustc (from PATH), its prebuilt std, its own target dir.
+        cargo_cmd=(env -u RUSTC -u RUSTDOC -u RUSTC_BOOTSTRAP "CARGO_TARGET_DIR=$CACHE/target-rustup"
+            cargo check)
+    else
+        cargo_cmd=("$CARGO" check -Zbuild-std=core,std)
+    fi
     # The host's ar archives the shim's objects (cc-rs would look for e.g. illumos' `gar`).
-    env "$cc_var=$CC_SHIM" "$ar_var=ar" IOLOOP_POLLER="$poller" "$CARGO" check -Zbuild-std=core,std --target "$target" \
+    env "$cc_var=$CC_SHIM" "$ar_var=ar" IOLOOP_POLLER="$poller" "${cargo_cmd[@]}" --target "$target" \
         --workspace --all-targets --all-features --message-format=short >"$LOG" 2>&1 || status=$?
     local secs=$((SECONDS - start))
     local warns
