@@ -52,7 +52,10 @@ impl RunQueue {
         {
             let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
             q.push_back(key);
-            self.pending.store(true, Ordering::Release);
+            // SeqCst, like the loop's loads and the notifier's flag: a store-then-check on
+            // both sides (this flag then the notifier's; the loop's reset of the notifier then
+            // this flag) loses a wake-up under weaker orderings.
+            self.pending.store(true, Ordering::SeqCst);
         }
         if thread::current().id() != self.thread {
             // A notify error leaves the task queued; the loop runs it on its next wake-up.
@@ -191,7 +194,7 @@ impl Executor {
 
     /// Whether a pass has work: queued tasks, or a woken `block_on` future.
     pub(crate) fn has_ready(&self) -> bool {
-        self.run_queue.pending.load(Ordering::Acquire)
+        self.run_queue.pending.load(Ordering::SeqCst)
             || !self.batch.borrow().is_empty()
             || self.main_woken.get()
     }
@@ -209,8 +212,8 @@ impl Executor {
             let mut batch = self.batch.borrow_mut();
             if batch.is_empty() {
                 // A plain load first: the common case (nothing woken) costs no atomic write.
-                if !self.run_queue.pending.load(Ordering::Acquire)
-                    || !self.run_queue.pending.swap(false, Ordering::AcqRel)
+                if !self.run_queue.pending.load(Ordering::SeqCst)
+                    || !self.run_queue.pending.swap(false, Ordering::SeqCst)
                 {
                     return;
                 }
