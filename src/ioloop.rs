@@ -268,12 +268,16 @@ impl<P: Poller> IoLoop<P> {
     /// (level-triggered: again on every iteration while it stays ready).
     ///
     /// The loop does not own `fd`: remove the handler before closing it. An fd closed without
-    /// removal gets one last call with [`Ready::ERROR`] where the backend reports it (poll,
-    /// select, io_uring) and is then removed; epoll drops it silently.
+    /// removal never wedges the loop, and its handler gets one last call with
+    /// [`Ready::ERROR`] and is removed: at the next wait on poll and select (and on io_uring
+    /// when the fd had events in flight), or on epoll, whose kernel forgets the fd silently,
+    /// when a new handler is added for the reused fd number. io_uring (for an idle fd) and
+    /// kqueue keep the number registered: adding a handler for it is then `AlreadyExists`
+    /// until the stale one is removed.
     ///
     /// # Errors
     ///
-    /// `InvalidInput` for a negative fd, `AlreadyExists` if `fd` has a handler, `EBADF` for
+    /// `InvalidInput` for a negative fd, `AlreadyExists` if `fd` has a live handler, `EBADF` for
     /// an fd that is not open, and what the poller reports (for example `InvalidInput` for an
     /// fd >= `FD_SETSIZE` on select).
     ///
@@ -324,17 +328,14 @@ impl<P: Poller> IoLoop<P> {
     ) -> io::Result<()> {
         let fd = fd.handler_fd();
         let idx = usize::try_from(fd).map_err(|_| bad_fd(fd))?;
+        if self.handler_is_live(fd)? {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("fd {fd} already has a handler"),
+            ));
+        }
         let mut fds = self.inner.fds.borrow_mut();
-        let gen = match fds.get(idx) {
-            Some(s) if s.handler.is_some() => {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    format!("fd {fd} already has a handler"),
-                ))
-            }
-            Some(s) => s.gen,
-            None => 0,
-        };
+        let gen = fds.get(idx).map_or(0, |s| s.gen);
         // The poller validates the fd first (every backend refuses one that is not open with
         // EBADF), so the table only grows for open fds, whose numbers are below
         // RLIMIT_NOFILE: a stray number such as `i32::MAX` never allocates a huge table.
@@ -351,6 +352,40 @@ impl<P: Poller> IoLoop<P> {
         slot.handler = Some(Rc::new(RefCell::new(handler)));
         self.inner.handlers.set(self.inner.handlers.get() + 1);
         Ok(())
+    }
+
+    /// Whether `fd` has a handler that still stands. A handler whose fd was closed behind the
+    /// loop's back, and whose number now names another open file, is stale where the kernel
+    /// forgot the closed fd (epoll drops it on close, silently): the poller then says
+    /// `NotFound` to a `modify` of that number. Such a handler gets its one [`Ready::ERROR`]
+    /// and is removed, as poll, select and io_uring report it at their next wait; this runs
+    /// only when a new handler is added on an occupied number, never on the hot path.
+    fn handler_is_live(&self, fd: RawFd) -> io::Result<bool> {
+        let (gen, interest, mode, handler) = match self.inner.fds.borrow().get(fd as usize) {
+            Some(s) => match &s.handler {
+                Some(h) => (s.gen, s.interest, s.mode, h.clone()),
+                None => return Ok(false),
+            },
+            None => return Ok(false),
+        };
+        match self
+            .inner
+            .shared
+            .poller
+            .modify(fd, pack(gen, fd), interest, mode)
+        {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                (handler.borrow_mut())(self, fd, Ready::ERROR);
+                drop(handler);
+                let still_ours = matches!(self.inner.fds.borrow().get(fd as usize),
+                    Some(s) if s.handler.is_some() && s.gen == gen);
+                if still_ours {
+                    self.remove_handler(fd)?;
+                }
+                Ok(false)
+            }
+            _ => Ok(true),
+        }
     }
 
     /// Changes what `fd`'s handler waits for (its mode stays).

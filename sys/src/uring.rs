@@ -231,6 +231,11 @@ fn decode(ud: u64) -> Ud {
 ///   re-checks level readiness inside `epoll_wait`). Such a report is spurious, never lost:
 ///   as with every readiness API, treat `WouldBlock` as "wait again". Checking each
 ///   completion with `poll(2)` would cost a system call per event.
+/// * An armed poll request holds its own reference to the file: closing the fd without
+///   [`deregister`](Poller::deregister) while it is idle does not release the file (a
+///   socket's peer sees no end of file) and is reported to nobody; the fd number stays
+///   registered here, so re-registering it is `AlreadyExists` until it is deregistered. A
+///   closed fd with events in flight is reported as [`Ready::ERROR`]. Deregister before closing.
 /// * Regular files always poll ready.
 ///
 /// # Examples
