@@ -32,6 +32,15 @@ fn emit_backend_cfgs() -> &'static [&'static str] {
     for name in have {
         println!("cargo:rustc-cfg=ioloop_has_{name}");
     }
+    // ppoll(2) and pselect(2) with a `timespec` (nanosecond timeouts): where the OS has them
+    // natively; elsewhere (macOS, illumos, ...) poll(2) takes ms and select(2) a `timeval`.
+    println!("cargo:rustc-check-cfg=cfg(ioloop_timespec_poll)");
+    if matches!(
+        os.as_str(),
+        "linux" | "android" | "freebsd" | "dragonfly" | "netbsd" | "openbsd"
+    ) {
+        println!("cargo:rustc-cfg=ioloop_timespec_poll");
+    }
     have
 }
 

@@ -148,14 +148,7 @@ impl Poll {
 }
 
 /// `ppoll` with a `timespec` where the OS has it; returns how many entries have `revents`.
-#[cfg(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "freebsd",
-    target_os = "dragonfly",
-    target_os = "netbsd",
-    target_os = "openbsd"
-))]
+#[cfg(ioloop_timespec_poll)]
 fn sys_poll(fds: &mut [libc::pollfd], left: Option<Duration>) -> io::Result<usize> {
     let nfds = nfds(fds)?;
     let ts = left.map(common::timespec);
@@ -169,14 +162,7 @@ fn sys_poll(fds: &mut [libc::pollfd], left: Option<Duration>) -> io::Result<usiz
 }
 
 /// `poll` with milliseconds rounded up, where the OS has no `ppoll` (macOS, illumos, ...).
-#[cfg(not(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "freebsd",
-    target_os = "dragonfly",
-    target_os = "netbsd",
-    target_os = "openbsd"
-)))]
+#[cfg(not(ioloop_timespec_poll))]
 fn sys_poll(fds: &mut [libc::pollfd], left: Option<Duration>) -> io::Result<usize> {
     let nfds = nfds(fds)?;
     // SAFETY: `fds` is valid and writable for `nfds` entries.

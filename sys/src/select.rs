@@ -256,14 +256,7 @@ impl Slot {
 }
 
 /// `pselect` with a `timespec` where the OS has it natively.
-#[cfg(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "freebsd",
-    target_os = "dragonfly",
-    target_os = "netbsd",
-    target_os = "openbsd"
-))]
+#[cfg(ioloop_timespec_poll)]
 fn sys_select(
     nfds: libc::c_int,
     read: &mut libc::fd_set,
@@ -292,14 +285,7 @@ fn sys_select(
 
 /// `select` with a `timeval` rounded up to whole microseconds (macOS's `pselect` is a
 /// wrapper around it anyway).
-#[cfg(not(any(
-    target_os = "linux",
-    target_os = "android",
-    target_os = "freebsd",
-    target_os = "dragonfly",
-    target_os = "netbsd",
-    target_os = "openbsd"
-)))]
+#[cfg(not(ioloop_timespec_poll))]
 fn sys_select(
     nfds: libc::c_int,
     read: &mut libc::fd_set,
@@ -319,17 +305,7 @@ fn sys_select(
 
 /// A duration as a `timeval`, rounded *up* to whole microseconds (seconds saturate at
 /// `i32::MAX`, which every `time_t` holds; rounds are capped far below that anyway).
-#[cfg_attr(
-    any(
-        target_os = "linux",
-        target_os = "android",
-        target_os = "freebsd",
-        target_os = "dragonfly",
-        target_os = "netbsd",
-        target_os = "openbsd"
-    ),
-    allow(dead_code)
-)]
+#[cfg_attr(ioloop_timespec_poll, allow(dead_code))]
 // `suseconds_t` is i32 on macOS and i64 on Linux: the conversion is fallible on some targets
 // only. The field types are inferred, not named: musl deprecates its `time_t` alias.
 #[allow(clippy::unnecessary_fallible_conversions)]

@@ -584,17 +584,7 @@ impl Poller for Uring {
         if st.table.contains_key(&fd) {
             return Err(common::already_exists(fd));
         }
-        st.next_gen = st.next_gen.wrapping_add(1);
-        let entry = Entry {
-            token,
-            interest,
-            mode,
-            gen: st.next_gen,
-            armed: true,
-        };
-        st.table.insert(fd, entry);
-        self.push(&mut st, &poll_add(fd, interest, user_ud(fd, entry.gen)))?;
-        self.submit_if_waiting(&mut st)
+        self.arm(&mut st, fd, token, interest, mode)
     }
 
     fn modify(&self, fd: RawFd, token: u64, interest: Interest, mode: Mode) -> io::Result<()> {
@@ -604,17 +594,7 @@ impl Poller for Uring {
         if old.armed {
             self.push(&mut st, &poll_remove(user_ud(fd, old.gen)))?;
         }
-        st.next_gen = st.next_gen.wrapping_add(1);
-        let entry = Entry {
-            token,
-            interest,
-            mode,
-            gen: st.next_gen,
-            armed: true,
-        };
-        st.table.insert(fd, entry);
-        self.push(&mut st, &poll_add(fd, interest, user_ud(fd, entry.gen)))?;
-        self.submit_if_waiting(&mut st)
+        self.arm(&mut st, fd, token, interest, mode)
     }
 
     fn deregister(&self, fd: RawFd) -> io::Result<()> {
@@ -644,6 +624,29 @@ impl Poller for Uring {
 }
 
 impl Uring {
+    /// Enters a fresh registration of `fd` (a new generation) and queues its poll; submitted
+    /// now only if a wait is blocked (see [`State::waiting`]).
+    fn arm(
+        &self,
+        st: &mut State,
+        fd: RawFd,
+        token: u64,
+        interest: Interest,
+        mode: Mode,
+    ) -> io::Result<()> {
+        st.next_gen = st.next_gen.wrapping_add(1);
+        let entry = Entry {
+            token,
+            interest,
+            mode,
+            gen: st.next_gen,
+            armed: true,
+        };
+        st.table.insert(fd, entry);
+        self.push(st, &poll_add(fd, interest, user_ud(fd, entry.gen)))?;
+        self.submit_if_waiting(st)
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
