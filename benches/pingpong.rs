@@ -27,17 +27,16 @@
 //! * Instructions per hop: run the bench binary under `valgrind --tool=callgrind` with
 //!   `PINGPONG_FILTER=<id>` and `PINGPONG_ROUNDS=2`, then `12`; (Ir₁₂ − Ir₂) / 10 000.
 
-use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use criterion::measurement::Measurement;
 use criterion::{Criterion, SamplingMode, Throughput};
-use ioloop_sys::{Events, Interest, Mode, Poller};
+use ioloop_sys::{Interest, Mode, Poller};
 
 mod common;
 #[cfg(ioloop_has_epoll)]
 use common::RawEpoll;
-use common::{pingpong, Contender, Pair, Waiter, CAPACITY};
+use common::{pingpong, Contender, MioWaiter, Pair, PollingWaiter, SysWaiter, Waiter, CAPACITY};
 
 /// Hops per criterion iteration.
 const HOPS: u64 = 1000;
@@ -63,6 +62,11 @@ fn contender<W: Waiter + 'static>(
     ));
 }
 
+/// Both ends of `pair`, as `(fd, token)`: tokens 0 and 1.
+fn ends(pair: &Pair) -> [(std::os::fd::RawFd, u64); 2] {
+    [(pair.fd(0), 0), (pair.fd(1), 1)]
+}
+
 // ---- raw libc floors -----------------------------------------------------------------------
 
 #[cfg(ioloop_has_epoll)]
@@ -78,108 +82,7 @@ fn floor(pair: &Pair, extra: libc::c_int) -> RawEpoll {
     ep
 }
 
-// ---- mio -----------------------------------------------------------------------------------
-
-struct MioWaiter {
-    poll: mio::Poll,
-    events: mio::Events,
-}
-
-impl Waiter for MioWaiter {
-    #[inline]
-    fn wait_readable(&mut self, mut on_readable: impl FnMut(u64)) {
-        self.poll.poll(&mut self.events, None).expect("mio poll");
-        for ev in self.events.iter() {
-            if ev.is_readable() {
-                on_readable(ev.token().0 as u64);
-            }
-        }
-    }
-}
-
-fn mio_waiter(pair: &Pair) -> MioWaiter {
-    let poll = mio::Poll::new().expect("mio Poll");
-    for token in 0..2 {
-        poll.registry()
-            .register(
-                &mut mio::unix::SourceFd(&pair.fd(token)),
-                mio::Token(token as usize),
-                mio::Interest::READABLE,
-            )
-            .expect("mio register");
-    }
-    MioWaiter {
-        poll,
-        events: mio::Events::with_capacity(CAPACITY),
-    }
-}
-
-// ---- polling -------------------------------------------------------------------------------
-
-/// polling 3.x registers oneshot by default (a re-arm per hop); `PollMode::Level` matches the
-/// level floor. Note: its epoll backend also arms a timerfd and re-arms its notifier with
-/// `epoll_ctl` on every wait.
-struct PollingWaiter {
-    poller: polling::Poller,
-    events: polling::Events,
-}
-
-impl Waiter for PollingWaiter {
-    #[inline]
-    fn wait_readable(&mut self, mut on_readable: impl FnMut(u64)) {
-        // polling appends to `events`; clear it first.
-        self.events.clear();
-        self.poller
-            .wait(&mut self.events, None)
-            .expect("polling wait");
-        for ev in self.events.iter() {
-            if ev.readable {
-                on_readable(ev.key as u64);
-            }
-        }
-    }
-}
-
-fn polling_waiter(pair: &Pair) -> PollingWaiter {
-    let poller = polling::Poller::new().expect("polling Poller");
-    assert!(poller.supports_level());
-    for token in 0..2 {
-        // SAFETY: the fd stays open for as long as the poller lives (`contender` drops the
-        // waiter before the pair), as `add_with_mode` requires.
-        unsafe {
-            poller
-                .add_with_mode(
-                    pair.fd(token),
-                    polling::Event::readable(token as usize),
-                    polling::PollMode::Level,
-                )
-                .expect("polling add");
-        }
-    }
-    PollingWaiter {
-        poller,
-        events: polling::Events::with_capacity(NonZeroUsize::new(CAPACITY).unwrap()),
-    }
-}
-
 // ---- ioloop-sys ----------------------------------------------------------------------------
-
-struct SysWaiter<P> {
-    poller: P,
-    events: Events,
-}
-
-impl<P: Poller> Waiter for SysWaiter<P> {
-    #[inline]
-    fn wait_readable(&mut self, mut on_readable: impl FnMut(u64)) {
-        self.poller.wait(&mut self.events, None).expect("wait");
-        for ev in self.events.iter() {
-            if ev.is_readable() {
-                on_readable(ev.token());
-            }
-        }
-    }
-}
 
 /// The ioloop-sys contender for backend `P` in `mode`; skipped if `P` lacks `mode`.
 fn ioloop_sys_pingpong<P: Poller>(list: &mut Vec<Contender>, mode: Mode) {
@@ -193,15 +96,7 @@ fn ioloop_sys_pingpong<P: Poller>(list: &mut Vec<Contender>, mode: Mode) {
         format!("{mode:?}").to_lowercase()
     );
     contender(list, &id, |pair| {
-        for token in 0..2 {
-            poller
-                .register(pair.fd(token), token, Interest::READABLE, mode)
-                .expect("register");
-        }
-        SysWaiter {
-            poller,
-            events: Events::with_capacity(CAPACITY),
-        }
+        SysWaiter::new(poller, ends(pair), mode, CAPACITY)
     });
 }
 
@@ -266,8 +161,10 @@ fn contenders() -> Vec<Contender> {
         contender(&mut list, "floor-level", |p| floor(p, 0));
         contender(&mut list, "floor-edge", |p| floor(p, libc::EPOLLET));
     }
-    contender(&mut list, "mio", mio_waiter);
-    contender(&mut list, "polling-level", polling_waiter);
+    contender(&mut list, "mio", |p| MioWaiter::new(ends(p), CAPACITY));
+    contender(&mut list, "polling-level", |p| {
+        PollingWaiter::new(ends(p), CAPACITY)
+    });
 
     // ioloop-sys: one line per backend.
     common::every_sys_backend!(ioloop_sys_backend(&mut list));
