@@ -16,9 +16,9 @@ use ioloop_sys::{DefaultPoller, Events, Interest, Mode, Poller, Ready};
 use crate::task::{CurrentGuard, Executor, LoopOps};
 use crate::timers::{deadline_after, Callback, Due, Periodic as PeriodicTimer, TimeoutId, Timers};
 
-/// Shared so that dispatch can run it without taking it out of its slot: a handler that
-/// removes itself, or panics, leaves the table consistent with no restore step.
-type Handler<P> = Rc<RefCell<dyn FnMut(&IoLoop<P>, RawFd, Ready)>>;
+/// Lent out of its slot while it runs (see [`Lent`]), so dispatch needs no reference count
+/// and a zero-sized closure costs no allocation.
+type Handler<P> = Box<dyn FnMut(&IoLoop<P>, RawFd, Ready)>;
 type LocalCallback<P> = Box<dyn FnOnce(&IoLoop<P>)>;
 type RemoteCallback<P> = Box<dyn FnOnce(&IoLoop<P>) + Send>;
 type Periodic<P> = Box<dyn FnMut(&IoLoop<P>)>;
@@ -151,7 +151,10 @@ struct FdSlot<P: Poller> {
     gen: u32,
     interest: Interest,
     mode: Mode,
-    /// `Some` exactly while the fd is registered.
+    /// Whether the fd is registered.
+    live: bool,
+    /// `Some` while the fd is registered, except while dispatch has lent the handler out
+    /// (it is running).
     handler: Option<Handler<P>>,
 }
 
@@ -161,6 +164,7 @@ impl<P: Poller> Default for FdSlot<P> {
             gen: 0,
             interest: Interest::empty(),
             mode: Mode::Level,
+            live: false,
             handler: None,
         }
     }
@@ -349,7 +353,8 @@ impl<P: Poller> IoLoop<P> {
         let slot = &mut fds[idx];
         slot.interest = interest;
         slot.mode = mode;
-        slot.handler = Some(Rc::new(RefCell::new(handler)));
+        slot.live = true;
+        slot.handler = Some(Box::new(handler));
         self.inner.handlers.set(self.inner.handlers.get() + 1);
         Ok(())
     }
@@ -361,12 +366,9 @@ impl<P: Poller> IoLoop<P> {
     /// and is removed, as poll, select and io_uring report it at their next wait; this runs
     /// only when a new handler is added on an occupied number, never on the hot path.
     fn handler_is_live(&self, fd: RawFd) -> io::Result<bool> {
-        let (gen, interest, mode, handler) = match self.inner.fds.borrow().get(fd as usize) {
-            Some(s) => match &s.handler {
-                Some(h) => (s.gen, s.interest, s.mode, h.clone()),
-                None => return Ok(false),
-            },
-            None => return Ok(false),
+        let (gen, interest, mode) = match self.inner.fds.borrow().get(fd as usize) {
+            Some(s) if s.live => (s.gen, s.interest, s.mode),
+            _ => return Ok(false),
         };
         match self
             .inner
@@ -375,10 +377,9 @@ impl<P: Poller> IoLoop<P> {
             .modify(fd, pack(gen, fd), interest, mode)
         {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                (handler.borrow_mut())(self, fd, Ready::ERROR);
-                drop(handler);
+                self.call_handler(fd, gen, Ready::ERROR);
                 let still_ours = matches!(self.inner.fds.borrow().get(fd as usize),
-                    Some(s) if s.handler.is_some() && s.gen == gen);
+                    Some(s) if s.live && s.gen == gen);
                 if still_ours {
                     self.remove_handler(fd)?;
                 }
@@ -416,7 +417,7 @@ impl<P: Poller> IoLoop<P> {
         let slot = usize::try_from(fd)
             .ok()
             .and_then(|i| fds.get_mut(i))
-            .filter(|s| s.handler.is_some())
+            .filter(|s| s.live)
             .ok_or_else(|| if fd < 0 { bad_fd(fd) } else { no_handler(fd) })?;
         self.inner
             .shared
@@ -432,7 +433,7 @@ impl<P: Poller> IoLoop<P> {
         usize::try_from(fd)
             .ok()
             .and_then(|i| fds.get(i))
-            .filter(|s| s.handler.is_some())
+            .filter(|s| s.live)
             .map(|s| s.mode)
             .ok_or_else(|| if fd < 0 { bad_fd(fd) } else { no_handler(fd) })
     }
@@ -451,15 +452,16 @@ impl<P: Poller> IoLoop<P> {
             let slot = usize::try_from(fd)
                 .ok()
                 .and_then(|i| fds.get_mut(i))
-                .filter(|s| s.handler.is_some())
+                .filter(|s| s.live)
                 .ok_or_else(|| if fd < 0 { bad_fd(fd) } else { no_handler(fd) })?;
             slot.gen = slot.gen.wrapping_add(1);
+            slot.live = false;
             slot.handler.take()
         };
         self.inner.handlers.set(self.inner.handlers.get() - 1);
         let res = self.inner.shared.poller.deregister(fd);
         // Dropped with no borrow held: its destructor may use the loop. (If it is running
-        // now, dispatch holds another reference and it is dropped when it returns.)
+        // now, dispatch has it and drops it when it returns.)
         drop(handler);
         match res {
             Err(e) if e.raw_os_error() == Some(libc::EBADF) || !is_open(fd) => Ok(()),
@@ -764,22 +766,42 @@ impl<P: Poller> IoLoop<P> {
     #[inline]
     fn dispatch(&self, token: u64, ready: Ready) {
         let (gen, fd) = unpack(token);
-        let handler = match self.inner.fds.borrow().get(fd as usize) {
-            Some(s) if s.gen == gen => s.handler.clone(),
-            _ => None,
-        };
-        let Some(handler) = handler else { return };
-        (handler.borrow_mut())(self, fd, ready);
-        drop(handler);
+        if !self.call_handler(fd, gen, ready) {
+            return;
+        }
         if ready.contains(Ready::ERROR) && !is_open(fd) {
             // Closed behind the loop's back: its handler has had its ERROR; drop it so the
             // loop does not spin on poll's POLLNVAL or select's EBADF.
             let still_ours = matches!(self.inner.fds.borrow().get(fd as usize),
-                Some(s) if s.handler.is_some() && s.gen == gen);
+                Some(s) if s.live && s.gen == gen);
             if still_ours {
                 let _ = self.remove_handler(fd);
             }
         }
+    }
+
+    /// Calls the handler of `fd` if its registration is still generation `gen` (and it is
+    /// not running already); returns whether it was called. The handler is lent out of its
+    /// slot for the call, so it can add, change or remove any handler, itself included.
+    #[inline]
+    fn call_handler(&self, fd: RawFd, gen: u32, ready: Ready) -> bool {
+        let handler = match self.inner.fds.borrow_mut().get_mut(fd as usize) {
+            Some(s) if s.gen == gen => s.handler.take(),
+            _ => None,
+        };
+        let Some(handler) = handler else {
+            return false;
+        };
+        let mut lent = Lent {
+            lp: self,
+            fd,
+            gen,
+            handler: Some(handler),
+        };
+        if let Some(h) = lent.handler.as_mut() {
+            h(self, fd, ready);
+        }
+        true
     }
 
     fn fire_timers(&self) {
@@ -818,6 +840,30 @@ struct RunGuard<'a>(&'a Cell<bool>, #[allow(dead_code)] CurrentGuard);
 impl Drop for RunGuard<'_> {
     fn drop(&mut self) {
         self.0.set(false);
+    }
+}
+
+/// A handler lent out of its slot while it runs; given back on return and on unwind, unless
+/// the slot was removed (or re-added) meanwhile: then it is dropped, with no borrow held.
+struct Lent<'a, P: Poller> {
+    lp: &'a IoLoop<P>,
+    fd: RawFd,
+    gen: u32,
+    handler: Option<Handler<P>>,
+}
+
+impl<P: Poller> Drop for Lent<'_, P> {
+    #[inline]
+    fn drop(&mut self) {
+        let handler = self.handler.take();
+        let left = match self.lp.inner.fds.borrow_mut().get_mut(self.fd as usize) {
+            Some(s) if s.gen == self.gen && s.live && s.handler.is_none() => {
+                s.handler = handler;
+                None
+            }
+            _ => handler,
+        };
+        drop(left);
     }
 }
 

@@ -177,6 +177,7 @@ impl<F, G> Timers<F, G> {
     }
 
     /// The earliest live deadline, dropping cancelled entries from the top.
+    #[inline]
     pub(crate) fn next_deadline(&mut self) -> Option<Instant> {
         while let Some(Reverse((deadline, _, slot, gen))) = self.heap.peek().copied() {
             if self.is_live(slot, gen) {

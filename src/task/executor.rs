@@ -193,6 +193,7 @@ impl Executor {
     }
 
     /// Whether a pass has work: queued tasks, or a woken `block_on` future.
+    #[inline]
     pub(crate) fn has_ready(&self) -> bool {
         self.run_queue.pending.load(Ordering::SeqCst)
             || !self.batch.borrow().is_empty()
@@ -207,7 +208,17 @@ impl Executor {
     /// Polls each task that was queued when the pass began, once. Tasks woken during the pass
     /// (a `yield_now`, a task waking another) run in the next pass, after the loop has
     /// polled for I/O.
+    #[inline]
     pub(crate) fn run_ready(&self) {
+        // The common case, nothing woken, inline and without an atomic write.
+        if self.batch.borrow().is_empty() && !self.run_queue.pending.load(Ordering::SeqCst) {
+            return;
+        }
+        self.run_ready_slow();
+    }
+
+    #[inline(never)]
+    fn run_ready_slow(&self) {
         {
             let mut batch = self.batch.borrow_mut();
             if batch.is_empty() {

@@ -84,7 +84,8 @@ pub(crate) fn wait_loop(
 ) -> io::Result<usize> {
     events.clear();
     if timeout.is_none() {
-        // No deadline, so no clock reads: only EINTR and empty rounds to retry.
+        // No deadline, so no clock reads: only EINTR and empty rounds to retry. Inlined
+        // into the backend's `wait`: this is the hot path of a busy loop.
         loop {
             match once(events, None) {
                 Ok(round) if round.notified || !events.is_empty() => return Ok(events.len()),
@@ -94,6 +95,16 @@ pub(crate) fn wait_loop(
             }
         }
     }
+    wait_loop_timed(events, timeout, once)
+}
+
+/// [`wait_loop`] with a timeout: the deadline arithmetic, kept out of line.
+#[inline(never)]
+fn wait_loop_timed(
+    events: &mut Events,
+    timeout: Option<Duration>,
+    mut once: impl FnMut(&mut Events, Option<Duration>) -> io::Result<Round>,
+) -> io::Result<usize> {
     // A timeout too large for `Instant` is the same as none.
     let deadline = match timeout {
         Some(t) if !t.is_zero() => Instant::now().checked_add(t),

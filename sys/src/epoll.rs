@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::common::{self, Round};
 use crate::notify::Receiver;
 use crate::syscall::{cvt, cvt_retry};
-use crate::{Events, Interest, Mode, Notifier, Poller, Ready, RESERVED_TOKEN};
+use crate::{Events, Interest, Mode, Notifier, Poller, RESERVED_TOKEN};
 
 /// The epoll backend, for Linux and Android.
 ///
@@ -82,19 +82,9 @@ impl Poller for Epoll {
             .map_err(|e| not_found_if_enoent(e, fd))
     }
 
+    #[inline]
     fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
-        // The kernel's output array lives in `events` (reused, no lock): moved out for the
-        // wait and back after it; allocated once, on the first wait with this capacity.
-        let mut buf = std::mem::take(&mut events.raw_epoll);
-        if buf.capacity() < events.capacity() {
-            buf.clear();
-            buf.reserve_exact(events.capacity());
-        }
-        let res = common::wait_loop(events, timeout, |events, left| {
-            self.wait_once(&mut buf, events, left)
-        });
-        events.raw_epoll = buf;
-        res
+        common::wait_loop(events, timeout, |events, left| self.wait_once(events, left))
     }
 
     fn notify(&self) -> io::Result<()> {
@@ -118,28 +108,18 @@ impl Epoll {
         Ok(())
     }
 
-    /// One `epoll_pwait2`/`epoll_wait` call; converts what the kernel stored into `events`.
-    fn wait_once(
-        &self,
-        buf: &mut Vec<libc::epoll_event>,
-        events: &mut Events,
-        left: Option<Duration>,
-    ) -> io::Result<Round> {
-        let max = events.remaining().min(buf.capacity()).max(1);
-        let max_c = libc::c_int::try_from(max).unwrap_or(libc::c_int::MAX);
-        buf.clear();
-        let n = self.sys_wait(buf.as_mut_ptr(), max_c, left)?;
-        // SAFETY: the kernel initialised the first `n` entries, and `n <= max <= capacity`.
-        unsafe { buf.set_len(n) };
-        let mut notified = false;
-        for ev in buf.iter() {
-            let (flags, token) = (ev.events, ev.u64);
-            if token == RESERVED_TOKEN {
-                self.wake.reset_edge();
-                notified = true;
-            } else {
-                events.push(token, ready_from(flags));
-            }
+    /// One `epoll_pwait2`/`epoll_wait` call, straight into `events` (an [`Event`] is an
+    /// `epoll_event`; flags are decoded only when read).
+    ///
+    /// [`Event`]: crate::Event
+    #[inline]
+    fn wait_once(&self, events: &mut Events, left: Option<Duration>) -> io::Result<Round> {
+        let notified = events.fill_epoll(|out, room| {
+            let max = libc::c_int::try_from(room).unwrap_or(libc::c_int::MAX);
+            self.sys_wait(out, max, left)
+        })?;
+        if notified {
+            self.wake.reset_edge();
         }
         Ok(Round { notified })
     }
@@ -236,22 +216,4 @@ fn epoll_flags(interest: Interest, mode: Mode) -> u32 {
         Mode::Edge => libc::EPOLLET,
     };
     f as u32
-}
-
-fn ready_from(flags: u32) -> Ready {
-    let f = flags as libc::c_int;
-    let mut r = Ready::empty();
-    if f & (libc::EPOLLIN | libc::EPOLLPRI) != 0 {
-        r |= Ready::READABLE;
-    }
-    if f & libc::EPOLLOUT != 0 {
-        r |= Ready::WRITABLE;
-    }
-    if f & libc::EPOLLERR != 0 {
-        r |= Ready::ERROR;
-    }
-    if f & (libc::EPOLLHUP | libc::EPOLLRDHUP) != 0 {
-        r |= Ready::HUP;
-    }
-    r
 }

@@ -3,12 +3,66 @@
 use crate::Ready;
 
 /// One readiness report: the token given at registration and what is ready.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// On targets with epoll this is the kernel's own `epoll_event` (`#[repr(transparent)]`):
+/// `epoll_wait` writes straight into the [`Events`] buffer and [`ready`](Event::ready)
+/// decodes the kernel's flags when asked, so a wait copies and converts nothing. Events
+/// from the other backends are stored in the same form.
+#[cfg(ioloop_has_epoll)]
+#[derive(Clone, Copy)]
+#[repr(transparent)]
+pub struct Event(libc::epoll_event);
+
+/// One readiness report: the token given at registration and what is ready.
+#[cfg(not(ioloop_has_epoll))]
+#[derive(Clone, Copy)]
 pub struct Event {
     token: u64,
     ready: Ready,
 }
 
+#[cfg(ioloop_has_epoll)]
+impl Event {
+    /// Builds an event (handy in tests and for backends outside this crate).
+    pub const fn new(token: u64, ready: Ready) -> Self {
+        Self(libc::epoll_event {
+            events: epoll::from_ready(ready),
+            u64: token,
+        })
+    }
+
+    /// The token the fd was registered with.
+    #[inline]
+    pub const fn token(&self) -> u64 {
+        self.0.u64
+    }
+
+    /// What is ready.
+    #[inline]
+    pub const fn ready(&self) -> Ready {
+        epoll::to_ready(self.0.events)
+    }
+
+    /// Shorthand for `ready().contains(Ready::READABLE)`.
+    #[inline]
+    pub const fn is_readable(&self) -> bool {
+        self.0.events & epoll::READABLE != 0
+    }
+
+    /// Shorthand for `ready().contains(Ready::WRITABLE)`.
+    #[inline]
+    pub const fn is_writable(&self) -> bool {
+        self.0.events & epoll::WRITABLE != 0
+    }
+
+    /// Shorthand for `ready().intersects(Ready::ERROR | Ready::HUP)`.
+    #[inline]
+    pub const fn is_error_or_hup(&self) -> bool {
+        self.0.events & (epoll::ERROR | epoll::HUP) != 0
+    }
+}
+
+#[cfg(not(ioloop_has_epoll))]
 impl Event {
     /// Builds an event (handy in tests and for backends outside this crate).
     pub const fn new(token: u64, ready: Ready) -> Self {
@@ -16,28 +70,99 @@ impl Event {
     }
 
     /// The token the fd was registered with.
+    #[inline]
     pub const fn token(&self) -> u64 {
         self.token
     }
 
     /// What is ready.
+    #[inline]
     pub const fn ready(&self) -> Ready {
         self.ready
     }
 
     /// Shorthand for `ready().contains(Ready::READABLE)`.
+    #[inline]
     pub const fn is_readable(&self) -> bool {
         self.ready.contains(Ready::READABLE)
     }
 
     /// Shorthand for `ready().contains(Ready::WRITABLE)`.
+    #[inline]
     pub const fn is_writable(&self) -> bool {
         self.ready.contains(Ready::WRITABLE)
     }
 
     /// Shorthand for `ready().intersects(Ready::ERROR | Ready::HUP)`.
+    #[inline]
     pub const fn is_error_or_hup(&self) -> bool {
         self.ready.intersects(Ready::ERROR.union(Ready::HUP))
+    }
+}
+
+impl PartialEq for Event {
+    fn eq(&self, other: &Self) -> bool {
+        self.token() == other.token() && self.ready() == other.ready()
+    }
+}
+
+impl Eq for Event {}
+
+impl std::fmt::Debug for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Event")
+            .field("token", &self.token())
+            .field("ready", &self.ready())
+            .finish()
+    }
+}
+
+/// epoll's flags as [`Ready`] and back: the one mapping (see the table on [`Ready`]).
+#[cfg(ioloop_has_epoll)]
+pub(crate) mod epoll {
+    use crate::Ready;
+
+    pub(crate) const READABLE: u32 = (libc::EPOLLIN | libc::EPOLLPRI) as u32;
+    pub(crate) const WRITABLE: u32 = libc::EPOLLOUT as u32;
+    pub(crate) const ERROR: u32 = libc::EPOLLERR as u32;
+    pub(crate) const HUP: u32 = (libc::EPOLLHUP | libc::EPOLLRDHUP) as u32;
+
+    /// The kernel's flags as [`Ready`].
+    #[inline]
+    pub(crate) const fn to_ready(flags: u32) -> Ready {
+        let mut r = 0;
+        if flags & READABLE != 0 {
+            r |= Ready::READABLE.bits();
+        }
+        if flags & WRITABLE != 0 {
+            r |= Ready::WRITABLE.bits();
+        }
+        if flags & ERROR != 0 {
+            r |= Ready::ERROR.bits();
+        }
+        if flags & HUP != 0 {
+            r |= Ready::HUP.bits();
+        }
+        Ready::from_bits_retain(r)
+    }
+
+    /// `ready` as epoll flags that [`to_ready`] maps back to exactly `ready`.
+    #[inline]
+    pub(crate) const fn from_ready(ready: Ready) -> u32 {
+        let mut f = 0;
+        if ready.contains(Ready::READABLE) {
+            f |= libc::EPOLLIN as u32;
+        }
+        if ready.contains(Ready::WRITABLE) {
+            f |= WRITABLE;
+        }
+        if ready.contains(Ready::ERROR) {
+            f |= ERROR;
+        }
+        if ready.contains(Ready::HUP) {
+            f |= libc::EPOLLHUP as u32;
+        }
+        f
     }
 }
 
@@ -53,14 +178,22 @@ impl Event {
 /// assert_eq!(events.capacity(), 256);
 /// assert!(events.is_empty());
 /// ```
-#[derive(Clone)]
 pub struct Events {
+    /// Invariant: `list.capacity() >= cap`, so the epoll backend can let the kernel write
+    /// up to `cap - len` events past the end.
     list: Vec<Event>,
     cap: usize,
-    /// The epoll backend's kernel output array, kept here rather than in the poller so that a
-    /// wait (which has `&mut Events`) needs no lock to reuse it. Empty until an epoll wait.
-    #[cfg(ioloop_has_epoll)]
-    pub(crate) raw_epoll: Vec<libc::epoll_event>,
+}
+
+impl Clone for Events {
+    fn clone(&self) -> Self {
+        let mut list = Vec::with_capacity(self.cap);
+        list.extend_from_slice(&self.list);
+        Self {
+            list,
+            cap: self.cap,
+        }
+    }
 }
 
 impl std::fmt::Debug for Events {
@@ -79,8 +212,6 @@ impl Events {
         Self {
             list: Vec::with_capacity(cap),
             cap,
-            #[cfg(ioloop_has_epoll)]
-            raw_epoll: Vec::new(),
         }
     }
 
@@ -122,7 +253,36 @@ impl Events {
     /// Stores an event; never grows past the capacity (callers check `remaining`).
     pub(crate) fn push(&mut self, token: u64, ready: Ready) {
         debug_assert!(self.list.len() < self.cap);
-        self.list.push(Event { token, ready });
+        self.list.push(Event::new(token, ready));
+    }
+
+    /// Lets `fill` store up to [`remaining`](Events::remaining) raw epoll events after the
+    /// ones already stored (`fill` gets the array and its room, returns how many it stored),
+    /// then drops the notifier's event (token [`RESERVED_TOKEN`](crate::RESERVED_TOKEN))
+    /// from those; returns whether there was one.
+    #[cfg(ioloop_has_epoll)]
+    #[inline]
+    pub(crate) fn fill_epoll(
+        &mut self,
+        fill: impl FnOnce(*mut libc::epoll_event, usize) -> std::io::Result<usize>,
+    ) -> std::io::Result<bool> {
+        let len = self.list.len();
+        let spare = self.list.spare_capacity_mut();
+        let room = spare.len().min(self.cap - len);
+        let n = fill(spare.as_mut_ptr().cast(), room)?;
+        assert!(n <= room, "the kernel stored more events than asked");
+        // SAFETY: `fill` (the kernel) initialised the first `n <= room` entries past `len`,
+        // inside the capacity; `Event` is `repr(transparent)` over `epoll_event`.
+        unsafe { self.list.set_len(len + n) };
+        let new = &self.list[len..];
+        match new.iter().position(|e| e.token() == crate::RESERVED_TOKEN) {
+            // One registration, so at most one such event per call.
+            Some(i) => {
+                self.list.remove(len + i);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     /// Adds `ready` to the event stored at `index` in this wait (kqueue's split read/write
