@@ -128,6 +128,63 @@ fn remove_own_handler_inside_handler<P: Poller>() {
     assert_eq!(lp.handler_count(), 0);
 }
 
+/// Sets its flag when dropped: tells when the loop drops a handler's closure.
+struct DropFlag(Rc<Cell<bool>>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.set(true);
+    }
+}
+
+fn replace_own_handler_inside_handler<P: Poller>() {
+    let _fds = shared_fds();
+    let lp = backend_loop::<P>();
+    let (a, b) = socketpair();
+    send(&b, b"x"); // stays readable: each turn dispatches whichever handler is registered
+    let old_calls = counter();
+    let new_calls = counter();
+    let old_dropped = Rc::new(Cell::new(false));
+    let flag = DropFlag(old_dropped.clone());
+    let (c, n) = (old_calls.clone(), new_calls.clone());
+    let seen_dropped = old_dropped.clone();
+    lp.add_handler(&a, Interest::READABLE, move |lp, fd, _| {
+        let _keep = &flag; // owned by this closure: dropped with it
+        bump(&c);
+        lp.remove_handler(fd).unwrap();
+        // Still running: the closure (and `flag`) must not be dropped under our feet.
+        assert!(!seen_dropped.get(), "handler dropped while it runs");
+        let n = n.clone();
+        lp.add_handler(fd, Interest::READABLE, move |_, _, _| bump(&n))
+            .unwrap();
+    })
+    .unwrap();
+    lp.run_once().unwrap();
+    assert_eq!(old_calls.get(), 1);
+    assert!(
+        old_dropped.get(),
+        "{}: the removed handler was not dropped",
+        P::NAME
+    );
+    assert_eq!(lp.handler_count(), 1);
+    for _ in 0..3 {
+        turn(&lp);
+    }
+    assert_eq!(
+        old_calls.get(),
+        1,
+        "{}: the replaced handler ran again",
+        P::NAME
+    );
+    assert_eq!(
+        new_calls.get(),
+        3,
+        "{}: the new handler is not the one dispatched",
+        P::NAME
+    );
+    lp.remove_handler(&a).unwrap();
+}
+
 fn remove_other_handler_inside_handler<P: Poller>() {
     let _fds = shared_fds();
     let lp = backend_loop::<P>();
@@ -679,6 +736,7 @@ backend_tests!(
     dispatches_to_the_right_handler,
     update_handler_inside_handler,
     remove_own_handler_inside_handler,
+    replace_own_handler_inside_handler,
     remove_other_handler_inside_handler,
     reused_fd_gets_no_stale_event,
     callbacks_run_fifo_and_added_ones_wait,

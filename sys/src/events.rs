@@ -303,3 +303,50 @@ impl<'a> IntoIterator for &'a Events {
         self.list.iter()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_ready_round_trips_through_an_event() {
+        for bits in 0..=Ready::all().bits() {
+            let ready = Ready::from_bits(bits).unwrap();
+            let ev = Event::new(7, ready);
+            assert_eq!((ev.token(), ev.ready()), (7, ready));
+            assert_eq!(ev.is_readable(), ready.contains(Ready::READABLE));
+            assert_eq!(ev.is_writable(), ready.contains(Ready::WRITABLE));
+            assert_eq!(
+                ev.is_error_or_hup(),
+                ready.intersects(Ready::ERROR | Ready::HUP)
+            );
+        }
+    }
+
+    #[test]
+    fn a_clone_keeps_the_capacity() {
+        let mut events = Events::with_capacity(16);
+        events.push(1, Ready::READABLE);
+        let copy = events.clone();
+        assert_eq!(copy.as_slice(), events.as_slice());
+        assert!(copy.list.capacity() >= 16);
+    }
+
+    #[cfg(ioloop_has_epoll)]
+    #[test]
+    fn kernel_flags_map_as_documented() {
+        let ev = |flags: libc::c_int| {
+            Event(libc::epoll_event {
+                events: flags as u32,
+                u64: 1,
+            })
+        };
+        assert_eq!(ev(libc::EPOLLPRI).ready(), Ready::READABLE);
+        assert_eq!(ev(libc::EPOLLRDHUP).ready(), Ready::HUP);
+        assert_eq!(
+            ev(libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLERR | libc::EPOLLHUP).ready(),
+            Ready::all()
+        );
+        assert_eq!(ev(0).ready(), Ready::empty());
+    }
+}
