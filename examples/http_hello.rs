@@ -9,14 +9,15 @@
 //! By default it runs on reactor handlers, the fastest path: one level-triggered handler per
 //! connection. `--tasks` runs the same server as async tasks: an `Async<TcpListener>` accept
 //! loop spawning one task per connection. The HTTP side (`examples/common/http.rs`) is the
-//! one `examples/http_mio.rs` uses too. `benches/http.sh` compares the three.
+//! one `examples/http_mio.rs` uses too, lingering close included. `benches/http.sh` compares
+//! the three.
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
-use ioloop::{Async, Interest, IoLoop};
+use ioloop::{Async, Interest, IoLoop, TimeoutId};
 
 #[path = "common/http.rs"]
 mod http;
@@ -68,6 +69,8 @@ struct Conn {
     http: Http,
     /// Registered for WRITABLE (a write would block) instead of READABLE.
     writing: bool,
+    /// In a lingering close: the timer that ends it.
+    linger_timer: Option<TimeoutId>,
 }
 
 fn add_conn(lp: &IoLoop, stream: TcpStream) -> io::Result<()> {
@@ -77,12 +80,16 @@ fn add_conn(lp: &IoLoop, stream: TcpStream) -> io::Result<()> {
         stream,
         http: Http::new(),
         writing: false,
+        linger_timer: None,
     };
     lp.add_handler(
         conn.stream.as_raw_fd(),
         Interest::READABLE,
         move |lp, fd, _ready| {
             if !conn.on_ready(lp, fd) {
+                if let Some(timer) = conn.linger_timer {
+                    lp.remove_timeout(timer);
+                }
                 // Removing drops this closure (and closes the stream) once it returns.
                 let _ = lp.remove_handler(fd);
             }
@@ -114,7 +121,7 @@ impl Conn {
                 }
             }
             if self.http.done() {
-                return false;
+                return self.linger(lp, fd);
             }
             if self.writing {
                 self.writing = false;
@@ -140,6 +147,30 @@ impl Conn {
                 Err(_) => return false,
             }
         }
+    }
+
+    /// The lingering close (see `examples/common/http.rs`): once the answers are out, send
+    /// the FIN, then discard what the peer still sends until it closes, so that closing
+    /// never resets the connection under the client's last response. Returns false when it
+    /// is time to close.
+    fn linger(&mut self, lp: &IoLoop, fd: RawFd) -> bool {
+        if !self.http.lingering() {
+            if !self.http.begin_linger() || self.stream.shutdown(Shutdown::Write).is_err() {
+                return false;
+            }
+            // Closes by removing the handler (which owns the connection). Closing earlier
+            // cancels this timer, so the fd it removes is never another connection's.
+            self.linger_timer = Some(lp.call_later(http::LINGER_TIME, move |lp| {
+                let _ = lp.remove_handler(fd);
+            }));
+            if self.writing {
+                self.writing = false;
+                if lp.update_handler(fd, Interest::READABLE).is_err() {
+                    return false;
+                }
+            }
+        }
+        matches!(self.http.linger(&self.stream), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 }
 
@@ -178,7 +209,7 @@ async fn serve_task(stream: Async<TcpStream>) -> io::Result<()> {
             }
         }
         if http.done() {
-            return Ok(());
+            return linger_task(&stream, &mut http).await;
         }
         if drained {
             // The last read was short, so the socket was empty: wait for readiness instead
@@ -200,4 +231,15 @@ async fn serve_task(stream: Async<TcpStream>) -> io::Result<()> {
         }
         drained = n < room;
     }
+}
+
+/// The lingering close, as in [`Conn::linger`]: FIN, then discard until the peer closes, for
+/// at most `LINGER_TIME`.
+async fn linger_task(stream: &Async<TcpStream>, http: &mut Http) -> io::Result<()> {
+    if http.begin_linger() {
+        stream.get_ref().shutdown(Shutdown::Write)?;
+        // Timing out is closing too.
+        let _ = ioloop::timeout(http::LINGER_TIME, stream.read_with(|s| http.linger(s))).await;
+    }
+    Ok(())
 }

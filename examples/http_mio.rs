@@ -10,10 +10,13 @@
 //! Prints `listening on ADDR` once it accepts connections (port 0 picks a free port).
 //! `--short-read` applies tokio's shortcut to the drain rule: a read that does not fill the
 //! buffer shows the socket is empty (on epoll and kqueue), so wait for the next event instead of
-//! reading again for the `WouldBlock`. The HTTP side (`examples/common/http.rs`) is shared with `http_hello`, so `benches/http.sh`
-//! compares event loops only.
+//! reading again for the `WouldBlock`. The HTTP side (`examples/common/http.rs`), lingering
+//! close included, is shared with `http_hello`, so `benches/http.sh` compares event loops only.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::time::Instant;
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
@@ -27,13 +30,20 @@ const LISTENER: Token = Token(usize::MAX);
 struct Conn {
     stream: TcpStream,
     http: Http,
+    /// In a lingering close: when it ends.
+    linger_deadline: Option<Instant>,
 }
+
+/// The connections in a lingering close, by token, with their deadlines. They all linger for
+/// the same `LINGER_TIME`, so this FIFO is in deadline order: a timer queue needs no more.
+/// An entry whose connection closed earlier stays until its deadline, and is then skipped.
+type Lingering = VecDeque<(Instant, usize)>;
 
 impl Conn {
     /// Does all the work readiness allows. mio's registrations are edge-triggered: return
     /// only once a read or write has said `WouldBlock` (so another event will come), or
-    /// false when the connection is done.
-    fn drive(&mut self, short_read: bool) -> bool {
+    /// false when the connection is done. `lingering` and `token` are for the lingering close.
+    fn drive(&mut self, short_read: bool, lingering: &mut Lingering, token: usize) -> bool {
         let mut may_read = true;
         loop {
             while !self.http.output().is_empty() {
@@ -48,7 +58,7 @@ impl Conn {
                 }
             }
             if self.http.done() {
-                return false;
+                return self.linger(lingering, token);
             }
             if !may_read {
                 return true;
@@ -66,6 +76,22 @@ impl Conn {
                 Err(_) => return false,
             }
         }
+    }
+
+    /// The lingering close (see `examples/common/http.rs`): once the answers are out, send
+    /// the FIN, then discard what the peer still sends until it closes, so that closing
+    /// never resets the connection under the client's last response. Returns false when it
+    /// is time to close.
+    fn linger(&mut self, lingering: &mut Lingering, token: usize) -> bool {
+        if !self.http.lingering() {
+            if !self.http.begin_linger() || self.stream.shutdown(Shutdown::Write).is_err() {
+                return false;
+            }
+            let deadline = Instant::now() + http::LINGER_TIME;
+            self.linger_deadline = Some(deadline);
+            lingering.push_back((deadline, token));
+        }
+        matches!(self.http.linger(&self.stream), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 }
 
@@ -106,8 +132,13 @@ fn main() -> io::Result<()> {
         .register(&mut listener, LISTENER, Interest::READABLE)?;
     println!("listening on {}", listener.local_addr()?);
     let mut conns = Slab::default();
+    let mut lingering = Lingering::new();
     loop {
-        match poll.poll(&mut events, None) {
+        // Wake up for the first lingering close to end, if any (mio rounds up to the ms).
+        let timeout = lingering
+            .front()
+            .map(|&(deadline, _)| deadline.saturating_duration_since(Instant::now()));
+        match poll.poll(&mut events, timeout) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
@@ -123,12 +154,30 @@ fn main() -> io::Result<()> {
             };
             // As tokio does: a peer's FIN that came with the data gets no later event, so
             // once the event says the read side closed, read on to the 0.
-            if !conn.drive(short_read && !event.is_read_closed()) {
-                if let Some(mut conn) = conns.remove(i) {
-                    let _ = poll.registry().deregister(&mut conn.stream);
+            if !conn.drive(short_read && !event.is_read_closed(), &mut lingering, i) {
+                close(&poll, &mut conns, i);
+            }
+        }
+        if !lingering.is_empty() {
+            let now = Instant::now();
+            while let Some(&(deadline, i)) = lingering.front() {
+                if deadline > now {
+                    break;
+                }
+                lingering.pop_front();
+                // Unless the slot closed since (and maybe holds a newer connection).
+                let conn = conns.slots[i].as_ref();
+                if conn.is_some_and(|c| c.linger_deadline == Some(deadline)) {
+                    close(&poll, &mut conns, i);
                 }
             }
         }
+    }
+}
+
+fn close(poll: &Poll, conns: &mut Slab, i: usize) {
+    if let Some(mut conn) = conns.remove(i) {
+        let _ = poll.registry().deregister(&mut conn.stream);
     }
 }
 
@@ -143,6 +192,7 @@ fn accept_all(poll: &Poll, listener: &TcpListener, conns: &mut Slab) {
                 let i = conns.insert(Conn {
                     stream,
                     http: Http::new(),
+                    linger_deadline: None,
                 });
                 let conn = conns.slots[i].as_mut().expect("just inserted");
                 // Data that arrived before registering is reported by the first poll.

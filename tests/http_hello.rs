@@ -201,6 +201,68 @@ fn connection_close_closes(server: &Server) {
     );
 }
 
+/// The servers close lingering: the FIN follows the last response and what the client
+/// pipelined after the closing request is read and discarded, so closing does not reset the
+/// connection (a reset can make the client's read fail before it got the responses).
+fn close_discards_pipelined_tail(server: &Server) {
+    // 24 KiB of requests after the closing one, and as much after the FIN: more than one
+    // read of the server's (16 KiB), less in all than it discards before closing anyway
+    // (64 KiB).
+    let tail = REQUEST.repeat(24 * 1024 / REQUEST.len());
+    for (close, what) in [
+        (
+            &b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n"[..],
+            "Connection: close",
+        ),
+        (b"GET / HTTP/1.0\r\n\r\n", "HTTP/1.0"),
+    ] {
+        let mut s = server.connect();
+        // One write: the whole tail is in the server's receive buffer when it answers.
+        s.write_all(&[REQUEST, close, &tail].concat()).unwrap();
+        let what = format!("{} {what}", server.name);
+        expect_then_eof(&mut s, &[RESPONSE, RESPONSE_CLOSE].concat(), &what);
+        // And more after the FIN: discarded too, no reset.
+        s.write_all(&tail).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        let n = s
+            .read_to_end(&mut rest)
+            .unwrap_or_else(|e| panic!("{what}: after the FIN: {e}"));
+        assert_eq!(n, 0, "{what}: data after the FIN");
+    }
+}
+
+/// The lingering close is bounded: a client that sends without end after the closing
+/// request gets the connection closed (a reset), instead of being read forever.
+fn lingering_is_bounded(server: &Server) {
+    let mut s = server.connect();
+    s.write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    expect(&mut s, RESPONSE_CLOSE, &server.name);
+    let chunk = REQUEST.repeat(64 * 1024 / REQUEST.len());
+    // Far more than the 64 KiB the server discards, and than socket buffers hold (a few MB).
+    let mut sent = 0;
+    let err = loop {
+        match s.write(&chunk) {
+            Ok(n) => sent += n,
+            Err(e) => break e,
+        }
+        assert!(
+            sent < 256 << 20,
+            "{}: still reading after {sent} bytes",
+            server.name
+        );
+    };
+    assert!(
+        matches!(
+            err.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+        ),
+        "{}: after {sent} bytes: {err}",
+        server.name
+    );
+}
+
 fn peer_eof_after_requests(server: &Server) {
     // A client that sends its requests and shuts down its side still gets every answer.
     let mut s = server.connect();
@@ -213,10 +275,12 @@ fn oversized_head_is_refused(server: &Server) {
     let mut s = server.connect();
     let mut head = b"GET / HTTP/1.1\r\n".to_vec();
     head.extend_from_slice(&b"X-Filler: 0123456789012345678901234567890123456789\r\n".repeat(400));
-    // The server may close before reading everything: a failed write is fine.
-    let _ = s.write_all(&head);
+    // 21 KB: the server refuses past 16 KiB, and discards the rest as it closes (lingering),
+    // so neither the write nor the read fails.
+    s.write_all(&head).unwrap();
     let mut got = Vec::new();
-    let _ = s.read_to_end(&mut got);
+    s.read_to_end(&mut got)
+        .unwrap_or_else(|e| panic!("{}: reading to EOF: {e}", server.name));
     assert!(
         got.starts_with(b"HTTP/1.1 431 "),
         "{}: got {:?}",
@@ -315,6 +379,8 @@ server_tests!(
     body_is_skipped,
     concurrent_clients,
     connection_close_closes,
+    close_discards_pipelined_tail,
+    lingering_is_bounded,
     peer_eof_after_requests,
     oversized_head_is_refused,
     slow_reader_gets_everything,

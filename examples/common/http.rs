@@ -1,4 +1,5 @@
-//! The HTTP side of the "hello" servers, without any I/O: bytes in, responses out.
+//! The HTTP side of the "hello" servers, without readiness or event loop: bytes in,
+//! responses out (only [`Http::linger`] reads, through any `Read`).
 //!
 //! Shared by `examples/http_hello.rs` (ioloop handlers and tasks) and `examples/http_mio.rs`
 //! (the mio reference), so the benchmark compares event loops, not parsers or buffers.
@@ -7,7 +8,18 @@
 //! body (`Content-Length`) is read and discarded; HTTP/1.0 (unless `Connection: keep-alive`)
 //! and `Connection: close` close once the response is sent. A head larger than
 //! [`MAX_HEAD`], a bad `Content-Length` or a `Transfer-Encoding` get an error and a close.
+//!
+//! Closing is a *lingering close*, as nginx and Apache do it. Closing a socket whose receive
+//! buffer holds unread bytes (requests pipelined after the closing one), or that receives
+//! more afterwards, makes the kernel send a reset instead of a FIN, and the client's read can
+//! then fail with `ECONNRESET`, possibly before it got the responses. So once the last
+//! response is written the server shuts down its write side (the FIN follows the data), then
+//! reads and discards until the peer closes, and only then closes: see [`Http::begin_linger`].
+//! Bounded by [`LINGER_MAX`] bytes and [`LINGER_TIME`], after which the server closes anyway.
 #![allow(dead_code)]
+
+use std::io::{self, Read};
+use std::time::Duration;
 
 /// The response to every request on a connection that stays open.
 pub const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\nServer: ioloop\r\nContent-Type: text/plain\r\n\
@@ -28,6 +40,13 @@ const NOT_IMPLEMENTED: &[u8] =
 /// Largest request head accepted before answering 431 and closing.
 pub const MAX_HEAD: usize = 16 * 1024;
 
+/// Most bytes a lingering close reads and discards before closing anyway.
+pub const LINGER_MAX: usize = 64 * 1024;
+
+/// Longest a lingering close waits for the peer to close before closing anyway. (nginx
+/// waits up to 5 s for each read, `lingering_timeout`, and 30 s in all, `lingering_time`.)
+pub const LINGER_TIME: Duration = Duration::from_secs(5);
+
 /// Initial size of the read buffer (it grows to hold a head of up to [`MAX_HEAD`] bytes).
 const READ_BUF: usize = 16 * 1024;
 
@@ -39,6 +58,8 @@ const READ_BUF: usize = 16 * 1024;
 /// [`read_buf`](Self::read_buf) (then [`filled`](Self::filled), or [`eof`](Self::eof) on a
 /// zero read). Reading only when the output is flushed is the back-pressure: a client that
 /// pipelines without reading stops being read, instead of growing our buffers.
+///
+/// Once [`done`](Self::done), close through [`begin_linger`](Self::begin_linger).
 pub struct Http {
     /// Read buffer; `inbuf[start..end]` is read and not yet parsed.
     inbuf: Vec<u8>,
@@ -53,6 +74,11 @@ pub struct Http {
     sent: usize,
     /// No more requests will be answered: close once `out` is written.
     close_after: bool,
+    /// The peer closed its side (a zero read).
+    peer_closed: bool,
+    /// In a lingering close, and how many bytes it has discarded.
+    lingering: bool,
+    discarded: usize,
 }
 
 impl Default for Http {
@@ -73,6 +99,9 @@ impl Http {
             out: Vec::with_capacity(4096),
             sent: 0,
             close_after: false,
+            peer_closed: false,
+            lingering: false,
+            discarded: 0,
         }
     }
 
@@ -105,6 +134,7 @@ impl Http {
     /// Records end of file from the peer: answer what was complete, then close.
     pub fn eof(&mut self) {
         self.close_after = true;
+        self.peer_closed = true;
     }
 
     /// Responses not yet written.
@@ -121,9 +151,47 @@ impl Http {
         }
     }
 
-    /// Whether the connection is finished: nothing more to read and everything written.
+    /// Whether the connection is finished: no more requests will be answered and every
+    /// response is written. Then close, lingering ([`begin_linger`](Self::begin_linger)).
     pub fn done(&self) -> bool {
         self.close_after && self.out.is_empty()
+    }
+
+    /// Whether a lingering close has begun ([`begin_linger`](Self::begin_linger) said so).
+    pub fn lingering(&self) -> bool {
+        self.lingering
+    }
+
+    /// Called once [`done`](Self::done) (and not yet [`lingering`](Self::lingering)): whether
+    /// to close by lingering. If so, the caller shuts down its write side, arms a
+    /// [`LINGER_TIME`] timer that closes the connection, and calls [`linger`](Self::linger)
+    /// whenever the socket is readable. If not (the peer closed first, so nothing of it is
+    /// left unread), it closes at once.
+    pub fn begin_linger(&mut self) -> bool {
+        debug_assert!(self.done() && !self.lingering);
+        self.lingering = !self.peer_closed;
+        self.lingering
+    }
+
+    /// The reading half of a lingering close: reads and discards what the peer still sends,
+    /// until it has closed (a zero read) or [`LINGER_MAX`] bytes have been discarded, which
+    /// return `Ok`: close now. `WouldBlock`: wait until `stream` is readable and call again.
+    /// Any other error: close now (the peer is gone).
+    pub fn linger(&mut self, mut stream: impl Read) -> io::Result<()> {
+        debug_assert!(self.lingering);
+        loop {
+            match stream.read(&mut self.inbuf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => {
+                    self.discarded += n;
+                    if self.discarded >= LINGER_MAX {
+                        return Ok(());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     fn respond(&mut self, close: bool) {
