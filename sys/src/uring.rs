@@ -22,7 +22,10 @@
 //! * [`Mode::Edge`] is not supported ([`supports`](Poller::supports) says `false`,
 //!   registering with it is `Unsupported`).
 //! * A poll request holds a reference to the open file, like epoll it watches the open file
-//!   description; `register` checks that the fd is open (`EBADF`). Regular files always
+//!   description; `register` checks that the fd is open (`EBADF`). `is_stale` asks the kernel
+//!   whether the poll still watches the file open at its number: an `IORING_OP_ASYNC_CANCEL`
+//!   matched by file (`IORING_ASYNC_CANCEL_FD`) and `user_data`, `ENOENT` meaning "another
+//!   file"; a live poll it cancels is re-armed at once. Regular files always
 //!   poll ready.
 //! * Changes made from other threads are pushed to the submission queue under a lock and
 //!   submitted by that thread; a blocked wait sees their completions directly. The kernel
@@ -66,6 +69,11 @@ const IORING_OP_POLL_ADD: u8 = 6;
 const IORING_OP_POLL_REMOVE: u8 = 7;
 const IORING_OP_TIMEOUT: u8 = 11;
 const IORING_OP_TIMEOUT_REMOVE: u8 = 12;
+const IORING_OP_ASYNC_CANCEL: u8 = 14;
+/// `cancel_flags`: match requests by the file now at `sqe.fd` (Linux 5.19+)...
+const IORING_ASYNC_CANCEL_FD: u32 = 1 << 1;
+/// ...and, with it, by `user_data` too (Linux 6.6+; before, only the file is compared).
+const IORING_ASYNC_CANCEL_USERDATA: u32 = 1 << 4;
 /// `sqe.len` of a POLL_ADD: multishot (Linux 5.13+; older kernels refuse it with `EINVAL`).
 const IORING_POLL_ADD_MULTI: u32 = 1 << 0;
 /// `cqe.flags`: the (multishot) request stays armed and will post again.
@@ -191,8 +199,11 @@ const NOTIFY_MULTI_UD: u64 = u32::MAX as u64;
 const NOTIFY_POLL_UD: u64 = u64::MAX;
 /// ...removes and the NOP that wakes a waiter (their completions are ignored)...
 const INTERNAL_UD: u64 = u64::MAX - 1;
-/// ...and the `IORING_OP_TIMEOUT` of the fallback timed wait (high word: a sequence number).
+/// ...the `IORING_OP_TIMEOUT` of the fallback timed wait (high word: a sequence number)...
 const TIMEOUT_LOW: u32 = u32::MAX - 2;
+/// ...and the cancel that [`Uring::is_stale`] submits and waits for (never reaped elsewhere:
+/// it is submitted and reaped under the state lock).
+const PROBE_UD: u64 = (u32::MAX - 3) as u64;
 
 /// What a completion's `user_data` names.
 enum Ud {
@@ -219,7 +230,7 @@ fn decode(ud: u64) -> Ud {
         u32::MAX => Ud::Notify {
             multi: ud == NOTIFY_MULTI_UD,
         },
-        l if l == u32::MAX - 1 => Ud::Internal,
+        l if l == u32::MAX - 1 || l == u32::MAX - 3 => Ud::Internal,
         TIMEOUT_LOW => Ud::Timeout,
         _ => match RawFd::try_from(low) {
             Ok(fd) => Ud::User {
@@ -252,9 +263,14 @@ fn decode(ud: u64) -> Ud {
 ///   completion with `poll(2)` would cost a system call per event.
 /// * An armed poll request holds its own reference to the file: closing the fd without
 ///   [`deregister`](Poller::deregister) while it is idle does not release the file (a
-///   socket's peer sees no end of file) and is reported to nobody; the fd number stays
-///   registered here, so re-registering it is `AlreadyExists` until it is deregistered. A
-///   closed fd with events in flight is reported as [`Ready::ERROR`]. Deregister before closing.
+///   socket's peer sees no end of file) and no wait reports it; the fd number stays
+///   registered here (re-registering it is `AlreadyExists` until it is deregistered, and
+///   [`modify`](Poller::modify) would move the registration to the file the number names
+///   then). [`is_stale`](Poller::is_stale) finds it (Linux 5.19+): it says `true` once the
+///   number names another file or none, which is how the reactor retires such a handler with
+///   one [`Ready::ERROR`] when a new one is added on the number, as on epoll. It cannot tell
+///   while no poll is in the kernel ([`Mode::Oneshot`] after its report). A closed fd with
+///   events in flight is reported as [`Ready::ERROR`]. Deregister before closing.
 /// * Regular files always poll ready.
 ///
 /// # Examples
@@ -321,6 +337,9 @@ struct State {
     rearm: Vec<(RawFd, Interest, u64)>,
     /// Source of registration generations (wraps; only equality with the current one counts).
     next_gen: u32,
+    /// The `cancel_flags` of [`Uring::is_stale`]'s probe: `CANCEL_FD | CANCEL_USERDATA`, then
+    /// `CANCEL_FD` alone once the kernel refused that (`EINVAL`), 0 once it refused both.
+    probe_flags: u32,
     /// The kernel refused a multishot poll (`EINVAL`, Linux < 5.13): the notifier is a
     /// single-shot poll plus a `read(2)` per wake-up from then on. See [`Uring::push_notify`].
     notify_by_poll: bool,
@@ -507,6 +526,17 @@ impl Ring {
             .wrapping_sub(self.load(self.sq_head, Ordering::Acquire))
     }
 
+    /// Whether an entry tagged `user_data` is queued and not yet consumed by the kernel.
+    fn queued(&self, user_data: u64) -> bool {
+        let n = self.sq_pending();
+        (0..n).any(|i| {
+            let idx = (self.tail.wrapping_sub(n).wrapping_add(i) & self.sq_mask) as usize;
+            // SAFETY: `idx < sq_entries`; the slot lies in `head..tail`, written by us under
+            // `&self` (the state lock), and the kernel only reads it.
+            unsafe { ptr::addr_of!((*self.sqes.add(idx)).user_data).read() == user_data }
+        })
+    }
+
     /// Queues `sqe`; `false` if the SQ is full (submit, then retry).
     fn try_push(&mut self, sqe: &IoUringSqe) -> bool {
         if self.sq_pending() >= self.sq_entries {
@@ -595,6 +625,65 @@ impl Poller for Uring {
         self.submit_if_waiting(&mut st)
     }
 
+    /// The probe is an `IORING_OP_ASYNC_CANCEL` of the fd's poll request matched by *file*
+    /// (`IORING_ASYNC_CANCEL_FD`, Linux 5.19+, plus `IORING_ASYNC_CANCEL_USERDATA` on 6.6+),
+    /// submitted and waited for: the kernel resolves the number to the file open there now,
+    /// so `ENOENT` means the poll watches another (closed) file, and `EBADF` that the number
+    /// is not open. A live poll is cancelled by it and re-armed at once (queued for the next
+    /// wait, which samples readiness again: nothing is lost). Other completions arriving
+    /// meanwhile are kept for the next wait. `Ok(false)` where the answer is unknown: a
+    /// kernel without `CANCEL_FD`, or no poll in the kernel to ask about ([`Mode::Oneshot`]
+    /// after its report, or a re-arm not yet submitted). Submits what is queued, so a poll
+    /// re-armed in the current batch may report once more (spuriously, never lost).
+    fn is_stale(&self, fd: RawFd) -> io::Result<bool> {
+        common::check_fd(fd)?;
+        let mut st = self.lock();
+        let Some(&entry) = st.table.get(&fd) else {
+            return Ok(false);
+        };
+        if common::check_open(fd).is_err() {
+            return Ok(true);
+        }
+        let ud = user_ud(fd, entry.gen);
+        let in_kernel = |st: &State| {
+            entry.armed
+                && !st.ring.queued(ud)
+                && !st.rearm.iter().any(|r| r.2 == ud)
+                && !st.stash.iter().any(|c| c.0 == ud)
+        };
+        self.stash_cq(&mut st, &mut None)?;
+        while st.probe_flags != 0 && in_kernel(&st) {
+            let sqe = IoUringSqe {
+                opcode: IORING_OP_ASYNC_CANCEL,
+                fd,
+                addr: ud,
+                op_flags: st.probe_flags,
+                user_data: PROBE_UD,
+                ..IoUringSqe::default()
+            };
+            let res = self.probe(&mut st, &sqe)?;
+            match -res {
+                libc::EINVAL if st.probe_flags & IORING_ASYNC_CANCEL_USERDATA != 0 => {
+                    st.probe_flags = IORING_ASYNC_CANCEL_FD;
+                }
+                libc::EINVAL => st.probe_flags = 0,
+                libc::EBADF => return Ok(true),
+                // No poll on this file; unless ours completed meanwhile, it watches another.
+                libc::ENOENT => return Ok(in_kernel(&st)),
+                // Found and cancelled (`res` >= 0, or EALREADY: being cancelled): live. Re-arm
+                // with a new generation; the old poll's completion is then dropped (and the
+                // remove ends it if the kernel matched another poll of the same file).
+                e if e <= 0 || e == libc::EALREADY => {
+                    self.push(&mut st, &poll_remove(ud))?;
+                    self.arm(&mut st, fd, entry.token, entry.interest, entry.mode)?;
+                    return Ok(false);
+                }
+                e => return Err(io::Error::from_raw_os_error(e)),
+            }
+        }
+        Ok(false)
+    }
+
     fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
         let mut ws = self.waiter.lock().unwrap_or_else(|p| p.into_inner());
         common::wait_loop(events, timeout, |events, left| {
@@ -636,6 +725,7 @@ impl Uring {
                 stash: Vec::new(),
                 rearm: Vec::new(),
                 next_gen: 0,
+                probe_flags: IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_USERDATA,
                 notify_by_poll,
                 waiting: false,
             }),
@@ -782,25 +872,7 @@ impl Uring {
     /// flushes the kernel's overflow list. If it kept any, it queues a NOP whose completion
     /// wakes a blocked waiter, which then reports the stash.
     fn steal(&self, st: &mut State) -> io::Result<()> {
-        let mut kept = false;
-        loop {
-            while let Some((ud, res, flags)) = st.ring.pop() {
-                let live = match decode(ud) {
-                    Ud::Internal => false,
-                    Ud::Notify { .. } | Ud::Timeout => true,
-                    Ud::User { fd, gen } => st.table.get(&fd).is_some_and(|e| e.gen == gen),
-                };
-                if live {
-                    st.stash.push((ud, res, flags));
-                    kept = true;
-                }
-            }
-            if !st.ring.overflowed() {
-                break;
-            }
-            cvt_retry_io(|| self.enter(0, 0, IORING_ENTER_GETEVENTS, None))?;
-        }
-        if kept {
+        if self.stash_cq(st, &mut None)? {
             let nop = IoUringSqe {
                 opcode: IORING_OP_NOP,
                 user_data: INTERNAL_UD,
@@ -813,6 +885,55 @@ impl Uring {
             }
         }
         Ok(())
+    }
+
+    /// Moves the CQ's live completions to `stash` (dropping stale and internal ones), flushing
+    /// the kernel's overflow list, and the result of [`PROBE_UD`] to `probe`; returns whether
+    /// it stashed any.
+    fn stash_cq(&self, st: &mut State, probe: &mut Option<i32>) -> io::Result<bool> {
+        let mut kept = false;
+        loop {
+            while let Some((ud, res, flags)) = st.ring.pop() {
+                let live = match decode(ud) {
+                    Ud::Internal => {
+                        if ud == PROBE_UD {
+                            *probe = Some(res);
+                        }
+                        false
+                    }
+                    Ud::Notify { .. } | Ud::Timeout => true,
+                    Ud::User { fd, gen } => st.table.get(&fd).is_some_and(|e| e.gen == gen),
+                };
+                if live {
+                    st.stash.push((ud, res, flags));
+                    kept = true;
+                }
+            }
+            if !st.ring.overflowed() {
+                return Ok(kept);
+            }
+            cvt_retry_io(|| self.enter(0, 0, IORING_ENTER_GETEVENTS, None))?;
+        }
+    }
+
+    /// Submits everything queued and `sqe` (tagged [`PROBE_UD`]) and waits for its result,
+    /// stashing the other completions that arrive meanwhile. A blocked waiter is woken by
+    /// them (the CQ tail moves) and reports the stash.
+    fn probe(&self, st: &mut State, sqe: &IoUringSqe) -> io::Result<i32> {
+        self.push(st, sqe)?;
+        let mut result = None;
+        loop {
+            match self.enter(st.ring.sq_pending(), 1, IORING_ENTER_GETEVENTS, None) {
+                Ok(_) => {}
+                // EBUSY: the CQ overflowed (flushed by stash_cq); EINTR: a signal.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
+                Err(e) => return Err(e),
+            }
+            self.stash_cq(st, &mut result)?;
+            if let Some(res) = result {
+                return Ok(res);
+            }
+        }
     }
 
     /// One round of `wait`: submit what is queued, wait for a completion (or the time
@@ -1273,6 +1394,75 @@ mod tests {
             assert!(notified(&p, Duration::from_secs(5)));
             assert!(!notified(&p, Duration::ZERO));
         }
+    }
+
+    /// `is_stale`: a live registration is not (and still reports readiness afterwards, in
+    /// both modes, with the completions of other fds that arrived during the probe kept); a
+    /// number whose file was closed and replaced by another (dup2 over it: no window in
+    /// which a parallel test could take the number) is.
+    #[test]
+    fn is_stale_tells_a_reused_number_from_a_live_one() {
+        let p = Uring::new().expect("io_uring_setup");
+        let mut events = Events::with_capacity(8);
+        let wait = |p: &Uring, events: &mut Events, t: Duration| -> Vec<(u64, Ready)> {
+            p.wait(events, Some(t)).unwrap();
+            events.iter().map(|e| (e.token(), e.ready())).collect()
+        };
+        for mode in [Mode::Level, Mode::Oneshot] {
+            let (a, mut a_peer) = UnixStream::pair().unwrap();
+            let (c, mut c_peer) = UnixStream::pair().unwrap();
+            let fd = a.as_raw_fd();
+            p.register(fd, 1, Interest::READABLE, mode).unwrap();
+            assert!(wait(&p, &mut events, Duration::ZERO).is_empty());
+            // c's poll is queued, submitted by the probe, and completes during it.
+            c_peer.write_all(b"c").unwrap();
+            p.register(c.as_raw_fd(), 2, Interest::READABLE, Mode::Oneshot)
+                .unwrap();
+            for _ in 0..3 {
+                assert!(!p.is_stale(fd).unwrap(), "{mode:?}");
+            }
+            assert_ne!(p.lock().probe_flags, 0, "CANCEL_FD is Linux 5.19+");
+            assert_eq!(
+                wait(&p, &mut events, Duration::from_secs(5)),
+                [(2, Ready::READABLE)]
+            );
+            a_peer.write_all(b"x").unwrap();
+            assert_eq!(
+                wait(&p, &mut events, Duration::from_secs(5)),
+                [(1, Ready::READABLE)],
+                "{mode:?}"
+            );
+            // Reported and not yet re-armed (Oneshot) or re-armed but not submitted (Level):
+            // no poll in the kernel to ask, so not stale.
+            assert!(!p.is_stale(fd).unwrap(), "{mode:?}");
+            p.deregister(c.as_raw_fd()).unwrap();
+            p.deregister(fd).unwrap();
+        }
+
+        let (a, _a_peer) = UnixStream::pair().unwrap();
+        let (b, mut b_peer) = UnixStream::pair().unwrap();
+        let n = std::os::fd::IntoRawFd::into_raw_fd(a);
+        p.register(n, 1, Interest::READABLE, Mode::Level).unwrap();
+        assert!(wait(&p, &mut events, Duration::ZERO).is_empty());
+        assert!(!p.is_stale(n).unwrap());
+        assert!(wait(&p, &mut events, Duration::ZERO).is_empty());
+        // SAFETY: dup2 takes only integers; `n` is ours (from into_raw_fd), and is closed
+        // below.
+        assert_eq!(unsafe { libc::dup2(b.as_raw_fd(), n) }, n);
+        assert!(p.is_stale(n).unwrap());
+        // Still stale after asking (nothing was cancelled), and the old poll reports nothing
+        // of the new file.
+        assert!(p.is_stale(n).unwrap());
+        b_peer.write_all(b"x").unwrap();
+        assert!(wait(&p, &mut events, Duration::ZERO).is_empty());
+        p.deregister(n).unwrap();
+        assert!(!p.is_stale(n).unwrap(), "not registered");
+        // SAFETY: `n` is ours (the dup2 above) and nothing else uses it.
+        unsafe { libc::close(n) };
+        assert_eq!(
+            p.is_stale(-1).unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
     }
 
     /// The IORING_OP_TIMEOUT path that kernels without EXT_ARG take.
