@@ -667,9 +667,11 @@ fn oneshot_fires_once_until_rearmed<P: Poller>() {
 }
 
 /// A handler whose fd was closed behind the loop's back does not hold on to the fd number:
-/// a handler for a new fd with that number can be added on every backend, and the stale handler
-/// has had exactly one ERROR — at the next wait on poll, select and io_uring, which report the
-/// closed fd; when the number is reused on epoll, whose kernel forgot the fd silently.
+/// a handler for a new fd with that number can be added (kqueue: after removing the stale one
+/// by hand), and the stale handler has had exactly one ERROR — at the next wait on poll and
+/// select, which report the closed fd; when the number is reused on epoll, whose kernel forgot
+/// the fd silently, and on io_uring, whose idle poll still watches the closed file
+/// (`Poller::is_stale`).
 fn closed_fd_number_reused_by_a_new_handler<P: Poller>() {
     let _fds = exclusive_fds();
     let lp = backend_loop::<P>();
@@ -699,10 +701,9 @@ fn closed_fd_number_reused_by_a_new_handler<P: Poller>() {
         let c = c.clone();
         lp.add_handler(reused, Interest::READABLE, move |_, _, _| bump(&c))
     };
-    if P::NAME == "uring" || P::NAME == "kqueue" {
-        // io_uring's armed poll keeps the closed (idle) file alive and reports nothing, and
-        // both keep the number in their table: the stale handler must be removed by hand
-        // (documented on `Uring` and `Kqueue`).
+    if P::NAME == "kqueue" {
+        // kqueue keeps the number in its table and cannot tell the new file from the closed
+        // one: the stale handler must be removed by hand (documented on `Kqueue`).
         assert!(
             stale.borrow().is_empty(),
             "{}: {:?}",

@@ -165,6 +165,25 @@ pub trait Poller: Send + Sync + Sized + 'static {
     /// `NotFound` if `fd` is not registered; `InvalidInput` if `fd < 0`.
     fn deregister(&self, fd: RawFd) -> io::Result<()>;
 
+    /// Whether the registration of `fd` watches a file that is no longer open at that number:
+    /// the fd was closed without [`deregister`](Poller::deregister), and the number is now
+    /// free or names another open file.
+    ///
+    /// For backends whose kernel object keeps the closed file (io_uring's armed poll holds
+    /// a reference to it), so that [`modify`](Poller::modify) cannot tell; a reactor asks
+    /// this before reusing a registered number. It may cost system calls: not for hot paths.
+    /// The default, for the other backends, is `Ok(false)` (epoll says `NotFound` to
+    /// `modify` instead, poll and select report the closed fd at the next wait); so is the
+    /// answer for an fd that is not registered, or when the backend cannot tell.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` if `fd < 0`; what the OS reports.
+    fn is_stale(&self, fd: RawFd) -> io::Result<bool> {
+        common::check_fd(fd)?;
+        Ok(false)
+    }
+
     /// Waits for events, clears `events` and fills it with at most
     /// [`events.capacity()`](Events::capacity) of them, and returns how many it stored.
     ///

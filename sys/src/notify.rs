@@ -160,7 +160,8 @@ impl Receiver {
     }
 
     /// Consumes the pending wake-up of a notifier fd that the poller watches edge-triggered
-    /// (epoll's `EPOLLET`): only re-opens the flag. Every write of an eventfd is a new edge,
+    /// (epoll's `EPOLLET`, io_uring's multishot poll, which completes once per write): only
+    /// re-opens the flag. Every write of an eventfd is a new edge,
     /// so the waiter need not read it (one system call less per wake-up, as mio's waker);
     /// the counter is drained by [`Notifier::notify`] itself in the one case that needs it
     /// (a full counter, after 2^64 - 2 wake-ups). A notify that races with this either finds

@@ -22,7 +22,10 @@
 //! * [`Mode::Edge`] is not supported ([`supports`](Poller::supports) says `false`,
 //!   registering with it is `Unsupported`).
 //! * A poll request holds a reference to the open file, like epoll it watches the open file
-//!   description; `register` checks that the fd is open (`EBADF`). Regular files always
+//!   description; `register` checks that the fd is open (`EBADF`). `is_stale` asks the kernel
+//!   whether the poll still watches the file open at its number: an `IORING_OP_ASYNC_CANCEL`
+//!   matched by file (`IORING_ASYNC_CANCEL_FD`) and `user_data`, `ENOENT` meaning "another
+//!   file"; a live poll it cancels is re-armed at once. Regular files always
 //!   poll ready.
 //! * Changes made from other threads are pushed to the submission queue under a lock and
 //!   submitted by that thread; a blocked wait sees their completions directly. The kernel
@@ -30,6 +33,11 @@
 //!   blocking call transparently), or in a kernel worker once that thread has exited.
 //! * Completions left in a half-full CQ while nobody waits are moved aside by
 //!   register/modify/deregister, so they never pile up in the kernel's overflow list.
+//! * The notifier is a multishot `IORING_OP_POLL_ADD` (Linux 5.13+) of its eventfd, which is
+//!   never read: every write posts one completion and the poll stays armed, so a wake-up
+//!   costs no `read(2)` and no re-arm (mio's EPOLLET waker, on io_uring). It is submitted by
+//!   the first wait, so its completions run as task work of the waiting thread. Older kernels
+//!   refuse it (`EINVAL`) and get a single-shot poll, drained and re-armed per wake-up.
 
 use std::collections::HashMap;
 use std::io;
@@ -61,6 +69,15 @@ const IORING_OP_POLL_ADD: u8 = 6;
 const IORING_OP_POLL_REMOVE: u8 = 7;
 const IORING_OP_TIMEOUT: u8 = 11;
 const IORING_OP_TIMEOUT_REMOVE: u8 = 12;
+const IORING_OP_ASYNC_CANCEL: u8 = 14;
+/// `cancel_flags`: match requests by the file now at `sqe.fd` (Linux 5.19+)...
+const IORING_ASYNC_CANCEL_FD: u32 = 1 << 1;
+/// ...and, with it, by `user_data` too (Linux 6.6+; before, only the file is compared).
+const IORING_ASYNC_CANCEL_USERDATA: u32 = 1 << 4;
+/// `sqe.len` of a POLL_ADD: multishot (Linux 5.13+; older kernels refuse it with `EINVAL`).
+const IORING_POLL_ADD_MULTI: u32 = 1 << 0;
+/// `cqe.flags`: the (multishot) request stays armed and will post again.
+const IORING_CQE_F_MORE: u32 = 1 << 1;
 
 /// `struct io_sqring_offsets`.
 #[repr(C)]
@@ -176,19 +193,30 @@ const CQ_ENTRIES: u32 = 1024;
 
 /// `user_data` = `(generation << 32) | fd` for registrations; fds are `0..=i32::MAX`, so a low
 /// word of `0x8000_0000` or more is free for the poller's own requests:
-/// the notifier's poll...
-const NOTIFY_UD: u64 = u64::MAX;
+/// the notifier's multishot poll of its eventfd (high word 0) or, on kernels without
+/// multishot poll, its single-shot poll (high word `u32::MAX`)...
+const NOTIFY_MULTI_UD: u64 = u32::MAX as u64;
+const NOTIFY_POLL_UD: u64 = u64::MAX;
 /// ...removes and the NOP that wakes a waiter (their completions are ignored)...
 const INTERNAL_UD: u64 = u64::MAX - 1;
-/// ...and the `IORING_OP_TIMEOUT` of the fallback timed wait (high word: a sequence number).
+/// ...the `IORING_OP_TIMEOUT` of the fallback timed wait (high word: a sequence number)...
 const TIMEOUT_LOW: u32 = u32::MAX - 2;
+/// ...and the cancel that [`Uring::is_stale`] submits and waits for (never reaped elsewhere:
+/// it is submitted and reaped under the state lock).
+const PROBE_UD: u64 = (u32::MAX - 3) as u64;
 
 /// What a completion's `user_data` names.
 enum Ud {
-    Notify,
+    /// `multi`: a completion of the notifier's multishot poll (else of its single-shot one).
+    Notify {
+        multi: bool,
+    },
     Internal,
     Timeout,
-    User { fd: RawFd, gen: u32 },
+    User {
+        fd: RawFd,
+        gen: u32,
+    },
 }
 
 fn user_ud(fd: RawFd, gen: u32) -> u64 {
@@ -199,8 +227,10 @@ fn user_ud(fd: RawFd, gen: u32) -> u64 {
 fn decode(ud: u64) -> Ud {
     let low = ud as u32;
     match low {
-        u32::MAX => Ud::Notify,
-        l if l == u32::MAX - 1 => Ud::Internal,
+        u32::MAX => Ud::Notify {
+            multi: ud == NOTIFY_MULTI_UD,
+        },
+        l if l == u32::MAX - 1 || l == u32::MAX - 3 => Ud::Internal,
         TIMEOUT_LOW => Ud::Timeout,
         _ => match RawFd::try_from(low) {
             Ok(fd) => Ud::User {
@@ -233,9 +263,14 @@ fn decode(ud: u64) -> Ud {
 ///   completion with `poll(2)` would cost a system call per event.
 /// * An armed poll request holds its own reference to the file: closing the fd without
 ///   [`deregister`](Poller::deregister) while it is idle does not release the file (a
-///   socket's peer sees no end of file) and is reported to nobody; the fd number stays
-///   registered here, so re-registering it is `AlreadyExists` until it is deregistered. A
-///   closed fd with events in flight is reported as [`Ready::ERROR`]. Deregister before closing.
+///   socket's peer sees no end of file) and no wait reports it; the fd number stays
+///   registered here (re-registering it is `AlreadyExists` until it is deregistered, and
+///   [`modify`](Poller::modify) would move the registration to the file the number names
+///   then). [`is_stale`](Poller::is_stale) finds it (Linux 5.19+): it says `true` once the
+///   number names another file or none, which is how the reactor retires such a handler with
+///   one [`Ready::ERROR`] when a new one is added on the number, as on epoll. It cannot tell
+///   while no poll is in the kernel ([`Mode::Oneshot`] after its report). A closed fd with
+///   events in flight is reported as [`Ready::ERROR`]. Deregister before closing.
 /// * Regular files always poll ready.
 ///
 /// # Examples
@@ -289,9 +324,11 @@ struct State {
     /// fd -> registration. An fd is in here from `register` to `deregister`.
     table: HashMap<RawFd, Entry>,
     /// Completions taken off a nearly full CQ by a thread other than the waiter (raw
-    /// `(user_data, res)`); the waiter reports them first. At most one per registration plus
-    /// the notifier and a timeout, since a poll is re-armed only once reported.
-    stash: Vec<(u64, i32)>,
+    /// `(user_data, res, flags)`); the waiter reports them first. At most one per
+    /// registration plus the notifier's and a timeout, since a poll is re-armed only once
+    /// reported (the notifier's multishot poll posts once per write, and writes are
+    /// coalesced until a wait consumes the wake-up).
+    stash: Vec<(u64, i32, u32)>,
     /// Re-arms (`fd`, interest, `user_data`) of reported polls that did not fit in the SQ while
     /// a wait reaped its completions. Submitting them there would sample readiness before the
     /// caller has consumed the events just reported, and report them again (a stale event
@@ -300,6 +337,12 @@ struct State {
     rearm: Vec<(RawFd, Interest, u64)>,
     /// Source of registration generations (wraps; only equality with the current one counts).
     next_gen: u32,
+    /// The `cancel_flags` of [`Uring::is_stale`]'s probe: `CANCEL_FD | CANCEL_USERDATA`, then
+    /// `CANCEL_FD` alone once the kernel refused that (`EINVAL`), 0 once it refused both.
+    probe_flags: u32,
+    /// The kernel refused a multishot poll (`EINVAL`, Linux < 5.13): the notifier is a
+    /// single-shot poll plus a `read(2)` per wake-up from then on. See [`Uring::push_notify`].
+    notify_by_poll: bool,
     /// A wait is blocked in `io_uring_enter` without the lock: changes must be submitted now
     /// to take effect in it. Otherwise they stay queued and the next wait submits them in its
     /// own `io_uring_enter`, so a poll samples readiness when the wait starts (as epoll does),
@@ -483,6 +526,17 @@ impl Ring {
             .wrapping_sub(self.load(self.sq_head, Ordering::Acquire))
     }
 
+    /// Whether an entry tagged `user_data` is queued and not yet consumed by the kernel.
+    fn queued(&self, user_data: u64) -> bool {
+        let n = self.sq_pending();
+        (0..n).any(|i| {
+            let idx = (self.tail.wrapping_sub(n).wrapping_add(i) & self.sq_mask) as usize;
+            // SAFETY: `idx < sq_entries`; the slot lies in `head..tail`, written by us under
+            // `&self` (the state lock), and the kernel only reads it.
+            unsafe { ptr::addr_of!((*self.sqes.add(idx)).user_data).read() == user_data }
+        })
+    }
+
     /// Queues `sqe`; `false` if the SQ is full (submit, then retry).
     fn try_push(&mut self, sqe: &IoUringSqe) -> bool {
         if self.sq_pending() >= self.sq_entries {
@@ -505,8 +559,8 @@ impl Ring {
         tail.wrapping_sub(self.load(self.cq_head, Ordering::Relaxed))
     }
 
-    /// Takes the oldest completion: `(user_data, res)`.
-    fn pop(&mut self) -> Option<(u64, i32)> {
+    /// Takes the oldest completion: `(user_data, res, flags)`.
+    fn pop(&mut self) -> Option<(u64, i32, u32)> {
         let head = self.load(self.cq_head, Ordering::Relaxed);
         if head == self.load(self.cq_tail, Ordering::Acquire) {
             return None;
@@ -517,7 +571,7 @@ impl Ring {
         let cqe = unsafe { self.cqes.add(idx).read() };
         // Release: the kernel may reuse the slot only after we have read it.
         self.store(self.cq_head, head.wrapping_add(1));
-        Some((cqe.user_data, cqe.res))
+        Some((cqe.user_data, cqe.res, cqe.flags))
     }
 
     /// The kernel holds completions that did not fit in the CQ (flushed by GETEVENTS).
@@ -530,43 +584,7 @@ impl Poller for Uring {
     const NAME: &'static str = "uring";
 
     fn new() -> io::Result<Self> {
-        // SAFETY: io_uring_params is plain integers; all-zero is valid (and required for the
-        // reserved fields).
-        let mut p: IoUringParams = unsafe { MaybeUninit::zeroed().assume_init() };
-        p.flags = IORING_SETUP_CQSIZE;
-        p.cq_entries = CQ_ENTRIES;
-        // SAFETY: `p` is a valid, writable io_uring_params for the duration of the call.
-        let fd = cvt(unsafe {
-            libc::syscall(libc::SYS_io_uring_setup, SQ_ENTRIES, ptr::addr_of_mut!(p))
-        })?;
-        let fd = RawFd::try_from(fd)
-            .map_err(|_| io::Error::new(io::ErrorKind::Other, "io_uring_setup: bad fd"))?;
-        // SAFETY: `fd` was just returned by io_uring_setup and nothing else owns it.
-        let ring_fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let ring = Ring::map(ring_fd.as_raw_fd(), &p)?;
-        let poller = Self {
-            state: Mutex::new(State {
-                ring,
-                table: HashMap::new(),
-                stash: Vec::new(),
-                rearm: Vec::new(),
-                next_gen: 0,
-                waiting: false,
-            }),
-            waiter: Mutex::new(WaitState {
-                ts: Box::default(),
-                seq: 0,
-                timeout: None,
-            }),
-            ring_fd,
-            wake: Receiver::new_fd()?,
-            ext_arg: p.features & IORING_FEAT_EXT_ARG != 0,
-        };
-        let mut st = poller.lock();
-        poller.push_notify_poll(&mut st)?;
-        poller.submit(&mut st)?;
-        drop(st);
-        Ok(poller)
+        Self::build(false)
     }
 
     fn supports(&self, mode: Mode) -> bool {
@@ -607,6 +625,65 @@ impl Poller for Uring {
         self.submit_if_waiting(&mut st)
     }
 
+    /// The probe is an `IORING_OP_ASYNC_CANCEL` of the fd's poll request matched by *file*
+    /// (`IORING_ASYNC_CANCEL_FD`, Linux 5.19+, plus `IORING_ASYNC_CANCEL_USERDATA` on 6.6+),
+    /// submitted and waited for: the kernel resolves the number to the file open there now,
+    /// so `ENOENT` means the poll watches another (closed) file, and `EBADF` that the number
+    /// is not open. A live poll is cancelled by it and re-armed at once (queued for the next
+    /// wait, which samples readiness again: nothing is lost). Other completions arriving
+    /// meanwhile are kept for the next wait. `Ok(false)` where the answer is unknown: a
+    /// kernel without `CANCEL_FD`, or no poll in the kernel to ask about ([`Mode::Oneshot`]
+    /// after its report, or a re-arm not yet submitted). Submits what is queued, so a poll
+    /// re-armed in the current batch may report once more (spuriously, never lost).
+    fn is_stale(&self, fd: RawFd) -> io::Result<bool> {
+        common::check_fd(fd)?;
+        let mut st = self.lock();
+        let Some(&entry) = st.table.get(&fd) else {
+            return Ok(false);
+        };
+        if common::check_open(fd).is_err() {
+            return Ok(true);
+        }
+        let ud = user_ud(fd, entry.gen);
+        let in_kernel = |st: &State| {
+            entry.armed
+                && !st.ring.queued(ud)
+                && !st.rearm.iter().any(|r| r.2 == ud)
+                && !st.stash.iter().any(|c| c.0 == ud)
+        };
+        self.stash_cq(&mut st, &mut None)?;
+        while st.probe_flags != 0 && in_kernel(&st) {
+            let sqe = IoUringSqe {
+                opcode: IORING_OP_ASYNC_CANCEL,
+                fd,
+                addr: ud,
+                op_flags: st.probe_flags,
+                user_data: PROBE_UD,
+                ..IoUringSqe::default()
+            };
+            let res = self.probe(&mut st, &sqe)?;
+            match -res {
+                libc::EINVAL if st.probe_flags & IORING_ASYNC_CANCEL_USERDATA != 0 => {
+                    st.probe_flags = IORING_ASYNC_CANCEL_FD;
+                }
+                libc::EINVAL => st.probe_flags = 0,
+                libc::EBADF => return Ok(true),
+                // No poll on this file; unless ours completed meanwhile, it watches another.
+                libc::ENOENT => return Ok(in_kernel(&st)),
+                // Found and cancelled (`res` >= 0, or EALREADY: being cancelled): live. Re-arm
+                // with a new generation; the old poll's completion is then dropped (and the
+                // remove ends it if the kernel matched another poll of the same file).
+                e if e <= 0 || e == libc::EALREADY => {
+                    self.push(&mut st, &poll_remove(ud))?;
+                    self.arm(&mut st, fd, entry.token, entry.interest, entry.mode)?;
+                    return Ok(false);
+                }
+                e => return Err(io::Error::from_raw_os_error(e)),
+            }
+        }
+        Ok(false)
+    }
+
     fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
         let mut ws = self.waiter.lock().unwrap_or_else(|p| p.into_inner());
         common::wait_loop(events, timeout, |events, left| {
@@ -624,6 +701,50 @@ impl Poller for Uring {
 }
 
 impl Uring {
+    /// [`Poller::new`], with the notifier's single-shot poll from the start if `notify_by_poll`
+    /// (as on kernels without multishot poll).
+    fn build(notify_by_poll: bool) -> io::Result<Self> {
+        // SAFETY: io_uring_params is plain integers; all-zero is valid (and required for the
+        // reserved fields).
+        let mut p: IoUringParams = unsafe { MaybeUninit::zeroed().assume_init() };
+        p.flags = IORING_SETUP_CQSIZE;
+        p.cq_entries = CQ_ENTRIES;
+        // SAFETY: `p` is a valid, writable io_uring_params for the duration of the call.
+        let fd = cvt(unsafe {
+            libc::syscall(libc::SYS_io_uring_setup, SQ_ENTRIES, ptr::addr_of_mut!(p))
+        })?;
+        let fd = RawFd::try_from(fd)
+            .map_err(|_| io::Error::new(io::ErrorKind::Other, "io_uring_setup: bad fd"))?;
+        // SAFETY: `fd` was just returned by io_uring_setup and nothing else owns it.
+        let ring_fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let ring = Ring::map(ring_fd.as_raw_fd(), &p)?;
+        let poller = Self {
+            state: Mutex::new(State {
+                ring,
+                table: HashMap::new(),
+                stash: Vec::new(),
+                rearm: Vec::new(),
+                next_gen: 0,
+                probe_flags: IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_USERDATA,
+                notify_by_poll,
+                waiting: false,
+            }),
+            waiter: Mutex::new(WaitState {
+                ts: Box::default(),
+                seq: 0,
+                timeout: None,
+            }),
+            ring_fd,
+            wake: Receiver::new_fd()?,
+            ext_arg: p.features & IORING_FEAT_EXT_ARG != 0,
+        };
+        // Queued only: the first wait submits it, so the kernel finishes its completions as
+        // task work of the waiting thread (the multishot poll is never submitted again),
+        // not of the thread that created the poller.
+        poller.push_notify(&mut poller.lock())?;
+        Ok(poller)
+    }
+
     /// Enters a fresh registration of `fd` (a new generation) and queues its poll; submitted
     /// now only if a wait is blocked (see [`State::waiting`]).
     fn arm(
@@ -751,25 +872,7 @@ impl Uring {
     /// flushes the kernel's overflow list. If it kept any, it queues a NOP whose completion
     /// wakes a blocked waiter, which then reports the stash.
     fn steal(&self, st: &mut State) -> io::Result<()> {
-        let mut kept = false;
-        loop {
-            while let Some((ud, res)) = st.ring.pop() {
-                let live = match decode(ud) {
-                    Ud::Internal => false,
-                    Ud::Notify | Ud::Timeout => true,
-                    Ud::User { fd, gen } => st.table.get(&fd).is_some_and(|e| e.gen == gen),
-                };
-                if live {
-                    st.stash.push((ud, res));
-                    kept = true;
-                }
-            }
-            if !st.ring.overflowed() {
-                break;
-            }
-            cvt_retry_io(|| self.enter(0, 0, IORING_ENTER_GETEVENTS, None))?;
-        }
-        if kept {
+        if self.stash_cq(st, &mut None)? {
             let nop = IoUringSqe {
                 opcode: IORING_OP_NOP,
                 user_data: INTERNAL_UD,
@@ -782,6 +885,55 @@ impl Uring {
             }
         }
         Ok(())
+    }
+
+    /// Moves the CQ's live completions to `stash` (dropping stale and internal ones), flushing
+    /// the kernel's overflow list, and the result of [`PROBE_UD`] to `probe`; returns whether
+    /// it stashed any.
+    fn stash_cq(&self, st: &mut State, probe: &mut Option<i32>) -> io::Result<bool> {
+        let mut kept = false;
+        loop {
+            while let Some((ud, res, flags)) = st.ring.pop() {
+                let live = match decode(ud) {
+                    Ud::Internal => {
+                        if ud == PROBE_UD {
+                            *probe = Some(res);
+                        }
+                        false
+                    }
+                    Ud::Notify { .. } | Ud::Timeout => true,
+                    Ud::User { fd, gen } => st.table.get(&fd).is_some_and(|e| e.gen == gen),
+                };
+                if live {
+                    st.stash.push((ud, res, flags));
+                    kept = true;
+                }
+            }
+            if !st.ring.overflowed() {
+                return Ok(kept);
+            }
+            cvt_retry_io(|| self.enter(0, 0, IORING_ENTER_GETEVENTS, None))?;
+        }
+    }
+
+    /// Submits everything queued and `sqe` (tagged [`PROBE_UD`]) and waits for its result,
+    /// stashing the other completions that arrive meanwhile. A blocked waiter is woken by
+    /// them (the CQ tail moves) and reports the stash.
+    fn probe(&self, st: &mut State, sqe: &IoUringSqe) -> io::Result<i32> {
+        self.push(st, sqe)?;
+        let mut result = None;
+        loop {
+            match self.enter(st.ring.sq_pending(), 1, IORING_ENTER_GETEVENTS, None) {
+                Ok(_) => {}
+                // EBUSY: the CQ overflowed (flushed by stash_cq); EINTR: a signal.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
+                Err(e) => return Err(e),
+            }
+            self.stash_cq(st, &mut result)?;
+            if let Some(res) = result {
+                return Ok(res);
+            }
+        }
     }
 
     /// One round of `wait`: submit what is queued, wait for a completion (or the time
@@ -868,14 +1020,16 @@ impl Uring {
         let mut notified = false;
         let mut used = 0;
         while used < st.stash.len() && events.remaining() > 0 {
-            let (ud, res) = st.stash[used];
+            let (ud, res, flags) = st.stash[used];
             used += 1;
-            notified |= self.complete(st, ws, events, ud, res)?;
+            notified |= self.complete(st, ws, events, ud, res, flags)?;
         }
         st.stash.drain(..used);
         while events.remaining() > 0 {
             match st.ring.pop() {
-                Some((ud, res)) => notified |= self.complete(st, ws, events, ud, res)?,
+                Some((ud, res, flags)) => {
+                    notified |= self.complete(st, ws, events, ud, res, flags)?;
+                }
                 None if st.ring.overflowed() => {
                     cvt_retry_io(|| self.enter(0, 0, IORING_ENTER_GETEVENTS, None))?;
                 }
@@ -893,11 +1047,28 @@ impl Uring {
         events: &mut Events,
         ud: u64,
         res: i32,
+        flags: u32,
     ) -> io::Result<bool> {
         match decode(ud) {
-            Ud::Notify => {
+            Ud::Notify { multi: true } if flags & IORING_CQE_F_MORE != 0 => {
+                // One eventfd write, one completion; the poll stays armed and the counter is
+                // never read, as with epoll's EPOLLET (see `push_notify`).
+                self.wake.reset_edge();
+                Ok(true)
+            }
+            Ud::Notify { multi: true } if res == -libc::EINVAL => {
+                // No multishot poll before Linux 5.13: a single-shot poll from now on.
+                st.notify_by_poll = true;
+                self.push_notify(st)?;
+                Ok(false)
+            }
+            Ud::Notify { .. } => {
+                // A single-shot poll, or a multishot one the kernel ended (cancelled, or a CQ
+                // overflow it could not record): drain, re-open the flag, arm again. Drained
+                // first, so the new poll does not fire on old writes: it fires for the
+                // writes of notifies that come after the flag is open (`Receiver::reset`).
                 self.wake.reset();
-                self.push_notify_poll(st)?;
+                self.push_notify(st)?;
                 Ok(true)
             }
             Ud::Internal => Ok(false),
@@ -968,9 +1139,28 @@ impl Uring {
         res
     }
 
-    fn push_notify_poll(&self, st: &mut State) -> io::Result<()> {
-        let fd = self.wake.fd().expect("eventfd notifier");
-        self.push(st, &poll_add(fd, Interest::READABLE, NOTIFY_UD))
+    /// Queues the notifier's request: a multishot `IORING_POLL_ADD` of its eventfd, which
+    /// posts a completion for every write (the eventfd wakes its waiters on each write, and
+    /// the counter, never read, keeps it readable) and stays armed. A wake-up then costs
+    /// neither a `read(2)` nor a re-arm in the next wait: only the flag is re-opened
+    /// ([`Receiver::reset_edge`]): a notify that races with that either found the flag set
+    /// (the wait returns anyway) or writes, which posts a new completion. This is mio's
+    /// EPOLLET waker on io_uring. Without multishot poll ([`State::notify_by_poll`]), a
+    /// single-shot poll, drained and re-armed after each wake-up.
+    fn push_notify(&self, st: &mut State) -> io::Result<()> {
+        let fd = self.wake_fd();
+        if st.notify_by_poll {
+            return self.push(st, &poll_add(fd, Interest::READABLE, NOTIFY_POLL_UD));
+        }
+        let sqe = IoUringSqe {
+            len: IORING_POLL_ADD_MULTI,
+            ..poll_add(fd, Interest::READABLE, NOTIFY_MULTI_UD)
+        };
+        self.push(st, &sqe)
+    }
+
+    fn wake_fd(&self) -> RawFd {
+        self.wake.fd().expect("eventfd notifier")
     }
 
     /// How many registrations the table holds (for leak tests).
@@ -1071,7 +1261,14 @@ mod tests {
             Ud::User { fd, gen } => assert_eq!((fd, gen), (i32::MAX, u32::MAX)),
             _ => panic!("not a user completion"),
         }
-        assert!(matches!(decode(NOTIFY_UD), Ud::Notify));
+        assert!(matches!(
+            decode(NOTIFY_MULTI_UD),
+            Ud::Notify { multi: true }
+        ));
+        assert!(matches!(
+            decode(NOTIFY_POLL_UD),
+            Ud::Notify { multi: false }
+        ));
         assert!(matches!(decode(INTERNAL_UD), Ud::Internal));
         assert!(matches!(
             decode(u64::from(TIMEOUT_LOW) | 5 << 32),
@@ -1128,6 +1325,144 @@ mod tests {
         let mut events = Events::with_capacity(8);
         assert_eq!(p.wait(&mut events, Some(Duration::ZERO)).unwrap(), 0);
         assert!(p.lock().stash.is_empty());
+    }
+
+    /// One wait round's `notified`, with at most `timeout` of blocking.
+    fn notified(p: &Uring, timeout: Duration) -> bool {
+        let mut ws = p.waiter.lock().unwrap();
+        let mut events = Events::with_capacity(8);
+        let round = p.wait_once(&mut ws, &mut events, Some(timeout)).unwrap();
+        assert_eq!(events.len(), 0);
+        round.notified
+    }
+
+    /// 100 000 notifies before a wait are one wake-up, consumed by it (nothing left to wake
+    /// the next wait), and a notify after that wake-up wakes again; with the notifier's READ
+    /// and with the poll fallback.
+    #[test]
+    fn notifies_coalesce_and_wake_again() {
+        for by_poll in [false, true] {
+            let p = Uring::build(by_poll).expect("io_uring_setup");
+            let n = p.notifier();
+            for _round in 0..3 {
+                for _ in 0..100_000 {
+                    n.notify().unwrap();
+                }
+                assert!(notified(&p, Duration::from_secs(5)), "by_poll {by_poll}");
+                // Consumed: the next waits are not woken.
+                assert!(!notified(&p, Duration::ZERO), "by_poll {by_poll}");
+                assert!(!notified(&p, Duration::from_millis(1)), "by_poll {by_poll}");
+                n.notify().unwrap();
+                assert!(notified(&p, Duration::from_secs(5)), "by_poll {by_poll}");
+            }
+            // The mode in use: multishot poll on this kernel (Linux 5.13+).
+            assert_eq!(p.lock().notify_by_poll, by_poll);
+        }
+    }
+
+    /// A notify from another thread wakes a wait blocked without a time limit, many times over.
+    #[test]
+    fn notify_wakes_a_blocked_wait_repeatedly() {
+        let p = std::sync::Arc::new(Uring::new().expect("io_uring_setup"));
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let n = p.notifier();
+        let t = std::thread::spawn(move || {
+            while rx.recv().is_ok() {
+                n.notify().unwrap();
+            }
+        });
+        let mut events = Events::with_capacity(8);
+        for _ in 0..1000 {
+            tx.send(()).unwrap();
+            assert_eq!(p.wait(&mut events, None).unwrap(), 0);
+        }
+        drop(tx);
+        t.join().unwrap();
+    }
+
+    /// The notifier's multishot poll is submitted by the first waiting thread; once that thread
+    /// has exited, the kernel finishes its completions in a worker, and wake-ups still arrive.
+    #[test]
+    fn notify_after_the_first_waiting_thread_exited() {
+        let p = std::sync::Arc::new(Uring::new().expect("io_uring_setup"));
+        let p2 = p.clone();
+        std::thread::spawn(move || assert!(!notified(&p2, Duration::ZERO)))
+            .join()
+            .unwrap();
+        for _ in 0..3 {
+            p.notify().unwrap();
+            assert!(notified(&p, Duration::from_secs(5)));
+            assert!(!notified(&p, Duration::ZERO));
+        }
+    }
+
+    /// `is_stale`: a live registration is not (and still reports readiness afterwards, in
+    /// both modes, with the completions of other fds that arrived during the probe kept); a
+    /// number whose file was closed and replaced by another (dup2 over it: no window in
+    /// which a parallel test could take the number) is.
+    #[test]
+    fn is_stale_tells_a_reused_number_from_a_live_one() {
+        let p = Uring::new().expect("io_uring_setup");
+        let mut events = Events::with_capacity(8);
+        let wait = |p: &Uring, events: &mut Events, t: Duration| -> Vec<(u64, Ready)> {
+            p.wait(events, Some(t)).unwrap();
+            events.iter().map(|e| (e.token(), e.ready())).collect()
+        };
+        for mode in [Mode::Level, Mode::Oneshot] {
+            let (a, mut a_peer) = UnixStream::pair().unwrap();
+            let (c, mut c_peer) = UnixStream::pair().unwrap();
+            let fd = a.as_raw_fd();
+            p.register(fd, 1, Interest::READABLE, mode).unwrap();
+            assert!(wait(&p, &mut events, Duration::ZERO).is_empty());
+            // c's poll is queued, submitted by the probe, and completes during it.
+            c_peer.write_all(b"c").unwrap();
+            p.register(c.as_raw_fd(), 2, Interest::READABLE, Mode::Oneshot)
+                .unwrap();
+            for _ in 0..3 {
+                assert!(!p.is_stale(fd).unwrap(), "{mode:?}");
+            }
+            assert_ne!(p.lock().probe_flags, 0, "CANCEL_FD is Linux 5.19+");
+            assert_eq!(
+                wait(&p, &mut events, Duration::from_secs(5)),
+                [(2, Ready::READABLE)]
+            );
+            a_peer.write_all(b"x").unwrap();
+            assert_eq!(
+                wait(&p, &mut events, Duration::from_secs(5)),
+                [(1, Ready::READABLE)],
+                "{mode:?}"
+            );
+            // Reported and not yet re-armed (Oneshot) or re-armed but not submitted (Level):
+            // no poll in the kernel to ask, so not stale.
+            assert!(!p.is_stale(fd).unwrap(), "{mode:?}");
+            p.deregister(c.as_raw_fd()).unwrap();
+            p.deregister(fd).unwrap();
+        }
+
+        let (a, _a_peer) = UnixStream::pair().unwrap();
+        let (b, mut b_peer) = UnixStream::pair().unwrap();
+        let n = std::os::fd::IntoRawFd::into_raw_fd(a);
+        p.register(n, 1, Interest::READABLE, Mode::Level).unwrap();
+        assert!(wait(&p, &mut events, Duration::ZERO).is_empty());
+        assert!(!p.is_stale(n).unwrap());
+        assert!(wait(&p, &mut events, Duration::ZERO).is_empty());
+        // SAFETY: dup2 takes only integers; `n` is ours (from into_raw_fd), and is closed
+        // below.
+        assert_eq!(unsafe { libc::dup2(b.as_raw_fd(), n) }, n);
+        assert!(p.is_stale(n).unwrap());
+        // Still stale after asking (nothing was cancelled), and the old poll reports nothing
+        // of the new file.
+        assert!(p.is_stale(n).unwrap());
+        b_peer.write_all(b"x").unwrap();
+        assert!(wait(&p, &mut events, Duration::ZERO).is_empty());
+        p.deregister(n).unwrap();
+        assert!(!p.is_stale(n).unwrap(), "not registered");
+        // SAFETY: `n` is ours (the dup2 above) and nothing else uses it.
+        unsafe { libc::close(n) };
+        assert_eq!(
+            p.is_stale(-1).unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
     }
 
     /// The IORING_OP_TIMEOUT path that kernels without EXT_ARG take.
