@@ -599,12 +599,342 @@ fn with_loop_and_into_inner<P: Poller>() {
     assert_eq!(lp.handler_count(), 0);
 }
 
+// ----- Async: the readiness cache (edge-triggered where the poller has it) -----------------
+
+/// The byte at offset `i` of a test stream (a pattern that shows loss and reordering).
+fn pattern(i: usize) -> u8 {
+    (i % 251) as u8
+}
+
+/// Stops the test if it hangs: after `secs`, runs `fire` (which must unblock the test, for
+/// example by shutting a socket down) and records that it fired. Dropping it disarms it.
+struct Watchdog {
+    stop: Option<mpsc::Sender<()>>,
+    fired: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watchdog {
+    fn new(secs: u64, fire: impl FnOnce() + Send + 'static) -> Self {
+        let (stop, rx) = mpsc::channel::<()>();
+        let fired = Arc::new(AtomicBool::new(false));
+        let flag = fired.clone();
+        let thread = std::thread::spawn(move || {
+            if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_secs(secs))
+            {
+                flag.store(true, Ordering::SeqCst);
+                fire();
+            }
+        });
+        Self {
+            stop: Some(stop),
+            fired,
+            thread: Some(thread),
+        }
+    }
+
+    /// Panics if the watchdog had to fire.
+    fn check(&self, what: &str) {
+        assert!(
+            !self.fired.load(Ordering::SeqCst),
+            "{what}: hung (lost wake-up?), the watchdog fired"
+        );
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A watchdog that shuts `sock` down (both ways) when it fires: a task blocked on it wakes.
+fn shutdown_watchdog(sock: &UnixStream) -> Watchdog {
+    let s = sock.try_clone().unwrap();
+    Watchdog::new(60, move || {
+        let _ = s.shutdown(std::net::Shutdown::Both);
+    })
+}
+
+/// A thread writing `total` pattern bytes into `w` (blocking) in chunks of varying sizes,
+/// then closing it.
+fn pattern_writer(mut w: UnixStream, total: usize) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let data: Vec<u8> = (0..total).map(pattern).collect();
+        let mut at = 0;
+        let mut seed = 12345u32;
+        while at < total {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            let len = (1 + (seed >> 16) as usize % 8192).min(total - at);
+            if w.write_all(&data[at..at + len]).is_err() {
+                return; // shut down by the watchdog
+            }
+            at += len;
+        }
+    })
+}
+
+/// Data that arrives after a short read is still delivered: a short read on a stream
+/// clears the readiness (futures-io `poll_read`), and the next write makes a new edge. Also
+/// `read_with` with a buffer smaller than what is there: the rest is read without a report.
+fn data_after_partial_read<P: Poller>() {
+    let lp = new_loop::<P>();
+    lp.block_on(async {
+        let (a, b) = Async::<UnixStream>::pair().unwrap();
+        let dog = shutdown_watchdog(b.get_ref());
+        let reader = ioloop::spawn(async move {
+            let mut got = Vec::new();
+            // Bigger than any write: every read of this loop is short.
+            let mut buf = [0u8; 64];
+            while got.len() < 30 {
+                let n = (&b).read(&mut buf).await.unwrap();
+                assert!(n > 0, "early EOF after {} bytes", got.len());
+                got.extend_from_slice(&buf[..n]);
+            }
+            // Smaller than what is there: read_with must not wait for a new report.
+            let mut small = [0u8; 3];
+            while got.len() < 40 {
+                let n = b.read_with(|mut s| s.read(&mut small)).await.unwrap();
+                assert!(n > 0, "early EOF after {} bytes", got.len());
+                got.extend_from_slice(&small[..n]);
+            }
+            got
+        });
+        for i in 0..3 {
+            // 10 bytes, after the reader has read the last ones short and parked.
+            let chunk: Vec<u8> = (i * 10..i * 10 + 10).map(pattern).collect();
+            a.write_with(|mut s| s.write(&chunk)).await.unwrap();
+            for _ in 0..3 {
+                ioloop::yield_now().await;
+            }
+        }
+        // 10 bytes in one write, read 3 at a time with no new edge in between.
+        let chunk: Vec<u8> = (30..40).map(pattern).collect();
+        a.write_with(|mut s| s.write(&chunk)).await.unwrap();
+        let got = reader.await.unwrap();
+        dog.check("data_after_partial_read");
+        assert_eq!(got, (0..40).map(pattern).collect::<Vec<_>>());
+    })
+    .unwrap();
+}
+
+/// A short read on a socket that returns one message per read (a datagram socket under a
+/// `Read` type) does not show it drained: the second queued datagram is read at once,
+/// without waiting for a new report (which, edge-triggered, would never come).
+fn short_datagram_read_keeps_readiness<P: Poller>() {
+    let lp = new_loop::<P>();
+    lp.block_on(async {
+        let (a, b) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        let b = Async::new(UnixStream::from(std::os::fd::OwnedFd::from(b))).unwrap();
+        a.send(b"one").unwrap();
+        a.send(b"two").unwrap();
+        let mut buf = [0u8; 64];
+        let n = (&b).read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"one");
+        // Ready on the first poll: no wait for the reactor.
+        let n = futures_lite::future::poll_once((&b).read(&mut buf))
+            .await
+            .expect("the queued datagram needed a new report")
+            .unwrap();
+        assert_eq!(&buf[..n], b"two");
+    })
+    .unwrap();
+}
+
+/// `readable()` completes when data is already there and its report was already consumed
+/// (an edge-triggered registration must be made to report the current state again), and
+/// again after a raw read that left data behind; `writable()` completes on a socket with room.
+fn readable_with_data_already_there<P: Poller>() {
+    let lp = new_loop::<P>();
+    lp.block_on(async {
+        let (a, b) = Async::<UnixStream>::pair().unwrap();
+        let reader = ioloop::spawn(async move {
+            let mut one = [0u8; 1];
+            // Parks (empty socket), then reads 1 of the 3 bytes the report was for.
+            b.read_with(|mut s| s.read(&mut one)).await.unwrap();
+            let hang_guard = Duration::from_secs(30);
+            for _ in 0..2 {
+                ioloop::timeout(hang_guard, b.readable())
+                    .await
+                    .expect("readable() hung with data pending")
+                    .unwrap();
+                b.get_ref().read_exact(&mut one).unwrap();
+            }
+            ioloop::timeout(hang_guard, b.writable())
+                .await
+                .expect("writable() hung with room to write")
+                .unwrap();
+            b
+        });
+        for _ in 0..3 {
+            ioloop::yield_now().await;
+        }
+        a.get_ref().write_all(b"xyz").unwrap();
+        reader.await.unwrap();
+    })
+    .unwrap();
+}
+
+/// A second thread writes a known total in a loop while the task reads it: readiness that
+/// arrives around a `WouldBlock` is never lost (every byte arrives, nothing hangs).
+fn readiness_races_with_a_writer_thread<P: Poller>() {
+    const TOTAL: usize = 2 << 20;
+    let lp = new_loop::<P>();
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let dog = shutdown_watchdog(&ours);
+    let writer = pattern_writer(theirs, TOTAL);
+    let got = lp
+        .block_on(async {
+            let r = Async::new(ours).unwrap();
+            let mut got = 0usize;
+            let mut buf = [0u8; 4096];
+            let mut alternate = false;
+            loop {
+                // Alternate read_with (reads until WouldBlock) and poll_read (short reads
+                // clear the readiness).
+                alternate = !alternate;
+                let n = if alternate {
+                    r.read_with(|mut s| s.read(&mut buf)).await.unwrap()
+                } else {
+                    (&r).read(&mut buf).await.unwrap()
+                };
+                if n == 0 {
+                    return got;
+                }
+                for (k, &byte) in buf[..n].iter().enumerate() {
+                    assert_eq!(byte, pattern(got + k), "byte {} of the stream", got + k);
+                }
+                got += n;
+            }
+        })
+        .unwrap();
+    writer.join().unwrap();
+    dog.check("readiness_races_with_a_writer_thread");
+    assert_eq!(got, TOTAL);
+}
+
+/// A writer task that fills the socket is woken each time a reader thread drains it: every
+/// byte arrives (short writes clear the write readiness; the drain makes a new edge).
+fn writable_after_full_buffer_drains<P: Poller>() {
+    const TOTAL: usize = 2 << 20;
+    let lp = new_loop::<P>();
+    let (ours, mut theirs) = UnixStream::pair().unwrap();
+    let dog = shutdown_watchdog(&ours);
+    let reader = std::thread::spawn(move || {
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 3000];
+        loop {
+            let n = theirs.read(&mut buf).unwrap();
+            if n == 0 {
+                return got;
+            }
+            for (k, &byte) in buf[..n].iter().enumerate() {
+                assert_eq!(byte, pattern(got + k), "byte {} of the stream", got + k);
+            }
+            got += n;
+        }
+    });
+    lp.block_on(async {
+        let mut w = Async::new(ours).unwrap();
+        let data: Vec<u8> = (0..TOTAL).map(pattern).collect();
+        // Half through write_all (futures-io), half through write_with.
+        w.write_all(&data[..TOTAL / 2]).await.unwrap();
+        let mut at = TOTAL / 2;
+        while at < TOTAL {
+            let end = (at + 100_000).min(TOTAL);
+            at += w.write_with(|mut s| s.write(&data[at..end])).await.unwrap();
+        }
+        // EOF for the reader (the watchdog holds a clone of the socket).
+        w.get_ref().shutdown(std::net::Shutdown::Write).unwrap();
+    })
+    .unwrap();
+    let got = reader.join().unwrap();
+    dog.check("writable_after_full_buffer_drains");
+    assert_eq!(got, TOTAL);
+}
+
+/// One `Async` read by one task and written by another at the same time, while two peer
+/// threads write and read the other end: both directions' wake-ups are kept apart.
+fn read_and_write_tasks_on_one_source<P: Poller>() {
+    const TOTAL: usize = 1 << 20;
+    let lp = new_loop::<P>();
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let dog = shutdown_watchdog(&ours);
+    let mut their_reader = theirs.try_clone().unwrap();
+    let writer = pattern_writer(theirs, TOTAL);
+    let reader = std::thread::spawn(move || {
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 5000];
+        while got < TOTAL {
+            let n = their_reader.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            for (k, &byte) in buf[..n].iter().enumerate() {
+                assert_eq!(
+                    byte,
+                    pattern(got + k),
+                    "byte {} written by the task",
+                    got + k
+                );
+            }
+            got += n;
+        }
+        got
+    });
+    let (read, written) = lp
+        .block_on(async {
+            let s = Rc::new(Async::new(ours).unwrap());
+            let r = {
+                let s = s.clone();
+                ioloop::spawn(async move {
+                    let mut got = 0usize;
+                    let mut buf = [0u8; 2048];
+                    while got < TOTAL {
+                        let n = (&*s).read(&mut buf).await.unwrap();
+                        if n == 0 {
+                            break;
+                        }
+                        for (k, &byte) in buf[..n].iter().enumerate() {
+                            assert_eq!(byte, pattern(got + k), "byte {} read by the task", got + k);
+                        }
+                        got += n;
+                    }
+                    got
+                })
+            };
+            let w = {
+                let s = s.clone();
+                ioloop::spawn(async move {
+                    let data: Vec<u8> = (0..TOTAL).map(pattern).collect();
+                    (&*s).write_all(&data).await.unwrap();
+                    TOTAL
+                })
+            };
+            (r.await.unwrap(), w.await.unwrap())
+        })
+        .unwrap();
+    writer.join().unwrap();
+    let their_got = reader.join().unwrap();
+    dog.check("read_and_write_tasks_on_one_source");
+    assert_eq!((read, written, their_got), (TOTAL, TOTAL, TOTAL));
+}
+
 backend_tests!(
     readiness_wakeups,
     read_and_write_waiters_at_once,
     echo_many_clients,
     udp_and_connect_errors,
     with_loop_and_into_inner,
+    data_after_partial_read,
+    readable_with_data_already_there,
+    short_datagram_read_keeps_readiness,
+    readiness_races_with_a_writer_thread,
+    writable_after_full_buffer_drains,
+    read_and_write_tasks_on_one_source,
 );
 
 #[test]

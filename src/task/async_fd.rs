@@ -1,11 +1,28 @@
-//! [`Async<T>`]: an fd-backed I/O object driven by the loop (async-io's design on our reactor).
+//! [`Async<T>`]: an fd-backed I/O object driven by the loop, on tokio's readiness model.
 //!
-//! The fd is registered once, in [`Mode::Oneshot`](crate::Mode::Oneshot) with an empty
-//! interest. A future that finds the fd not ready stores its waker and *arms* the
-//! registration for its direction ([`update_handler_with`](crate::IoLoop::update_handler_with));
-//! the reactor reports the fd once, the handler wakes the waiting task(s) and re-arms only for a
-//! direction still waited on. Nothing polls in a loop, and a wait costs one `modify` and no
-//! allocation.
+//! Each direction (read, write) of a source caches its *readiness*: whether the last thing
+//! known about it is "ready" (the reactor reported it, or nothing is known yet) or "would
+//! block". An operation ([`read_with`](Async::read_with), `poll_read`...) runs the I/O right
+//! away while the direction is ready; when the I/O returns `WouldBlock` it clears the
+//! readiness and parks the task (stores its waker); the fd's handler sets the readiness again
+//! and wakes the task when the reactor reports the direction.
+//!
+//! * Where the poller has [`Mode::Edge`] (epoll, kqueue) the fd is registered once,
+//!   edge-triggered, with an empty interest; a direction is added to it on its first wait
+//!   (one `modify` per direction in the source's life, none for a direction that never
+//!   waits). From then on waiting costs no system call at all: the kernel reports each new
+//!   edge (new data, freed buffer space).
+//! * Elsewhere (poll, select, io_uring) it is registered in [`Mode::Oneshot`] with an empty
+//!   interest, and a task that parks *arms* it for its direction (one `modify`); the handler
+//!   re-arms only a direction still waited on.
+//!
+//! A lost wake-up would need a report to arrive between the `WouldBlock` and the clearing of
+//! the readiness: each direction counts reports (`tick`), and an operation clears the
+//! readiness only if no report came since it read the readiness (tokio's `clear_readiness`
+//! with its tick). On one thread nothing runs in between today, but the check keeps the
+//! invariant local: readiness is cleared only on evidence newer than the last report.
+//!
+//! Nothing polls in a loop, and a wait allocates nothing.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -17,24 +34,40 @@ use std::os::unix::net::UnixStream;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
-use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 
 use super::{current, IoLoop, LoopOps, Poller};
-use crate::{Interest, Ready};
+use crate::{Interest, Mode, Ready};
 
-/// One direction (read or write) of a source: its waiting task and its readiness count.
-#[derive(Default)]
+/// One direction (read or write) of a source: its cached readiness, its waiting task and
+/// its report count.
 struct Direction {
+    /// Ready as far as we know: set by a report (and at creation: nothing is known, so the
+    /// first operation tries the I/O), cleared when the I/O returned `WouldBlock`.
+    ready: Cell<bool>,
     waker: RefCell<Option<Waker>>,
     /// Bumped each time the reactor reports this direction ready.
     tick: Cell<u64>,
-    /// The tick when the current wait began (`None`: no wait in progress).
+    /// For [`Async::readable`]-style waits: the tick when the current wait began (`None`: no
+    /// such wait in progress).
     start: Cell<Option<u64>>,
+}
+
+impl Default for Direction {
+    fn default() -> Self {
+        Self {
+            ready: Cell::new(true),
+            waker: RefCell::new(None),
+            tick: Cell::new(0),
+            start: Cell::new(None),
+        }
+    }
 }
 
 impl Direction {
     fn fire(&self) {
         self.tick.set(self.tick.get().wrapping_add(1));
+        self.ready.set(true);
         let w = self.waker.borrow_mut().take();
         if let Some(w) = w {
             w.wake();
@@ -52,36 +85,133 @@ impl Direction {
             _ => *slot = Some(waker.clone()),
         }
     }
+
+    /// The I/O of an operation that saw readiness at `tick` returned `WouldBlock` (or showed
+    /// the buffer drained): forget the readiness, unless a report came in the meantime.
+    fn clear(&self, tick: u64) {
+        if self.tick.get() == tick {
+            self.ready.set(false);
+        }
+    }
+}
+
+/// Whether a short read or write shows the kernel buffer drained (read) or filled (write).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ShortIo {
+    /// Not checked yet.
+    Unknown,
+    /// A stream socket or a pipe/FIFO: a short transfer moved all there was (or all that fit).
+    Drains,
+    /// Anything else (datagram or seqpacket sockets, terminals in canonical mode...).
+    Opaque,
 }
 
 /// The reactor-side state of an [`Async`]: shared with the fd's handler.
 pub(crate) struct IoSource {
     pub(crate) fd: RawFd,
-    /// What the Oneshot registration is armed for right now.
+    /// Registered edge-triggered (set by `add_source`); else Oneshot.
+    pub(crate) edge: Cell<bool>,
+    /// Oneshot: what the registration is armed for right now. Edge: the directions
+    /// registered so far (each is added on its first wait, and stays).
     pub(crate) armed: Cell<Interest>,
     read: Direction,
     write: Direction,
+    short_io: Cell<ShortIo>,
 }
 
 impl IoSource {
-    /// Called by the fd's handler: wakes the directions `ready` covers (errors and hang-ups
-    /// wake both, so the next operation reports them) and returns the interest still waited
-    /// on, which the handler re-arms.
+    fn new(fd: RawFd) -> Self {
+        Self {
+            fd,
+            edge: Cell::new(false),
+            armed: Cell::new(Interest::empty()),
+            read: Direction::default(),
+            write: Direction::default(),
+            short_io: Cell::new(ShortIo::Unknown),
+        }
+    }
+
+    /// Called by the fd's handler: marks ready (and wakes) the directions `ready` covers
+    /// (errors and hang-ups cover both, so the next operation reports them) and, in Oneshot
+    /// mode, returns the interest still waited on, which the handler re-arms.
     pub(crate) fn on_ready(&self, ready: Ready) -> Interest {
-        self.armed.set(Interest::empty());
+        let edge = self.edge.get();
+        if !edge {
+            self.armed.set(Interest::empty());
+        }
         let both = ready.intersects(Ready::ERROR | Ready::HUP);
         let mut rest = Interest::empty();
         if both || ready.contains(Ready::READABLE) {
             self.read.fire();
-        } else if self.read.waiting() {
+        } else if !edge && self.read.waiting() {
             rest |= Interest::READABLE;
         }
         if both || ready.contains(Ready::WRITABLE) {
             self.write.fire();
-        } else if self.write.waiting() {
+        } else if !edge && self.write.waiting() {
             rest |= Interest::WRITABLE;
         }
         rest
+    }
+
+    /// Makes sure the registration reports `interest` when it is ready: arms a Oneshot
+    /// registration for it; adds it to an Edge registration the first time. `again`: update
+    /// the registration even if it covers `interest`, so that an Edge one reports the current
+    /// state anew. An update re-checks readiness in the kernel, so a change that happened
+    /// before it (after the `WouldBlock`) is reported, not lost.
+    fn arm(&self, ops: &dyn LoopOps, interest: Interest, again: bool) -> io::Result<()> {
+        let armed = self.armed.get();
+        if armed.contains(interest) && !again {
+            return Ok(());
+        }
+        let mode = if self.edge.get() {
+            Mode::Edge
+        } else {
+            Mode::Oneshot
+        };
+        ops.arm(self.fd, armed | interest, mode)?;
+        self.armed.set(armed | interest);
+        Ok(())
+    }
+
+    fn dir(&self, interest: Interest) -> &Direction {
+        if interest == Interest::READABLE {
+            &self.read
+        } else {
+            &self.write
+        }
+    }
+
+    /// Whether a transfer of `0 < n < len` bytes shows the buffer drained (reads) or full
+    /// (writes), so readiness can be cleared without another `WouldBlock` round. True for
+    /// stream sockets and pipes, which is what tokio relies on for its TCP, Unix stream and
+    /// pipe types (`PollEvented::poll_read`/`poll_write`, tokio-rs/tokio#5866): their read
+    /// copies until the buffer is empty and their write until it is full, and any later
+    /// change makes a new edge. Not for datagram or seqpacket sockets (one message per read)
+    /// nor terminals (one line per read in canonical mode). Checked once per source, on the
+    /// first short transfer (`fstat`, plus `getsockopt(SO_TYPE)` for a socket).
+    fn short_io_drains(&self, fd: BorrowedFd<'_>) -> bool {
+        if self.short_io.get() == ShortIo::Unknown {
+            self.short_io.set(classify(fd));
+        }
+        self.short_io.get() == ShortIo::Drains
+    }
+}
+
+fn classify(fd: BorrowedFd<'_>) -> ShortIo {
+    use nix::sys::socket::{getsockopt, sockopt, SockType};
+    use nix::sys::stat::{fstat, SFlag};
+    let Ok(st) = fstat(fd) else {
+        return ShortIo::Opaque;
+    };
+    let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+    let stream = kind == SFlag::S_IFIFO
+        || (kind == SFlag::S_IFSOCK
+            && matches!(getsockopt(&fd, sockopt::SockType), Ok(SockType::Stream)));
+    if stream {
+        ShortIo::Drains
+    } else {
+        ShortIo::Opaque
     }
 }
 
@@ -140,14 +270,6 @@ fn no_loop() -> io::Error {
     )
 }
 
-fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
-    let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
-    if !flags.contains(OFlag::O_NONBLOCK) {
-        fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
-    }
-    Ok(())
-}
-
 impl<T: AsFd> Async<T> {
     /// Puts `io`'s fd in non-blocking mode and registers it on the current loop.
     ///
@@ -158,6 +280,7 @@ impl<T: AsFd> Async<T> {
     /// `EPERM` for a regular file on epoll, `InvalidInput` for an fd >= `FD_SETSIZE` on select.
     pub fn new(io: T) -> io::Result<Self> {
         let ops = current().ok_or_else(no_loop)?;
+        ioloop_sys::set_nonblocking(io.as_fd())?;
         Self::register(ops, io)
     }
 
@@ -167,17 +290,13 @@ impl<T: AsFd> Async<T> {
     ///
     /// As [`new`](Self::new), except for `NotConnected`.
     pub fn with_loop<P: Poller>(lp: &IoLoop<P>, io: T) -> io::Result<Self> {
+        ioloop_sys::set_nonblocking(io.as_fd())?;
         Self::register(lp.ops().clone(), io)
     }
 
+    /// Registers `io`, whose fd is already non-blocking.
     fn register(ops: Rc<dyn LoopOps>, io: T) -> io::Result<Self> {
-        set_nonblocking(io.as_fd())?;
-        let source = Rc::new(IoSource {
-            fd: io.as_fd().as_raw_fd(),
-            armed: Cell::new(Interest::empty()),
-            read: Direction::default(),
-            write: Direction::default(),
-        });
+        let source = Rc::new(IoSource::new(io.as_fd().as_raw_fd()));
         ops.add_source(source.clone())?;
         Ok(Self {
             source,
@@ -208,12 +327,18 @@ impl<T: AsFd> Async<T> {
         Ok(io)
     }
 
-    /// Waits until the fd is reported readable (or at end of file, or in error). May be
-    /// spurious: the next read can still return `WouldBlock`.
+    /// Waits until the reactor reports the fd readable (or at end of file, or in error)
+    /// after the wait began. May be spurious: the next read can still return `WouldBlock`.
+    ///
+    /// This is a fresh report, not the cached readiness the `*_with` operations use, so a
+    /// loop of `readable().await` and a raw read never spins. It costs one registration
+    /// update (`modify`) when the fd may be ready already (on edge-triggered pollers the
+    /// update makes the kernel report the current state again); prefer
+    /// [`read_with`](Self::read_with), which needs none.
     ///
     /// # Errors
     ///
-    /// What re-arming the registration reports; `NotConnected` if the loop is gone.
+    /// What updating the registration reports; `NotConnected` if the loop is gone.
     pub async fn readable(&self) -> io::Result<()> {
         poll_fn(|cx| self.poll_readable(cx)).await
     }
@@ -228,7 +353,8 @@ impl<T: AsFd> Async<T> {
     }
 
     /// Polls for readability (for hand-written futures and `poll_*` methods): `Ready` once
-    /// the reactor has reported the fd readable since the wait began.
+    /// the reactor has reported the fd readable since the wait began (see
+    /// [`readable`](Self::readable)).
     ///
     /// # Errors
     ///
@@ -248,6 +374,11 @@ impl<T: AsFd> Async<T> {
 
     /// Runs the non-blocking `op` until it does not return `WouldBlock`, waiting for
     /// readability in between.
+    ///
+    /// `op` runs at once if the fd is ready as far as the loop knows (reported readable
+    /// since `op` last returned `WouldBlock`, or never tried); only a `WouldBlock` parks the
+    /// task. So reading one message per call costs one read while data is there, plus one
+    /// `WouldBlock` read before each park.
     ///
     /// # Errors
     ///
@@ -290,18 +421,19 @@ impl<T: AsFd> Async<T> {
         self.io_with_mut(Interest::WRITABLE, op).await
     }
 
-    /// The one "try; on `WouldBlock` await readiness in `dir`" loop behind the `*_with`s.
+    /// The one "try while ready; on `WouldBlock` clear and await readiness in `dir`" loop
+    /// behind the `*_with`s.
     async fn io_with<R>(
         &self,
         dir: Interest,
         mut op: impl FnMut(&T) -> io::Result<R>,
     ) -> io::Result<R> {
         loop {
+            let tick = poll_fn(|cx| poll_ready(&self.source, &*self.ops, dir, cx)).await?;
             match op(self.get_ref()) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.source.dir(dir).clear(tick),
                 res => return res,
             }
-            poll_fn(|cx| poll_dir(&self.source, &*self.ops, dir, cx)).await?;
         }
     }
 
@@ -312,16 +444,17 @@ impl<T: AsFd> Async<T> {
         mut op: impl FnMut(&mut T) -> io::Result<R>,
     ) -> io::Result<R> {
         loop {
+            let tick = poll_fn(|cx| poll_ready(&self.source, &*self.ops, dir, cx)).await?;
             match op(self.get_mut()) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.source.dir(dir).clear(tick),
                 res => return res,
             }
-            poll_fn(|cx| poll_dir(&self.source, &*self.ops, dir, cx)).await?;
         }
     }
 
     /// A new `Async` for `io` on the same loop as `self`.
     fn sibling<U: AsFd>(&self, io: U) -> io::Result<Async<U>> {
+        ioloop_sys::set_nonblocking(io.as_fd())?;
         Async::register(self.ops.clone(), io)
     }
 }
@@ -398,10 +531,11 @@ impl Async<TcpStream> {
             SocketAddr::V4(_) => AddressFamily::Inet,
             SocketAddr::V6(_) => AddressFamily::Inet6,
         };
+        let ops = current().ok_or_else(no_loop)?;
         let fd = socket::socket(family, SockType::Stream, SockFlag::empty(), None)?;
         fcntl(fd.as_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
-        set_nonblocking(fd.as_fd())?;
-        let stream = Async::new(TcpStream::from(fd))?;
+        ioloop_sys::set_nonblocking(fd.as_fd())?;
+        let stream = Async::register(ops, TcpStream::from(fd))?;
         match socket::connect(stream.as_raw_fd(), &SockaddrStorage::from(addr)) {
             Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => {}
             Err(e) => return Err(e.into()),
@@ -478,56 +612,96 @@ impl Async<UdpSocket> {
     }
 }
 
-/// Waits for one direction (`interest` is `READABLE` or `WRITABLE`): `Ready` once the reactor
-/// has reported it since the wait began; else stores the waker and arms the registration.
+/// The readiness of one direction (`interest` is `READABLE` or `WRITABLE`) for an operation:
+/// `Ready(tick)` while it is ready as far as the loop knows (the tick to pass to
+/// [`Direction::clear`] if the I/O then returns `WouldBlock`); else stores the waker, makes
+/// sure the registration covers the direction ([`IoSource::arm`]: nothing to do in Edge mode
+/// after the direction's first wait) and returns `Pending`.
+fn poll_ready(
+    src: &IoSource,
+    ops: &dyn LoopOps,
+    interest: Interest,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<u64>> {
+    let dir = src.dir(interest);
+    if dir.ready.get() {
+        return Poll::Ready(Ok(dir.tick.get()));
+    }
+    dir.set_waker(cx.waker());
+    if let Err(e) = src.arm(ops, interest, false) {
+        dir.waker.borrow_mut().take();
+        return Poll::Ready(Err(e));
+    }
+    Poll::Pending
+}
+
+/// Waits for a fresh report of one direction ([`Async::readable`]): `Ready` once the reactor
+/// has reported it since the wait began; else stores the waker. On its first poll a wait
+/// makes sure a report will come if the fd is ready now: in Oneshot mode it arms the
+/// registration; in Edge mode, if the direction may be ready (its cached readiness is set),
+/// it updates the registration, which makes the kernel report the current state again (a
+/// cleared readiness needs nothing once the direction is registered: the next change makes
+/// an edge).
 fn poll_dir(
     src: &IoSource,
     ops: &dyn LoopOps,
     interest: Interest,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<()>> {
-    let dir = if interest == Interest::READABLE {
-        &src.read
-    } else {
-        &src.write
-    };
-    match dir.start.get() {
+    let dir = src.dir(interest);
+    let fresh = match dir.start.get() {
         Some(start) if start != dir.tick.get() => {
             dir.start.set(None);
             return Poll::Ready(Ok(()));
         }
-        Some(_) => {}
-        None => dir.start.set(Some(dir.tick.get())),
-    }
-    dir.set_waker(cx.waker());
-    let armed = src.armed.get();
-    if !armed.contains(interest) {
-        if let Err(e) = ops.arm(src.fd, armed | interest) {
-            dir.waker.borrow_mut().take();
-            dir.start.set(None);
-            return Poll::Ready(Err(e));
+        Some(_) => false,
+        None => {
+            dir.start.set(Some(dir.tick.get()));
+            true
         }
-        src.armed.set(armed | interest);
+    };
+    dir.set_waker(cx.waker());
+    let again = fresh && src.edge.get() && dir.ready.get();
+    if let Err(e) = src.arm(ops, interest, again) {
+        dir.waker.borrow_mut().take();
+        dir.start.set(None);
+        return Poll::Ready(Err(e));
     }
     Poll::Pending
 }
 
-/// `poll_read` on async-io's pattern: try, and on `WouldBlock` wait for readiness.
+/// One non-blocking operation of the futures-io impls, on tokio's `PollEvented` pattern: try
+/// while ready; on `WouldBlock` clear the readiness and wait. A short transfer (`0 < n <
+/// len`) on a stream socket or pipe also clears it (see [`IoSource::short_io_drains`]),
+/// which saves the read (or write) that would return `WouldBlock`. `len` is `None` for an
+/// operation without a buffer (flush).
 #[cfg(feature = "futures-io")]
-fn poll_op<R>(
-    mut op: impl FnMut() -> io::Result<R>,
-    mut wait: impl FnMut(&mut Context<'_>) -> Poll<io::Result<()>>,
+fn poll_op<X: AsFd>(
+    src: &IoSource,
+    ops: &dyn LoopOps,
+    interest: Interest,
+    len: Option<usize>,
+    io: &mut X,
+    mut op: impl FnMut(&mut X) -> io::Result<usize>,
     cx: &mut Context<'_>,
-) -> Poll<io::Result<R>> {
+) -> Poll<io::Result<usize>> {
     loop {
-        match op() {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            res => return Poll::Ready(res),
-        }
-        match wait(cx) {
-            Poll::Ready(Ok(())) => {}
+        let tick = match poll_ready(src, ops, interest, cx) {
+            Poll::Ready(Ok(tick)) => tick,
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             Poll::Pending => return Poll::Pending,
+        };
+        match op(io) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => src.dir(interest).clear(tick),
+            Ok(n) => {
+                if let Some(len) = len {
+                    if 0 < n && n < len && src.short_io_drains(io.as_fd()) {
+                        src.dir(interest).clear(tick);
+                    }
+                }
+                return Poll::Ready(Ok(n));
+            }
+            res => return Poll::Ready(res),
         }
     }
 }
@@ -538,6 +712,9 @@ mod futures_io_impls {
     use std::io::{Read, Write};
     use std::pin::Pin;
 
+    const R: Interest = Interest::READABLE;
+    const W: Interest = Interest::WRITABLE;
+
     impl<T: AsFd + Read> futures_io::AsyncRead for Async<T> {
         fn poll_read(
             self: Pin<&mut Self>,
@@ -546,11 +723,8 @@ mod futures_io_impls {
         ) -> Poll<io::Result<usize>> {
             let Async { source, ops, io } = self.get_mut();
             let io = io.as_mut().expect("Async used after into_inner");
-            poll_op(
-                || io.read(buf),
-                |cx| poll_dir(source, &**ops, Interest::READABLE, cx),
-                cx,
-            )
+            let len = Some(buf.len());
+            poll_op(source, &**ops, R, len, io, |io| io.read(buf), cx)
         }
     }
 
@@ -564,7 +738,17 @@ mod futures_io_impls {
             buf: &mut [u8],
         ) -> Poll<io::Result<usize>> {
             let this: &Async<T> = self.get_mut();
-            poll_op(|| this.get_ref().read(buf), |cx| this.poll_readable(cx), cx)
+            let mut io = this.get_ref();
+            let len = Some(buf.len());
+            poll_op(
+                &this.source,
+                &*this.ops,
+                R,
+                len,
+                &mut io,
+                |io| io.read(buf),
+                cx,
+            )
         }
     }
 
@@ -576,21 +760,15 @@ mod futures_io_impls {
         ) -> Poll<io::Result<usize>> {
             let Async { source, ops, io } = self.get_mut();
             let io = io.as_mut().expect("Async used after into_inner");
-            poll_op(
-                || io.write(buf),
-                |cx| poll_dir(source, &**ops, Interest::WRITABLE, cx),
-                cx,
-            )
+            let len = Some(buf.len());
+            poll_op(source, &**ops, W, len, io, |io| io.write(buf), cx)
         }
 
         fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
             let Async { source, ops, io } = self.get_mut();
             let io = io.as_mut().expect("Async used after into_inner");
-            poll_op(
-                || io.flush(),
-                |cx| poll_dir(source, &**ops, Interest::WRITABLE, cx),
-                cx,
-            )
+            let flush = |io: &mut T| io.flush().map(|()| 0);
+            poll_op(source, &**ops, W, None, io, flush, cx).map_ok(drop)
         }
 
         fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -608,16 +786,24 @@ mod futures_io_impls {
             buf: &[u8],
         ) -> Poll<io::Result<usize>> {
             let this: &Async<T> = self.get_mut();
+            let mut io = this.get_ref();
+            let len = Some(buf.len());
             poll_op(
-                || this.get_ref().write(buf),
-                |cx| this.poll_writable(cx),
+                &this.source,
+                &*this.ops,
+                W,
+                len,
+                &mut io,
+                |io| io.write(buf),
                 cx,
             )
         }
 
         fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
             let this: &Async<T> = self.get_mut();
-            poll_op(|| this.get_ref().flush(), |cx| this.poll_writable(cx), cx)
+            let mut io = this.get_ref();
+            let flush = |io: &mut &T| io.flush().map(|()| 0);
+            poll_op(&this.source, &*this.ops, W, None, &mut io, flush, cx).map_ok(drop)
         }
 
         fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

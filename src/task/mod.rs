@@ -13,8 +13,8 @@
 //! its callbacks, polls the tasks that were queued when the pass began (one poll each, FIFO),
 //! and does not block in its wait while tasks are queued. A task woken from another thread
 //! (its `Waker` is `Send + Sync`) is queued the same way and the poller is notified. Tasks are
-//! woken only by the reactor — fd events on [`Mode::Oneshot`]
-//! registrations, timers, other tasks, wakers — never by polling in a loop.
+//! woken only by the reactor — fd events ([`Mode::Edge`] registrations where the poller has
+//! them, else [`Mode::Oneshot`]), timers, other tasks, wakers — never by polling in a loop.
 //!
 //! A task that panics does not take the loop down: the panic is caught, the task is dropped,
 //! and its [`JoinHandle`] returns a [`JoinError`] carrying the payload.
@@ -36,7 +36,8 @@
 //!
 //! Spawning allocates the task (its future, boxed) and its header; a [`Sleep`] allocates its
 //! timer on first poll. Waking and re-polling a task allocates nothing: the task's waker is
-//! built once, queues are reused buffers, and an [`Async`] wait only re-arms its registration.
+//! built once, queues are reused buffers, and an [`Async`] wait only stores the waker (and
+//! re-arms a Oneshot registration).
 
 mod async_fd;
 mod executor;
@@ -80,10 +81,13 @@ pub(crate) trait LoopOps {
     /// Schedules `timer.fire()` every `period`.
     fn call_every(&self, period: Duration, timer: Rc<TimerState>) -> Option<TimeoutId>;
     fn remove_timeout(&self, id: TimeoutId);
-    /// Registers the source's fd (Oneshot, nothing armed) with a handler that wakes it.
+    /// Registers the source's fd, with an empty interest, and a handler that wakes it:
+    /// edge-triggered where the poller has [`Mode::Edge`] (and sets `source.edge`), else
+    /// Oneshot.
     fn add_source(&self, source: Rc<IoSource>) -> io::Result<()>;
-    /// Arms the source's Oneshot registration for `interest`.
-    fn arm(&self, fd: RawFd, interest: Interest) -> io::Result<()>;
+    /// Updates the source's registration to `interest` in `mode`: arms a Oneshot one, or
+    /// sets what an Edge one watches (which also makes the kernel report its current state).
+    fn arm(&self, fd: RawFd, interest: Interest, mode: Mode) -> io::Result<()>;
     fn remove_source(&self, fd: RawFd) -> io::Result<()>;
 }
 
@@ -120,6 +124,12 @@ impl<P: Poller> LoopOps for WeakLoop<P> {
     fn add_source(&self, source: Rc<IoSource>) -> io::Result<()> {
         let lp = self.upgrade().ok_or_else(loop_gone)?;
         let fd = source.fd;
+        if lp.poller().supports(Mode::Edge) {
+            source.edge.set(true);
+            return lp.add_handler_with(fd, Interest::empty(), Mode::Edge, move |_, _, ready| {
+                source.on_ready(ready);
+            });
+        }
         lp.add_handler_with(
             fd,
             Interest::empty(),
@@ -133,9 +143,9 @@ impl<P: Poller> LoopOps for WeakLoop<P> {
         )
     }
 
-    fn arm(&self, fd: RawFd, interest: Interest) -> io::Result<()> {
+    fn arm(&self, fd: RawFd, interest: Interest, mode: Mode) -> io::Result<()> {
         let lp = self.upgrade().ok_or_else(loop_gone)?;
-        lp.update_handler_with(fd, interest, Mode::Oneshot)
+        lp.update_handler_with(fd, interest, mode)
     }
 
     fn remove_source(&self, fd: RawFd) -> io::Result<()> {

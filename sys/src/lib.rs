@@ -41,7 +41,7 @@
 #![warn(missing_docs)]
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{BorrowedFd, RawFd};
 use std::time::Duration;
 
 mod common;
@@ -93,6 +93,46 @@ pub use uring::Uring;
 /// ```
 pub fn is_open(fd: RawFd) -> bool {
     fd >= 0 && common::check_open(fd).is_ok()
+}
+
+/// Puts `fd` in non-blocking mode (sets `O_NONBLOCK`) in one system call where that is
+/// reliable: `ioctl(FIONBIO)` on Linux and Android (as std's sockets and async-io do there);
+/// elsewhere `fcntl(F_GETFL)` then, if the flag is missing, `fcntl(F_SETFL)`, since
+/// `FIONBIO` is handled per file type on the BSDs and macOS.
+///
+/// # Errors
+///
+/// What the OS reports (`EBADF` is impossible for a live `BorrowedFd`).
+///
+/// # Examples
+///
+/// ```
+/// use std::os::fd::AsFd;
+/// let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+/// ioloop_sys::set_nonblocking(a.as_fd())?;
+/// let mut buf = [0u8; 1];
+/// let err = std::io::Read::read(&mut &a, &mut buf).unwrap_err();
+/// assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+/// # std::io::Result::Ok(())
+/// ```
+pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use std::os::fd::AsRawFd;
+        let mut on: libc::c_int = 1;
+        // SAFETY: `fd` is open for the borrow's lifetime; FIONBIO reads one `c_int` through
+        // the pointer, which points at `on`, live for the call.
+        syscall::cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONBIO, &mut on) })?;
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        use nix::fcntl::{fcntl, FcntlArg, OFlag};
+        let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
+        if !flags.contains(OFlag::O_NONBLOCK) {
+            fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+        }
+    }
+    Ok(())
 }
 
 /// The token value a [`Poller`] keeps for its own notifier; registering it is
