@@ -8,7 +8,7 @@
 //! | `polling` | `Poller::add` + `delete` |
 //! | `ioloop-sys-<backend>` | `Poller::register` + `deregister` (`Mode::Level`) |
 //! | `ioloop-<backend>` | `IoLoop::add_handler` + `remove_handler` |
-//! | `ioloop-task-<backend>` | `Async::with_loop(&lp, &stream)` + drop |
+//! | `ioloop-task-<backend>` | `Async::with_loop_nonblocking(&lp, &stream)` + drop (the fd is set non-blocking once, as mio requires) |
 //!
 //! io_uring, poll and select keep registrations in a table: io_uring queues a POLL_ADD and a
 //! POLL_REMOVE per pair and submits them in batches at the next wait (or when its SQ fills),
@@ -69,10 +69,12 @@ fn reactor<P: Poller>(list: &mut Vec<Contender>) {
 fn tasks<P: Poller>(list: &mut Vec<Contender>) {
     let lp = IoLoop::<P>::with_backend().unwrap_or_else(|e| panic!("IoLoop: {e}"));
     let (a, _b) = std::os::unix::net::UnixStream::pair().expect("socketpair");
+    // Non-blocking once, as mio requires of its sources; `with_loop` would check it per op.
+    a.set_nonblocking(true).expect("O_NONBLOCK");
     push(list, format!("ioloop-task-{}", P::NAME), move || {
         let _keep = &_b;
         for _ in 0..OPS {
-            drop(Async::with_loop(&lp, &a).expect("Async"));
+            drop(Async::with_loop_nonblocking(&lp, &a).expect("Async"));
         }
     });
 }

@@ -294,6 +294,44 @@ impl<T: AsFd> Async<T> {
         Self::register(lp.ops().clone(), io)
     }
 
+    /// Registers `io` on the current loop as it is: the caller has already put its fd in
+    /// non-blocking mode (as mio requires of its sources), which saves the system call
+    /// [`new`](Self::new) spends on that. A fd left blocking makes operations on it block the
+    /// whole loop; nothing worse.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use ioloop::{Async, IoLoop};
+    /// use std::os::unix::net::UnixStream;
+    ///
+    /// let lp = IoLoop::new()?;
+    /// let (a, b) = UnixStream::pair()?;
+    /// a.set_nonblocking(true)?;
+    /// let a = Async::with_loop_nonblocking(&lp, a)?;
+    /// std::io::Write::write_all(&mut &b, b"hi")?;
+    /// let n = lp.block_on(async { a.read_with(|s| std::io::Read::read(&mut &*s, &mut [0; 8])).await })?;
+    /// assert_eq!(n, 2);
+    /// # std::io::Result::Ok(())
+    /// ```
+    pub fn new_nonblocking(io: T) -> io::Result<Self> {
+        let ops = current().ok_or_else(no_loop)?;
+        Self::register(ops, io)
+    }
+
+    /// [`new_nonblocking`](Self::new_nonblocking) on `lp`.
+    ///
+    /// # Errors
+    ///
+    /// As [`with_loop`](Self::with_loop).
+    pub fn with_loop_nonblocking<P: Poller>(lp: &IoLoop<P>, io: T) -> io::Result<Self> {
+        Self::register(lp.ops().clone(), io)
+    }
+
     /// Registers `io`, whose fd is already non-blocking.
     fn register(ops: Rc<dyn LoopOps>, io: T) -> io::Result<Self> {
         let source = Rc::new(IoSource::new(io.as_fd().as_raw_fd()));
