@@ -942,6 +942,30 @@ fn async_new_outside_a_loop_is_not_connected() {
     let (a, _b) = UnixStream::pair().unwrap();
     let err = Async::new(a).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::NotConnected);
+    let (a, _b) = UnixStream::pair().unwrap();
+    let err = Async::new_nonblocking(a).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::NotConnected);
+}
+
+#[test]
+fn new_nonblocking_leaves_the_flags_alone() {
+    let lp = IoLoop::new().unwrap();
+    let (a, b) = UnixStream::pair().unwrap();
+    a.set_nonblocking(true).unwrap();
+    let flags = nix::fcntl::fcntl(&a, nix::fcntl::FcntlArg::F_GETFL).unwrap();
+    let (tx, rx) = (a, b);
+    let n = lp
+        .block_on(async {
+            // Inside the loop: `new_nonblocking` finds the current loop.
+            let a = Async::new_nonblocking(&tx).unwrap();
+            (&rx).write_all(b"abc").unwrap();
+            a.read_with(|s| (&**s).read(&mut [0; 8])).await
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 3);
+    let after = nix::fcntl::fcntl(&tx, nix::fcntl::FcntlArg::F_GETFL).unwrap();
+    assert_eq!(flags, after);
 }
 
 /// A hand-written future using `poll_readable` (the `poll_*` API for manual futures).

@@ -314,7 +314,8 @@ impl<T: AsFd> Async<T> {
     /// a.set_nonblocking(true)?;
     /// let a = Async::with_loop_nonblocking(&lp, a)?;
     /// std::io::Write::write_all(&mut &b, b"hi")?;
-    /// let n = lp.block_on(async { a.read_with(|s| std::io::Read::read(&mut &*s, &mut [0; 8])).await })?;
+    /// let read = async { a.read_with(|s| std::io::Read::read(&mut &*s, &mut [0; 8])).await };
+    /// let n = lp.block_on(read)??;
     /// assert_eq!(n, 2);
     /// # std::io::Result::Ok(())
     /// ```
