@@ -361,21 +361,17 @@ impl<P: Poller> IoLoop<P> {
 
     /// Whether `fd` has a handler that still stands. A handler whose fd was closed behind the
     /// loop's back, and whose number now names another open file, is stale: the poller says
-    /// so ([`Poller::is_stale`]: io_uring, whose poll keeps the closed file), or says
-    /// `NotFound` to a `modify` of that number where the kernel forgot the closed fd (epoll
-    /// drops it on close, silently). Such a handler gets its one [`Ready::ERROR`] and is
+    /// so ([`Poller::is_stale`]: epoll, whose kernel forgot the closed fd silently, and
+    /// io_uring, whose poll keeps the closed file). Such a handler gets its one [`Ready::ERROR`] and is
     /// removed, as poll and select report it at their next wait; this runs only when a new
     /// handler is added on an occupied number, never on the hot path.
     fn handler_is_live(&self, fd: RawFd) -> io::Result<bool> {
-        let (gen, interest, mode) = match self.inner.fds.borrow().get(fd as usize) {
-            Some(s) if s.live => (s.gen, s.interest, s.mode),
+        let gen = match self.inner.fds.borrow().get(fd as usize) {
+            Some(s) if s.live => s.gen,
             _ => return Ok(false),
         };
-        let poller = &self.inner.shared.poller;
-        let stale = poller.is_stale(fd)?
-            || matches!(poller.modify(fd, pack(gen, fd), interest, mode),
-                Err(e) if e.kind() == io::ErrorKind::NotFound);
-        if !stale {
+        // Not a `modify` probe: that would re-arm a Oneshot handler that has fired.
+        if !self.inner.shared.poller.is_stale(fd)? {
             return Ok(true);
         }
         self.call_handler(fd, gen, Ready::ERROR);

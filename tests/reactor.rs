@@ -733,6 +733,40 @@ fn closed_fd_number_reused_by_a_new_handler<P: Poller>() {
     drop(fresh);
 }
 
+/// Adding a handler on a number that has a live one is refused, and the refused attempt
+/// changes nothing: a Oneshot handler that has fired stays disarmed (the liveness check must
+/// not re-arm it, as a `modify` would).
+fn refused_add_does_not_rearm_a_fired_oneshot<P: Poller>() {
+    let _fds = shared_fds();
+    let lp = backend_loop::<P>();
+    let (a, b) = socketpair();
+    send(&b, b"x"); // never drained: readable all along
+    let calls = counter();
+    let c = calls.clone();
+    lp.add_handler_with(&a, Interest::READABLE, Mode::Oneshot, move |_, _, _| {
+        bump(&c)
+    })
+    .unwrap();
+    lp.run_once().unwrap();
+    assert_eq!(calls.get(), 1);
+    assert_eq!(
+        err_kind(lp.add_handler(&a, Interest::READABLE, |_, _, _| {})),
+        io::ErrorKind::AlreadyExists,
+        "{}",
+        P::NAME
+    );
+    for _ in 0..5 {
+        turn(&lp);
+    }
+    assert_eq!(
+        calls.get(),
+        1,
+        "{}: a refused add_handler re-armed the fired oneshot",
+        P::NAME
+    );
+    lp.remove_handler(&a).unwrap();
+}
+
 backend_tests!(
     dispatches_to_the_right_handler,
     update_handler_inside_handler,
@@ -749,4 +783,5 @@ backend_tests!(
     closed_fd_number_reused_by_a_new_handler,
     bad_input_is_an_error,
     oneshot_fires_once_until_rearmed,
+    refused_add_does_not_rearm_a_fired_oneshot,
 );

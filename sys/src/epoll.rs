@@ -82,6 +82,31 @@ impl Poller for Epoll {
             .map_err(|e| not_found_if_enoent(e, fd))
     }
 
+    /// epoll forgets an fd when its open file is closed, so the probe asks whether the file
+    /// open at `fd` now is in the set, without touching a registration: an `EPOLL_CTL_ADD`
+    /// (empty interest, the notifier's token) that fails with `EEXIST` means "watched"; one
+    /// that succeeds (undone at once), or `EPERM` (a file epoll cannot watch) or `EBADF`,
+    /// means stale. (Unlike `modify`, this re-arms no [`Mode::Oneshot`] registration and
+    /// makes no new [`Mode::Edge`] report.) epoll keeps no table: an fd never registered is
+    /// also `true`.
+    fn is_stale(&self, fd: RawFd) -> io::Result<bool> {
+        common::check_fd(fd)?;
+        if Some(fd) == self.wake.fd() {
+            return Ok(false);
+        }
+        match self.ctl(libc::EPOLL_CTL_ADD, fd, RESERVED_TOKEN, 0) {
+            Ok(()) => {
+                self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)?;
+                Ok(true)
+            }
+            Err(e) => match e.raw_os_error() {
+                Some(libc::EEXIST) => Ok(false),
+                Some(libc::EPERM | libc::EBADF) => Ok(true),
+                _ => Err(e),
+            },
+        }
+    }
+
     #[inline]
     fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
         common::wait_loop(events, timeout, |events, left| self.wait_once(events, left))

@@ -276,9 +276,18 @@ impl Events {
         unsafe { self.list.set_len(len + n) };
         let new = &self.list[len..];
         match new.iter().position(|e| e.token() == crate::RESERVED_TOKEN) {
-            // One registration, so at most one such event per call.
             Some(i) => {
                 self.list.remove(len + i);
+                // Usually the only one; `Epoll::is_stale`'s brief probe registration, if
+                // another thread's wait caught an error on it, carries the token too.
+                let mut j = len + i;
+                while j < self.list.len() {
+                    if self.list[j].token() == crate::RESERVED_TOKEN {
+                        self.list.remove(j);
+                    } else {
+                        j += 1;
+                    }
+                }
                 Ok(true)
             }
             None => Ok(false),

@@ -209,12 +209,14 @@ pub trait Poller: Send + Sync + Sized + 'static {
     /// the fd was closed without [`deregister`](Poller::deregister), and the number is now
     /// free or names another open file.
     ///
-    /// For backends whose kernel object keeps the closed file (io_uring's armed poll holds
-    /// a reference to it), so that [`modify`](Poller::modify) cannot tell; a reactor asks
-    /// this before reusing a registered number. It may cost system calls: not for hot paths.
-    /// The default, for the other backends, is `Ok(false)` (epoll says `NotFound` to
-    /// `modify` instead, poll and select report the closed fd at the next wait); so is the
-    /// answer for an fd that is not registered, or when the backend cannot tell.
+    /// A reactor asks this before reusing a registered number; unlike a probing
+    /// [`modify`](Poller::modify) it changes no registration (re-arms no [`Mode::Oneshot`]
+    /// one). epoll answers it from its interest set (which forgets a closed file silently;
+    /// epoll keeps no table, so it also says `true` for an fd never registered), io_uring by
+    /// asking its armed poll, which holds the closed file. It may cost system calls: not for
+    /// hot paths. The default, for the other backends, is `Ok(false)` (poll and select report
+    /// the closed fd at the next wait); so is the answer for an fd that is not registered
+    /// (except on epoll), or when the backend cannot tell.
     ///
     /// # Errors
     ///
