@@ -633,8 +633,9 @@ impl Poller for Uring {
     /// wait, which samples readiness again: nothing is lost). Other completions arriving
     /// meanwhile are kept for the next wait. `Ok(false)` where the answer is unknown: a
     /// kernel without `CANCEL_FD`, or no poll in the kernel to ask about ([`Mode::Oneshot`]
-    /// after its report, or a re-arm not yet submitted). Submits what is queued, so a poll
-    /// re-armed in the current batch may report once more (spuriously, never lost).
+    /// after its report, or a re-arm not yet submitted). Submits what is queued; the
+    /// completions that brings are queued again ([`Uring::resample`]), so the next wait
+    /// still samples readiness when it starts.
     fn is_stale(&self, fd: RawFd) -> io::Result<bool> {
         common::check_fd(fd)?;
         let mut st = self.lock();
@@ -661,7 +662,9 @@ impl Poller for Uring {
                 user_data: PROBE_UD,
                 ..IoUringSqe::default()
             };
+            let stashed = st.stash.len();
             let res = self.probe(&mut st, &sqe)?;
+            Self::resample(&mut st, stashed);
             match -res {
                 libc::EINVAL if st.probe_flags & IORING_ASYNC_CANCEL_USERDATA != 0 => {
                     st.probe_flags = IORING_ASYNC_CANCEL_FD;
@@ -913,6 +916,31 @@ impl Uring {
                 return Ok(kept);
             }
             cvt_retry_io(|| self.enter(0, 0, IORING_ENTER_GETEVENTS, None))?;
+        }
+    }
+
+    /// Turns the registrations' completions stashed from `from` on (by a [`probe`]) back
+    /// into queued polls. The probe's submission took the re-arms queued for the next wait
+    /// with it, so those completions sampled readiness before the caller had handled the
+    /// last wait's events: reported as they are, the next wait would miss what became ready
+    /// since (a level report without data written after it). Queued again, the next wait
+    /// samples afresh, as it would have without the probe.
+    ///
+    /// [`probe`]: Self::probe
+    fn resample(st: &mut State, from: usize) {
+        let mut i = from;
+        while i < st.stash.len() {
+            let (ud, _, _) = st.stash[i];
+            match decode(ud) {
+                Ud::User { fd, .. } => {
+                    st.stash.remove(i);
+                    // stash_cq kept only current generations.
+                    if let Some(interest) = st.table.get(&fd).map(|e| e.interest) {
+                        Self::rearm(st, fd, interest, ud);
+                    }
+                }
+                _ => i += 1,
+            }
         }
     }
 
