@@ -634,7 +634,7 @@ impl Poller for Uring {
     /// meanwhile are kept for the next wait. `Ok(false)` where the answer is unknown: a
     /// kernel without `CANCEL_FD`, or no poll in the kernel to ask about ([`Mode::Oneshot`]
     /// after its report, or a re-arm not yet submitted). Submits what is queued; the
-    /// completions that brings are queued again ([`Uring::resample`]), so the next wait
+    /// completions that brings are queued again (`Uring::resample`), so the next wait
     /// still samples readiness when it starts.
     fn is_stale(&self, fd: RawFd) -> io::Result<bool> {
         common::check_fd(fd)?;
