@@ -274,10 +274,10 @@ impl<P: Poller> IoLoop<P> {
     /// The loop does not own `fd`: remove the handler before closing it. An fd closed without
     /// removal never wedges the loop, and its handler gets one last call with
     /// [`Ready::ERROR`] and is removed: at the next wait on poll and select (and on io_uring
-    /// when the fd had events in flight), or on epoll, whose kernel forgets the fd silently,
-    /// when a new handler is added for the reused fd number. io_uring (for an idle fd) and
-    /// kqueue keep the number registered: adding a handler for it is then `AlreadyExists`
-    /// until the stale one is removed.
+    /// when the fd had events in flight); on epoll, whose kernel forgets the fd silently, and
+    /// on io_uring, whose poll keeps the closed file, when a new handler is added for the
+    /// reused fd number ([`Poller::is_stale`] tells). kqueue keeps the number registered:
+    /// adding a handler for it there is `AlreadyExists` until the stale one is removed.
     ///
     /// # Errors
     ///
