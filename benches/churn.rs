@@ -17,7 +17,7 @@
 //! # Running
 //!
 //! * `cargo bench --bench churn`: criterion (`IOLOOP_BENCH_CLOCK=cpu`: thread CPU time).
-//! * `CHURN_ROUNDS=100 [CHURN_FILTER=substr] cargo bench --bench churn`: interleaved runner.
+//! * `CHURN_ROUNDS=100 [CHURN_FILTER=a,b,..] cargo bench --bench churn`: interleaved runner.
 
 use std::os::fd::BorrowedFd;
 use std::time::Duration;

@@ -22,7 +22,7 @@
 //!
 //! * `cargo bench --bench fanin`: criterion, wall-clock time (`IOLOOP_BENCH_CLOCK=cpu`: this
 //!   thread's CPU time).
-//! * `FANIN_ROUNDS=40 [FANIN_FILTER=substr] cargo bench --bench fanin`: the interleaved runner
+//! * `FANIN_ROUNDS=40 [FANIN_FILTER=a,b,..] cargo bench --bench fanin`: the interleaved runner
 //!   (see `common::measure`).
 
 use std::cell::Cell;

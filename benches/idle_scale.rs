@@ -15,7 +15,7 @@
 //! # Running
 //!
 //! * `cargo bench --bench idle_scale`: criterion (`IOLOOP_BENCH_CLOCK=cpu`: thread CPU time).
-//! * `IDLE_SCALE_ROUNDS=30 [IDLE_SCALE_FILTER=substr] cargo bench --bench idle_scale`: the
+//! * `IDLE_SCALE_ROUNDS=30 [IDLE_SCALE_FILTER=a,b,..] cargo bench --bench idle_scale`: the
 //!   interleaved runner.
 
 use std::os::fd::RawFd;

@@ -197,17 +197,12 @@ fn bench<M: Measurement>(c: &mut Criterion<M>, group: &str) {
 
 /// `cargo bench --bench pingpong`: criterion, wall-clock time, group `pingpong`.
 /// `IOLOOP_BENCH_CLOCK=cpu`: criterion, this thread's CPU time, group `pingpong-cpu` (robust
-/// when other processes load the machine). `PINGPONG_ROUNDS=n [PINGPONG_FILTER=substr]`: no
+/// when other processes load the machine). `PINGPONG_ROUNDS=n [PINGPONG_FILTER=a,b,..]`: no
 /// criterion; n interleaved rounds (see [`common::interleaved`]), for noisy machines and for
 /// `valgrind --tool=callgrind` (instructions per hop = difference of two round counts).
 fn main() {
     if let Some(rounds) = common::env_rounds("PINGPONG_ROUNDS") {
-        let filter = std::env::var("PINGPONG_FILTER").unwrap_or_default();
-        let list = contenders()
-            .into_iter()
-            .filter(|(id, _)| id.contains(&filter))
-            .collect();
-        common::interleaved(list, rounds, HOPS);
+        common::interleaved(common::filtered("PINGPONG", contenders()), rounds, HOPS);
         return;
     }
     if common::cpu_clock() {

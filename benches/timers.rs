@@ -11,7 +11,7 @@
 //! # Running
 //!
 //! * `cargo bench --bench timers`: criterion.
-//! * `TIMERS_ROUNDS=15 [TIMERS_FILTER=substr] cargo bench --bench timers`: interleaved runner.
+//! * `TIMERS_ROUNDS=15 [TIMERS_FILTER=a,b,..] cargo bench --bench timers`: interleaved runner.
 
 use std::cell::Cell;
 use std::cmp::Reverse;

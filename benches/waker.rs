@@ -16,7 +16,7 @@
 //! # Running
 //!
 //! * `cargo bench --bench waker`: criterion, wall clock.
-//! * `WAKER_ROUNDS=100 [WAKER_FILTER=substr] cargo bench --bench waker`: interleaved runner
+//! * `WAKER_ROUNDS=100 [WAKER_FILTER=a,b,..] cargo bench --bench waker`: interleaved runner
 //!   (process CPU time).
 
 use std::sync::atomic::{AtomicBool, Ordering};

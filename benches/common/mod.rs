@@ -559,8 +559,8 @@ pub fn bench_name() -> String {
     }
 }
 
-/// Runs the interleaved runner if env var `<BENCH>_ROUNDS` is set (with `<BENCH>_FILTER`, a
-/// substring a contender id must contain): returns `true` if it ran.
+/// Runs the interleaved runner if env var `<BENCH>_ROUNDS` is set (with `<BENCH>_FILTER`, see
+/// [`filtered`]): returns `true` if it ran.
 pub fn env_run(bench: &str, list: impl FnOnce() -> Vec<Contender>, spec: &Spec) -> bool {
     let Some(rounds) = env_rounds(&format!("{bench}_ROUNDS")) else {
         return false;
@@ -571,11 +571,12 @@ pub fn env_run(bench: &str, list: impl FnOnce() -> Vec<Contender>, spec: &Spec) 
     true
 }
 
-/// `list` without the contenders whose id lacks `$<BENCH>_FILTER` (if set).
+/// `list` without the contenders whose id contains none of the comma-separated substrings
+/// of `$<BENCH>_FILTER` (if set), e.g. `PINGPONG_FILTER=floor,mio,epoll-edge`.
 pub fn filtered(bench: &str, list: Vec<Contender>) -> Vec<Contender> {
     let filter = std::env::var(format!("{bench}_FILTER")).unwrap_or_default();
     list.into_iter()
-        .filter(|(id, _)| id.contains(&filter))
+        .filter(|(id, _)| filter.split(',').any(|f| id.contains(f)))
         .collect()
 }
 
