@@ -219,7 +219,10 @@ fn others() -> Vec<Maker> {
         v.push(sys::<ioloop_sys::Epoll>(Mode::Edge));
     }
     #[cfg(ioloop_has_uring)]
-    v.push(sys::<ioloop_sys::Uring>(Mode::Level));
+    {
+        v.push(sys::<ioloop_sys::Uring>(Mode::Level));
+        v.push(sys::<ioloop_sys::Uring>(Mode::Edge));
+    }
     #[cfg(ioloop_has_kqueue)]
     {
         v.push(sys::<ioloop_sys::Kqueue>(Mode::Level));
@@ -229,7 +232,10 @@ fn others() -> Vec<Maker> {
     v.push(reactor::<ioloop::DefaultPoller>(Mode::Level));
     v.push(reactor::<ioloop::DefaultPoller>(Mode::Edge));
     #[cfg(ioloop_has_uring)]
-    v.push(reactor::<ioloop_sys::Uring>(Mode::Level));
+    {
+        v.push(reactor::<ioloop_sys::Uring>(Mode::Level));
+        v.push(reactor::<ioloop_sys::Uring>(Mode::Edge));
+    }
     v.push(reactor::<ioloop_sys::Poll>(Mode::Level));
     v.push(tasks::<ioloop::DefaultPoller>());
     v

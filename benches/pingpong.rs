@@ -176,7 +176,10 @@ fn contenders() -> Vec<Contender> {
         ioloop_pingpong::<ioloop_sys::Epoll>(&mut list, Mode::Edge);
     }
     #[cfg(ioloop_has_uring)]
-    ioloop_pingpong::<ioloop_sys::Uring>(&mut list, Mode::Level);
+    {
+        ioloop_pingpong::<ioloop_sys::Uring>(&mut list, Mode::Level);
+        ioloop_pingpong::<ioloop_sys::Uring>(&mut list, Mode::Edge);
+    }
     ioloop_pingpong::<ioloop_sys::Poll>(&mut list, Mode::Level);
     list
 }

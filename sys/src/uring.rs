@@ -1,10 +1,11 @@
 //! io_uring(7) readiness polling, for Linux, through raw `io_uring_setup(2)` /
 //! `io_uring_enter(2)` and three `mmap(2)`ed regions (no liburing).
 //!
-//! Each registration is one `IORING_OP_POLL_ADD` request in flight; `deregister` and `modify`
-//! cancel it with `IORING_OP_POLL_REMOVE`. The `user_data` of every request packs
-//! `(generation, fd)`, so a completion that belongs to a registration since removed or
-//! modified is recognised and dropped instead of reaching the new owner of the fd.
+//! Each registration is one `IORING_OP_POLL_ADD` request in flight (single-shot for Level and
+//! Oneshot, multishot for Edge); `deregister` and `modify` cancel it with
+//! `IORING_OP_POLL_REMOVE`. The `user_data` of every request packs `(generation, fd)`, so a
+//! completion that belongs to a registration since removed or modified is recognised and
+//! dropped instead of reaching the new owner of the fd.
 //!
 //! # Platform notes
 //!
@@ -16,11 +17,22 @@
 //!   (`ENOSYS`) or refused by a seccomp filter or `kernel.io_uring_disabled` (`EPERM`).
 //! * [`Mode::Level`] is a *single-shot* poll that is re-armed right after each report, so
 //!   the next wait submits it again and, if the fd is still ready, it completes at once:
-//!   exactly level behaviour. (Multishot poll, `IORING_POLL_ADD_MULTI`, only posts on
-//!   wake-ups, which is edge-like, so it is not used.) [`Mode::Oneshot`] is the same poll,
-//!   not re-armed until [`modify`](Poller::modify).
-//! * [`Mode::Edge`] is not supported ([`supports`](Poller::supports) says `false`,
-//!   registering with it is `Unsupported`).
+//!   exactly level behaviour. [`Mode::Oneshot`] is the same poll, not re-armed until
+//!   [`modify`](Poller::modify).
+//! * [`Mode::Edge`] is a *multishot* poll (`IORING_POLL_ADD_MULTI`, Linux 5.13+): it posts a
+//!   completion when it is armed if the fd is ready then (so registering or modifying a
+//!   ready fd reports it once), then one per wake-up of the file's wait queue that matches
+//!   the interest (new data, freed buffer space, hang-up), and stays armed: epoll's
+//!   `EPOLLET`. Completions of one fd are merged into one pending readiness and the fd is
+//!   queued once (epoll's ready list), so a wait reports each fd at most once. A multishot
+//!   request the kernel ends (a completion without `IORING_CQE_F_MORE`: cancelled, a
+//!   completion it could not post, ...) is re-armed under the same `user_data` by the next
+//!   wait; the new request reports the fd if it is ready then, so a wake-up in between is
+//!   reported (perhaps spuriously), never lost. A poll that fails (`EBADF`...) reports
+//!   `ERROR` once and stays disarmed until `modify`. `new` submits one multishot poll of
+//!   its eventfd, removed at once, to learn whether the kernel takes them (older kernels
+//!   refuse `IORING_POLL_ADD_MULTI` with `EINVAL`): there [`supports`](Poller::supports)
+//!   says `false` for Edge from the start and registering with it is `Unsupported`.
 //! * A poll request holds a reference to the open file, like epoll it watches the open file
 //!   description; `register` checks that the fd is open (`EBADF`). `is_stale` asks the kernel
 //!   whether the poll still watches the file open at its number: an `IORING_OP_ASYNC_CANCEL`
@@ -37,9 +49,10 @@
 //!   never read: every write posts one completion and the poll stays armed, so a wake-up
 //!   costs no `read(2)` and no re-arm (mio's EPOLLET waker, on io_uring). It is submitted by
 //!   the first wait, so its completions run as task work of the waiting thread. Older kernels
-//!   refuse it (`EINVAL`) and get a single-shot poll, drained and re-armed per wake-up.
+//!   (found by the probe in `new`, or refusing it with `EINVAL`) get a single-shot poll,
+//!   drained and re-armed per wake-up.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::mem::{self, MaybeUninit};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -254,7 +267,16 @@ fn decode(ud: u64) -> Ud {
 ///   missing (`ENOSYS`) or forbidden by seccomp or `kernel.io_uring_disabled` (`EPERM`).
 /// * [`Mode::Level`] is a single-shot poll re-armed after each report (the next wait
 ///   reports again while the fd stays ready); [`Mode::Oneshot`] is the same poll, not
-///   re-armed until [`modify`](Poller::modify); [`Mode::Edge`] is `Unsupported`.
+///   re-armed until [`modify`](Poller::modify).
+/// * [`Mode::Edge`] is a multishot poll (Linux 5.13+; decided in [`new`](Poller::new): on
+///   older kernels [`supports`](Poller::supports) says `false` and registering with it is
+///   `Unsupported`). It reports a ready fd once when registered or modified, then once per
+///   wake-up of the file (new data, freed buffer space), like epoll's `EPOLLET`; several
+///   wake-ups before a wait are one event with the readiness of all of them. If the kernel
+///   ends the multishot request, it is re-armed transparently, and the fd is reported again
+///   if it is ready then (spurious, never lost). Its completions are finished as task work
+///   of the thread that submitted the poll (the waiter, unless the fd was registered while
+///   a wait was blocked), for as long as the registration lives.
 /// * Readiness is sampled when a poll request completes, which can be before the wait that
 ///   reports it: data that arrives while a poll is armed completes it at once, and if the fd
 ///   is read dry before the next wait, that wait still reports it readable once (epoll
@@ -269,8 +291,10 @@ fn decode(ud: u64) -> Ud {
 ///   then). [`is_stale`](Poller::is_stale) finds it (Linux 5.19+): it says `true` once the
 ///   number names another file or none, which is how the reactor retires such a handler with
 ///   one [`Ready::ERROR`] when a new one is added on the number, as on epoll. It cannot tell
-///   while no poll is in the kernel ([`Mode::Oneshot`] after its report). A closed fd with
-///   events in flight is reported as [`Ready::ERROR`]. Deregister before closing.
+///   while no poll is in the kernel ([`Mode::Oneshot`] after its report); an Edge poll is
+///   always there, and asking about a live one re-arms it, which reports it once if it is
+///   ready. A closed fd with events in flight is reported as [`Ready::ERROR`]. Deregister
+///   before closing.
 /// * Regular files always poll ready.
 ///
 /// # Examples
@@ -307,6 +331,9 @@ pub struct Uring {
     wake: Receiver,
     /// `IORING_FEAT_EXT_ARG`: timed waits pass a timespec to `io_uring_enter` directly.
     ext_arg: bool,
+    /// The kernel takes multishot polls (`IORING_POLL_ADD_MULTI`, Linux 5.13+): [`Mode::Edge`]
+    /// is supported. Found by [`Uring::probe_multishot`] in `new`, fixed from then on.
+    multishot: bool,
 }
 
 impl std::fmt::Debug for Uring {
@@ -314,6 +341,7 @@ impl std::fmt::Debug for Uring {
         f.debug_struct("Uring")
             .field("ring_fd", &self.ring_fd)
             .field("ext_arg", &self.ext_arg)
+            .field("multishot", &self.multishot)
             .finish()
     }
 }
@@ -324,11 +352,19 @@ struct State {
     /// fd -> registration. An fd is in here from `register` to `deregister`.
     table: HashMap<RawFd, Entry>,
     /// Completions taken off a nearly full CQ by a thread other than the waiter (raw
-    /// `(user_data, res, flags)`); the waiter reports them first. At most one per
-    /// registration plus the notifier's and a timeout, since a poll is re-armed only once
-    /// reported (the notifier's multishot poll posts once per write, and writes are
-    /// coalesced until a wait consumes the wake-up).
+    /// `(user_data, res, flags)`); the waiter reports them first. At most one per Level or
+    /// Oneshot registration plus the notifier's and a timeout, since a single-shot poll is
+    /// re-armed only once reported (the notifier's multishot poll posts once per write, and
+    /// writes are coalesced until a wait consumes the wake-up). [`Mode::Edge`] completions
+    /// never land here: they are merged into their entry's [`Entry::pending`] at once.
     stash: Vec<(u64, i32, u32)>,
+    /// The [`Mode::Edge`] registrations with readiness not yet reported, oldest first: epoll's
+    /// ready list. A multishot poll may post several completions for one fd before a wait
+    /// reports it; they are merged into its [`Entry::pending`], and the fd is in here once
+    /// (exactly the entries with [`Entry::queued`]), so a wait reports it in one event.
+    /// Waits report these after the single-shot completions that fit; the rest stay for the
+    /// next wait. At most one slot per registration: its capacity is kept.
+    ready: VecDeque<RawFd>,
     /// Re-arms (`fd`, interest, `user_data`) of reported polls that did not fit in the SQ while
     /// a wait reaped its completions. Submitting them there would sample readiness before the
     /// caller has consumed the events just reported, and report them again (a stale event
@@ -359,8 +395,35 @@ struct Entry {
     mode: Mode,
     /// Tags this registration's requests; bumped by `modify`.
     gen: u32,
-    /// A POLL_ADD with this generation is queued or in flight and not yet reaped.
+    /// A POLL_ADD with this generation is queued or in flight and not yet reaped (for
+    /// [`Mode::Edge`]: not yet ended).
     armed: bool,
+    /// [`Mode::Edge`]: readiness reported by the poll and not yet by a wait.
+    pending: Ready,
+    /// [`Mode::Edge`]: the fd is in [`State::ready`].
+    queued: bool,
+}
+
+impl Entry {
+    /// The entry's side of [`Uring::edge_completion`]: merges the completion's readiness into
+    /// `pending`; returns whether the fd must be queued in [`State::ready`] (it has readiness
+    /// and is not queued yet; marked queued) and whether the multishot poll ended and must be
+    /// re-armed (a failed one is marked disarmed instead).
+    fn edge_completion(&mut self, res: i32, flags: u32) -> (bool, bool) {
+        let failed = res < 0 && res != -libc::ECANCELED;
+        self.pending |= if failed {
+            Ready::ERROR
+        } else {
+            ready_from(res.max(0).unsigned_abs())
+        };
+        let queue = !self.pending.is_empty() && !self.queued;
+        self.queued |= queue;
+        let ended = flags & IORING_CQE_F_MORE == 0;
+        if ended && failed {
+            self.armed = false;
+        }
+        (queue, ended && !failed)
+    }
 }
 
 /// What only the waiter uses.
@@ -588,7 +651,7 @@ impl Poller for Uring {
     }
 
     fn supports(&self, mode: Mode) -> bool {
-        mode != Mode::Edge
+        mode != Mode::Edge || self.multishot
     }
 
     fn register(&self, fd: RawFd, token: u64, interest: Interest, mode: Mode) -> io::Result<()> {
@@ -619,6 +682,9 @@ impl Poller for Uring {
         common::check_fd(fd)?;
         let mut st = self.lock();
         let old = st.table.remove(&fd).ok_or_else(|| common::not_found(fd))?;
+        if old.queued {
+            st.ready.retain(|&f| f != fd);
+        }
         if old.armed {
             self.push(&mut st, &poll_remove(user_ud(fd, old.gen)))?;
         }
@@ -721,11 +787,12 @@ impl Uring {
         // SAFETY: `fd` was just returned by io_uring_setup and nothing else owns it.
         let ring_fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let ring = Ring::map(ring_fd.as_raw_fd(), &p)?;
-        let poller = Self {
+        let mut poller = Self {
             state: Mutex::new(State {
                 ring,
                 table: HashMap::new(),
                 stash: Vec::new(),
+                ready: VecDeque::new(),
                 rearm: Vec::new(),
                 next_gen: 0,
                 probe_flags: IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_USERDATA,
@@ -740,12 +807,36 @@ impl Uring {
             ring_fd,
             wake: Receiver::new_fd()?,
             ext_arg: p.features & IORING_FEAT_EXT_ARG != 0,
+            multishot: false,
         };
+        // Decided now, so `supports` gives the same answer from the start. Forcing the
+        // notifier's fallback (tests) stands for a kernel without multishot poll.
+        poller.multishot = !notify_by_poll && poller.probe_multishot()?;
+        if !poller.multishot {
+            poller.lock().notify_by_poll = true;
+        }
         // Queued only: the first wait submits it, so the kernel finishes its completions as
         // task work of the waiting thread (the multishot poll is never submitted again),
         // not of the thread that created the poller.
         poller.push_notify(&mut poller.lock())?;
         Ok(poller)
+    }
+
+    /// Whether the kernel takes multishot polls (Linux 5.13+; older kernels refuse
+    /// `IORING_POLL_ADD_MULTI` in `sqe.len` with `EINVAL` while preparing the request, before
+    /// it looks at the file): submits one on the notifier's eventfd, idle at this point, with
+    /// a POLL_REMOVE of it right behind, and waits for its result (`ECANCELED`: taken, then
+    /// removed). One `io_uring_enter` in `new`, before anything else is queued; the creating
+    /// thread reaps both completions itself, so no task work of this ring is left for it.
+    fn probe_multishot(&self) -> io::Result<bool> {
+        let mut st = self.lock();
+        let sqe = IoUringSqe {
+            len: IORING_POLL_ADD_MULTI,
+            ..poll_add(self.wake_fd(), Interest::READABLE, PROBE_UD)
+        };
+        self.push(&mut st, &sqe)?;
+        let res = self.probe(&mut st, &poll_remove(PROBE_UD))?;
+        Ok(res != -libc::EINVAL)
     }
 
     /// Enters a fresh registration of `fd` (a new generation) and queues its poll; submitted
@@ -765,9 +856,15 @@ impl Uring {
             mode,
             gen: st.next_gen,
             armed: true,
+            pending: Ready::empty(),
+            queued: false,
         };
-        st.table.insert(fd, entry);
-        self.push(st, &poll_add(fd, interest, user_ud(fd, entry.gen)))?;
+        // Readiness the old registration had not reported yet is dropped: the new poll
+        // samples the fd's current readiness when it is armed.
+        if st.table.insert(fd, entry).is_some_and(|old| old.queued) {
+            st.ready.retain(|&f| f != fd);
+        }
+        self.push(st, &poll_for(fd, interest, mode, user_ud(fd, entry.gen)))?;
         self.submit_if_waiting(st)
     }
 
@@ -890,9 +987,10 @@ impl Uring {
         Ok(())
     }
 
-    /// Moves the CQ's live completions to `stash` (dropping stale and internal ones), flushing
-    /// the kernel's overflow list, and the result of [`PROBE_UD`] to `probe`; returns whether
-    /// it stashed any.
+    /// Moves the CQ's live completions to `stash` (dropping stale and internal ones; merging
+    /// [`Mode::Edge`] ones into their entries, see [`Uring::edge_completion`]), flushing the
+    /// kernel's overflow list, and the result of [`PROBE_UD`] to `probe`; returns whether it
+    /// kept any.
     fn stash_cq(&self, st: &mut State, probe: &mut Option<i32>) -> io::Result<bool> {
         let mut kept = false;
         loop {
@@ -905,7 +1003,14 @@ impl Uring {
                         false
                     }
                     Ud::Notify { .. } | Ud::Timeout => true,
-                    Ud::User { fd, gen } => st.table.get(&fd).is_some_and(|e| e.gen == gen),
+                    Ud::User { fd, gen } => match st.table.get(&fd) {
+                        Some(e) if e.gen == gen && e.mode == Mode::Edge => {
+                            kept |= Self::edge_completion(st, fd, ud, res, flags);
+                            false
+                        }
+                        Some(e) => e.gen == gen,
+                        None => false,
+                    },
                 };
                 if live {
                     st.stash.push((ud, res, flags));
@@ -935,8 +1040,9 @@ impl Uring {
                 Ud::User { fd, .. } => {
                     st.stash.remove(i);
                     // stash_cq kept only current generations.
-                    if let Some(interest) = st.table.get(&fd).map(|e| e.interest) {
-                        Self::rearm(st, fd, interest, ud);
+                    if let Some((interest, mode)) = st.table.get(&fd).map(|e| (e.interest, e.mode))
+                    {
+                        Self::rearm(st, fd, interest, mode, ud);
                     }
                 }
                 _ => i += 1,
@@ -944,8 +1050,9 @@ impl Uring {
         }
     }
 
-    /// Submits everything queued and `sqe` (tagged [`PROBE_UD`]) and waits for its result,
-    /// stashing the other completions that arrive meanwhile. A blocked waiter is woken by
+    /// Submits everything queued and `sqe` and waits for the result of the request tagged
+    /// [`PROBE_UD`] (`sqe`, or one queued before it), stashing the other completions that
+    /// arrive meanwhile. A blocked waiter is woken by
     /// them (the CQ tail moves) and reports the stash.
     fn probe(&self, st: &mut State, sqe: &IoUringSqe) -> io::Result<i32> {
         self.push(st, sqe)?;
@@ -976,7 +1083,7 @@ impl Uring {
         if !st.rearm.is_empty() {
             self.flush_rearm(&mut st)?;
         }
-        let ready_now = !st.stash.is_empty() || st.ring.cq_len() > 0;
+        let ready_now = !st.stash.is_empty() || !st.ready.is_empty() || st.ring.cq_len() > 0;
         let min_complete = u32::from(!(ready_now || left == Some(Duration::ZERO)));
         let ts = left.map(kernel_timespec).unwrap_or_default();
         if min_complete == 1 && left.is_some() && !self.ext_arg {
@@ -1042,18 +1149,29 @@ impl Uring {
         Ok(Round { notified })
     }
 
-    /// Turns the stash, then the CQ, into events (as many as fit); returns whether the
-    /// notifier fired.
+    /// Turns the stash, then the CQ, into events (as many as fit), then reports the
+    /// [`Mode::Edge`] registrations in [`State::ready`] (one event per fd, however many
+    /// completions its poll posted); returns whether the notifier fired. Completions are
+    /// handled while the events stored plus the Edge fds queued leave room, so every fd
+    /// queued gets its slot in this wait unless it was queued before and the buffer is full.
+    /// Once it is full, the rest of the CQ is moved aside ([`Uring::stash_cq`]: Edge
+    /// completions merge into their entries, the others wait in the stash), so that an Edge
+    /// fd reported now is not reported again by the next wait for a wake-up that came before
+    /// this one.
     fn reap(&self, st: &mut State, ws: &mut WaitState, events: &mut Events) -> io::Result<bool> {
         let mut notified = false;
         let mut used = 0;
-        while used < st.stash.len() && events.remaining() > 0 {
+        while used < st.stash.len() && events.remaining() > st.ready.len() {
             let (ud, res, flags) = st.stash[used];
             used += 1;
             notified |= self.complete(st, ws, events, ud, res, flags)?;
         }
         st.stash.drain(..used);
-        while events.remaining() > 0 {
+        loop {
+            if events.remaining() <= st.ready.len() {
+                self.stash_cq(st, &mut None)?;
+                break;
+            }
             match st.ring.pop() {
                 Some((ud, res, flags)) => {
                     notified |= self.complete(st, ws, events, ud, res, flags)?;
@@ -1062,6 +1180,16 @@ impl Uring {
                     cvt_retry_io(|| self.enter(0, 0, IORING_ENTER_GETEVENTS, None))?;
                 }
                 None => break,
+            }
+        }
+        while events.remaining() > 0 {
+            let Some(fd) = st.ready.pop_front() else {
+                break;
+            };
+            if let Some(e) = st.table.get_mut(&fd) {
+                events.push(e.token, e.pending);
+                e.pending = Ready::empty();
+                e.queued = false;
             }
         }
         Ok(notified)
@@ -1113,11 +1241,23 @@ impl Uring {
                 if entry.gen != gen {
                     return Ok(false);
                 }
+                if entry.mode == Mode::Edge {
+                    // As `Self::edge_completion`, without a second lookup.
+                    let (interest, mode) = (entry.interest, entry.mode);
+                    let (queue, rearm) = entry.edge_completion(res, flags);
+                    if rearm {
+                        Self::rearm(st, fd, interest, mode, ud);
+                    }
+                    if queue {
+                        st.ready.push_back(fd);
+                    }
+                    return Ok(false);
+                }
                 let entry = *entry;
                 // Cancelled by the kernel (not by us: ours have old generations) or empty:
                 // nothing to report, arm again.
                 if res == -libc::ECANCELED || res == 0 {
-                    Self::rearm(st, fd, entry.interest, ud);
+                    Self::rearm(st, fd, entry.interest, entry.mode, ud);
                     return Ok(false);
                 }
                 let ready = if res < 0 {
@@ -1129,7 +1269,7 @@ impl Uring {
                 if entry.mode == Mode::Level {
                     // Re-armed now, submitted by the next wait: it completes at once if the
                     // fd is still ready, which is what level-triggered means.
-                    Self::rearm(st, fd, entry.interest, ud);
+                    Self::rearm(st, fd, entry.interest, entry.mode, ud);
                 } else if let Some(e) = st.table.get_mut(&fd) {
                     e.armed = false;
                 }
@@ -1138,10 +1278,36 @@ impl Uring {
         }
     }
 
-    /// Queues the re-arm of a poll that just completed, for the next wait to submit: in the
-    /// SQ if it has room, else in [`State::rearm`] (never submitted from inside a reap).
-    fn rearm(st: &mut State, fd: RawFd, interest: Interest, ud: u64) {
-        if !st.ring.try_push(&poll_add(fd, interest, ud)) {
+    /// A completion of the current poll of the [`Mode::Edge`] registration of `fd` (tagged
+    /// `ud`): merges its readiness into [`Entry::pending`] and queues the fd in
+    /// [`State::ready`] if it is not there yet; returns whether it queued it. A completion
+    /// without `IORING_CQE_F_MORE` ends the multishot request (cancelled by the kernel, a
+    /// CQE it could not post, or the kernel's own reasons): it is re-armed with the same
+    /// `user_data`, and the new request reports the fd's readiness when it is armed, so a
+    /// wake-up missed in between shows as a (maybe spurious) report, never as a lost one.
+    /// A failed poll (`res < 0` other than `ECANCELED`, e.g. `EBADF` once the number is
+    /// closed) reports [`Ready::ERROR`] and is not re-armed (that would fail again at every
+    /// wait); [`modify`](Poller::modify) arms it anew.
+    fn edge_completion(st: &mut State, fd: RawFd, ud: u64, res: i32, flags: u32) -> bool {
+        let Some(e) = st.table.get_mut(&fd) else {
+            return false;
+        };
+        let (interest, mode) = (e.interest, e.mode);
+        let (queue, rearm) = e.edge_completion(res, flags);
+        if rearm {
+            Self::rearm(st, fd, interest, mode, ud);
+        }
+        if queue {
+            st.ready.push_back(fd);
+        }
+        queue
+    }
+
+    /// Queues the re-arm of a poll that just completed (or, for [`Mode::Edge`], ended), for
+    /// the next wait to submit: in the SQ if it has room, else in [`State::rearm`] (never
+    /// submitted from inside a reap).
+    fn rearm(st: &mut State, fd: RawFd, interest: Interest, mode: Mode, ud: u64) {
+        if !st.ring.try_push(&poll_for(fd, interest, mode, ud)) {
             st.rearm.push((fd, interest, ud));
         }
     }
@@ -1152,10 +1318,16 @@ impl Uring {
         let mut rearm = mem::take(&mut st.rearm);
         let mut res = Ok(());
         for &(fd, interest, ud) in &rearm {
-            let current = matches!(decode(ud), Ud::User { gen, .. }
-                if st.table.get(&fd).is_some_and(|e| e.gen == gen && e.armed));
-            if current {
-                res = self.push(st, &poll_add(fd, interest, ud));
+            let current = match decode(ud) {
+                Ud::User { gen, .. } => st
+                    .table
+                    .get(&fd)
+                    .filter(|e| e.gen == gen && e.armed)
+                    .map(|e| e.mode),
+                _ => None,
+            };
+            if let Some(mode) = current {
+                res = self.push(st, &poll_for(fd, interest, mode, ud));
                 if res.is_err() {
                     break;
                 }
@@ -1212,6 +1384,20 @@ fn kernel_timespec(d: Duration) -> KernelTimespec {
     KernelTimespec {
         tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
         tv_nsec: i64::from(d.subsec_nanos()),
+    }
+}
+
+/// The poll request of a registration in `mode`: multishot for [`Mode::Edge`], else
+/// single-shot.
+fn poll_for(fd: RawFd, interest: Interest, mode: Mode, user_data: u64) -> IoUringSqe {
+    let sqe = poll_add(fd, interest, user_data);
+    if mode == Mode::Edge {
+        IoUringSqe {
+            len: IORING_POLL_ADD_MULTI,
+            ..sqe
+        }
+    } else {
+        sqe
     }
 }
 
@@ -1436,7 +1622,7 @@ mod tests {
             p.wait(events, Some(t)).unwrap();
             events.iter().map(|e| (e.token(), e.ready())).collect()
         };
-        for mode in [Mode::Level, Mode::Oneshot] {
+        for mode in [Mode::Level, Mode::Oneshot, Mode::Edge] {
             let (a, mut a_peer) = UnixStream::pair().unwrap();
             let (c, mut c_peer) = UnixStream::pair().unwrap();
             let fd = a.as_raw_fd();
@@ -1461,36 +1647,264 @@ mod tests {
                 "{mode:?}"
             );
             // Reported and not yet re-armed (Oneshot) or re-armed but not submitted (Level):
-            // no poll in the kernel to ask, so not stale.
+            // no poll in the kernel to ask, so not stale. (Edge: the multishot poll is
+            // still in the kernel, found live, and re-armed.)
             assert!(!p.is_stale(fd).unwrap(), "{mode:?}");
             p.deregister(c.as_raw_fd()).unwrap();
             p.deregister(fd).unwrap();
         }
 
-        let (a, _a_peer) = UnixStream::pair().unwrap();
-        let (b, mut b_peer) = UnixStream::pair().unwrap();
-        let n = std::os::fd::IntoRawFd::into_raw_fd(a);
-        p.register(n, 1, Interest::READABLE, Mode::Level).unwrap();
-        assert!(wait(&p, &mut events, Duration::ZERO).is_empty());
-        assert!(!p.is_stale(n).unwrap());
-        assert!(wait(&p, &mut events, Duration::ZERO).is_empty());
-        // SAFETY: dup2 takes only integers; `n` is ours (from into_raw_fd), and is closed
-        // below.
-        assert_eq!(unsafe { libc::dup2(b.as_raw_fd(), n) }, n);
-        assert!(p.is_stale(n).unwrap());
-        // Still stale after asking (nothing was cancelled), and the old poll reports nothing
-        // of the new file.
-        assert!(p.is_stale(n).unwrap());
-        b_peer.write_all(b"x").unwrap();
-        assert!(wait(&p, &mut events, Duration::ZERO).is_empty());
-        p.deregister(n).unwrap();
-        assert!(!p.is_stale(n).unwrap(), "not registered");
-        // SAFETY: `n` is ours (the dup2 above) and nothing else uses it.
-        unsafe { libc::close(n) };
+        for mode in [Mode::Level, Mode::Edge] {
+            let (a, _a_peer) = UnixStream::pair().unwrap();
+            let (b, mut b_peer) = UnixStream::pair().unwrap();
+            let n = std::os::fd::IntoRawFd::into_raw_fd(a);
+            p.register(n, 1, Interest::READABLE, mode).unwrap();
+            assert!(wait(&p, &mut events, Duration::ZERO).is_empty());
+            assert!(!p.is_stale(n).unwrap(), "{mode:?}");
+            assert!(wait(&p, &mut events, Duration::ZERO).is_empty());
+            // SAFETY: dup2 takes only integers; `n` is ours (from into_raw_fd), and is closed
+            // below.
+            assert_eq!(unsafe { libc::dup2(b.as_raw_fd(), n) }, n);
+            assert!(p.is_stale(n).unwrap(), "{mode:?}");
+            // Still stale after asking (nothing was cancelled), and the old poll reports
+            // nothing of the new file.
+            assert!(p.is_stale(n).unwrap(), "{mode:?}");
+            b_peer.write_all(b"x").unwrap();
+            assert!(wait(&p, &mut events, Duration::ZERO).is_empty());
+            p.deregister(n).unwrap();
+            assert!(!p.is_stale(n).unwrap(), "not registered");
+            // SAFETY: `n` is ours (the dup2 above) and nothing else uses it.
+            unsafe { libc::close(n) };
+        }
         assert_eq!(
             p.is_stale(-1).unwrap_err().kind(),
             io::ErrorKind::InvalidInput
         );
+    }
+
+    /// The events of one non-blocking wait, as `(token, ready)`.
+    fn poll_now(p: &Uring, events: &mut Events) -> Vec<(u64, Ready)> {
+        p.wait(events, Some(Duration::ZERO)).unwrap();
+        events.iter().map(|e| (e.token(), e.ready())).collect()
+    }
+
+    fn nonblocking_pair() -> (UnixStream, UnixStream) {
+        let (a, b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        (a, b)
+    }
+
+    /// `supports(Edge)` is decided in `new` (this kernel has multishot poll), and is `false`
+    /// where the multishot probe is skipped as on a kernel without it.
+    #[test]
+    fn edge_support_is_decided_in_new() {
+        let p = Uring::new().expect("io_uring_setup");
+        assert!(p.supports(Mode::Edge), "multishot poll is Linux 5.13+");
+        assert!(p.lock().stash.is_empty(), "the probe left nothing behind");
+        let mut events = Events::with_capacity(8);
+        assert!(poll_now(&p, &mut events).is_empty());
+        let old = Uring::build(true).expect("io_uring_setup");
+        assert!(!old.supports(Mode::Edge));
+        let (a, _b) = UnixStream::pair().unwrap();
+        assert_eq!(
+            old.register(a.as_raw_fd(), 1, Interest::READABLE, Mode::Edge)
+                .unwrap_err()
+                .kind(),
+            io::ErrorKind::Unsupported
+        );
+    }
+
+    /// A multishot poll the kernel ends (here: cancelled, as the kernel does on its own, e.g.
+    /// when it cannot post a completion) is re-armed with the same `user_data`: nothing is
+    /// reported for the end itself; an fd still ready then is reported once by the new
+    /// poll (spurious, never lost); and new data after that is reported once, as before.
+    #[test]
+    fn edge_multishot_ended_by_the_kernel_is_rearmed() {
+        let p = Uring::new().expect("io_uring_setup");
+        let mut events = Events::with_capacity(8);
+        let (a, mut b) = nonblocking_pair();
+        let fd = a.as_raw_fd();
+        p.register(fd, 1, Interest::READABLE, Mode::Edge).unwrap();
+        assert!(poll_now(&p, &mut events).is_empty());
+        let gen = p.lock().table[&fd].gen;
+        let ud = user_ud(fd, gen);
+        for ready_at_end in [false, true] {
+            if ready_at_end {
+                b.write_all(b"x").unwrap();
+                assert_eq!(poll_now(&p, &mut events), [(1, Ready::READABLE)]);
+                assert!(poll_now(&p, &mut events).is_empty());
+            }
+            let cancel = IoUringSqe {
+                opcode: IORING_OP_ASYNC_CANCEL,
+                fd: -1,
+                addr: ud,
+                user_data: PROBE_UD,
+                ..IoUringSqe::default()
+            };
+            let found = p.probe(&mut p.lock(), &cancel).unwrap();
+            assert_eq!(found, 0, "the multishot poll was in flight");
+            let reported: Vec<_> = (0..4).flat_map(|_| poll_now(&p, &mut events)).collect();
+            if ready_at_end {
+                assert_eq!(reported, [(1, Ready::READABLE)]);
+            } else {
+                assert!(reported.is_empty(), "{reported:?}");
+            }
+            let e = p.lock().table[&fd];
+            assert!(e.armed && e.gen == gen, "re-armed under the same user_data");
+            // The new request reports new data, once per write.
+            for _ in 0..2 {
+                b.write_all(b"y").unwrap();
+                assert_eq!(poll_now(&p, &mut events), [(1, Ready::READABLE)]);
+                assert!(poll_now(&p, &mut events).is_empty());
+            }
+            let mut buf = [0u8; 16];
+            while (&a).read(&mut buf).is_ok() {}
+        }
+        // A final completion that carries readiness (what the kernel posts when it ends a
+        // multishot poll because it could not post a CQE with `F_MORE`): reported, and the
+        // poll re-armed. Simulated by taking the real poll's end off the CQ and handing over
+        // a final POLLIN instead.
+        let cancel = IoUringSqe {
+            opcode: IORING_OP_ASYNC_CANCEL,
+            fd: -1,
+            addr: ud,
+            user_data: INTERNAL_UD,
+            ..IoUringSqe::default()
+        };
+        {
+            let mut st = p.lock();
+            p.push(&mut st, &cancel).unwrap();
+            let mut ended = false;
+            while !ended {
+                cvt_retry_io(|| p.enter(st.ring.sq_pending(), 1, IORING_ENTER_GETEVENTS, None))
+                    .unwrap();
+                while let Some((cqe_ud, res, flags)) = st.ring.pop() {
+                    if cqe_ud == ud {
+                        assert_eq!((res, flags & IORING_CQE_F_MORE), (-libc::ECANCELED, 0));
+                        ended = true;
+                    }
+                }
+            }
+            let mask = libc::POLLIN.unsigned_abs().into();
+            assert!(Uring::edge_completion(&mut st, fd, ud, mask, 0));
+        }
+        assert_eq!(poll_now(&p, &mut events), [(1, Ready::READABLE)]);
+        assert!(poll_now(&p, &mut events).is_empty());
+        b.write_all(b"z").unwrap();
+        assert_eq!(poll_now(&p, &mut events), [(1, Ready::READABLE)]);
+        assert!(poll_now(&p, &mut events).is_empty());
+        p.deregister(fd).unwrap();
+        assert!(poll_now(&p, &mut events).is_empty());
+    }
+
+    /// `modify` to Edge reports the fd once if it is ready, with the new token and interest;
+    /// the old multishot poll's completions (and its end) are dropped; switching to Level and
+    /// back works.
+    #[test]
+    fn edge_reports_once_after_modify() {
+        let p = Uring::new().expect("io_uring_setup");
+        let mut events = Events::with_capacity(8);
+        let (a, mut b) = nonblocking_pair();
+        let fd = a.as_raw_fd();
+        p.register(fd, 1, Interest::READABLE, Mode::Edge).unwrap();
+        assert!(poll_now(&p, &mut events).is_empty());
+        b.write_all(b"x").unwrap();
+        assert_eq!(poll_now(&p, &mut events), [(1, Ready::READABLE)]);
+        assert!(poll_now(&p, &mut events).is_empty());
+        // Unread data: the modified registration reports it once.
+        p.modify(fd, 2, Interest::READABLE, Mode::Edge).unwrap();
+        assert_eq!(poll_now(&p, &mut events), [(2, Ready::READABLE)]);
+        assert!(poll_now(&p, &mut events).is_empty());
+        p.modify(fd, 3, Interest::READABLE | Interest::WRITABLE, Mode::Edge)
+            .unwrap();
+        assert_eq!(
+            poll_now(&p, &mut events),
+            [(3, Ready::READABLE | Ready::WRITABLE)]
+        );
+        assert!(poll_now(&p, &mut events).is_empty());
+        // A wake-up of the old poll queued but not yet reported is not reported under the
+        // new registration (which reports the current state instead, once).
+        b.write_all(b"y").unwrap();
+        p.modify(fd, 4, Interest::READABLE, Mode::Edge).unwrap();
+        assert_eq!(poll_now(&p, &mut events), [(4, Ready::READABLE)]);
+        assert!(poll_now(&p, &mut events).is_empty());
+        // To Level: every wait; back to Edge: once.
+        p.modify(fd, 5, Interest::READABLE, Mode::Level).unwrap();
+        for _ in 0..3 {
+            assert_eq!(poll_now(&p, &mut events), [(5, Ready::READABLE)]);
+        }
+        p.modify(fd, 6, Interest::READABLE, Mode::Edge).unwrap();
+        assert_eq!(poll_now(&p, &mut events), [(6, Ready::READABLE)]);
+        assert!(poll_now(&p, &mut events).is_empty());
+        // Drained: nothing; new data: once.
+        let mut buf = [0u8; 16];
+        while (&a).read(&mut buf).is_ok() {}
+        assert!(poll_now(&p, &mut events).is_empty());
+        b.write_all(b"z").unwrap();
+        assert_eq!(poll_now(&p, &mut events), [(6, Ready::READABLE)]);
+        assert!(poll_now(&p, &mut events).is_empty());
+        assert!(!p.is_stale(fd).unwrap());
+        p.deregister(fd).unwrap();
+        assert!(p.lock().ready.is_empty());
+    }
+
+    /// Several completions of one Edge fd before a wait (several wake-ups, some of them
+    /// already taken off the CQ by another caller) are one event in that wait, with the
+    /// readiness of all of them; with a small events buffer, each fd is reported once
+    /// across the waits that drain them.
+    #[test]
+    fn edge_no_duplicate_events_for_one_fd_in_one_wait() {
+        let p = Uring::new().expect("io_uring_setup");
+        let mut events = Events::with_capacity(8);
+        let (a, mut b) = nonblocking_pair();
+        let fd = a.as_raw_fd();
+        p.register(fd, 1, Interest::READABLE | Interest::WRITABLE, Mode::Edge)
+            .unwrap();
+        assert_eq!(poll_now(&p, &mut events), [(1, Ready::WRITABLE)]);
+        assert!(poll_now(&p, &mut events).is_empty());
+        b.write_all(b"1").unwrap();
+        // Taken off the CQ as register/modify/deregister of another thread would.
+        p.stash_cq(&mut p.lock(), &mut None).unwrap();
+        assert_eq!(p.lock().ready.len(), 1);
+        b.write_all(b"2").unwrap();
+        b.write_all(b"3").unwrap();
+        // Each write woke the socket, and this thread (the poll's submitter) posted the
+        // completion on its way back from `write`.
+        assert!(p.lock().ring.cq_len() >= 2, "one completion per wake-up");
+        let got = poll_now(&p, &mut events);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].0, 1);
+        assert!(got[0].1.contains(Ready::READABLE));
+        assert!(poll_now(&p, &mut events).is_empty());
+
+        // Three fds, two wake-ups each, a buffer of two events.
+        let pairs: Vec<_> = (0..3).map(|_| nonblocking_pair()).collect();
+        for (i, (a, _)) in pairs.iter().enumerate() {
+            p.register(a.as_raw_fd(), 10 + i as u64, Interest::READABLE, Mode::Edge)
+                .unwrap();
+        }
+        assert!(poll_now(&p, &mut events).is_empty());
+        for _ in 0..2 {
+            for (_, b) in &pairs {
+                (&*b).write_all(b"x").unwrap();
+            }
+        }
+        let mut small = Events::with_capacity(2);
+        let mut tokens: Vec<u64> = Vec::new();
+        for _ in 0..4 {
+            let got = poll_now(&p, &mut small);
+            assert!(got.len() <= 2);
+            assert!(got.iter().all(|&(_, r)| r == Ready::READABLE));
+            tokens.extend(got.iter().map(|&(t, _)| t));
+        }
+        tokens.sort_unstable();
+        assert_eq!(tokens, [10, 11, 12], "each fd once");
+        for (a, _) in &pairs {
+            p.deregister(a.as_raw_fd()).unwrap();
+        }
+        p.deregister(fd).unwrap();
+        let st = p.lock();
+        assert!(st.ready.is_empty() && st.stash.is_empty());
     }
 
     /// The IORING_OP_TIMEOUT path that kernels without EXT_ARG take.
