@@ -7,12 +7,12 @@
 //! readiness and parks the task (stores its waker); the fd's handler sets the readiness again
 //! and wakes the task when the reactor reports the direction.
 //!
-//! * Where the poller has [`Mode::Edge`] (epoll, kqueue) the fd is registered once,
-//!   edge-triggered, with an empty interest; a direction is added to it on its first wait
-//!   (one `modify` per direction in the source's life, none for a direction that never
-//!   waits). From then on waiting costs no system call at all: the kernel reports each new
-//!   edge (new data, freed buffer space).
-//! * Elsewhere (poll, select, io_uring) it is registered in [`Mode::Oneshot`] with an empty
+//! * Where the poller has [`Mode::Edge`] (epoll, kqueue, io_uring on Linux 5.13+) the fd is
+//!   registered once, edge-triggered, with an empty interest; a direction is added to it on
+//!   its first wait (one `modify` per direction in the source's life, none for a direction
+//!   that never waits). From then on waiting costs no system call at all: the kernel reports
+//!   each new edge (new data, freed buffer space).
+//! * Elsewhere (poll, select) it is registered in [`Mode::Oneshot`] with an empty
 //!   interest, and a task that parks *arms* it for its direction (one `modify`); the handler
 //!   re-arms only a direction still waited on.
 //!

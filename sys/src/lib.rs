@@ -4,7 +4,7 @@
 //! |---|---|---|---|
 //! | epoll | Linux, Android | `Epoll` | Level, Oneshot, Edge |
 //! | kqueue | macOS, iOS, FreeBSD, NetBSD, OpenBSD, DragonFly | `Kqueue` | Level, Oneshot, Edge |
-//! | io_uring | Linux | `Uring` | Level, Oneshot |
+//! | io_uring | Linux | `Uring` | Level, Oneshot, Edge (Linux 5.13+: multishot poll) |
 //! | poll | every Unix | `Poll` | Level, Oneshot |
 //! | select | every Unix | `Select` | Level, Oneshot |
 //!
