@@ -26,7 +26,7 @@ cargo bench --workspace --no-run 2>&1 | tail -n 3
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # bench name, rounds env var, rounds
-for spec in "pingpong PINGPONG_ROUNDS 200" "fanin FANIN_ROUNDS 100" \
+for spec in "pingpong PINGPONG_ROUNDS 500" "fanin FANIN_ROUNDS 100" \
     "idle_scale IDLE_SCALE_ROUNDS 20" "churn CHURN_ROUNDS 200" \
     "waker WAKER_ROUNDS 100" "timers TIMERS_ROUNDS 15"; do
     set -- $spec
@@ -83,6 +83,15 @@ idents = sorted({i for (t, i) in rows})
 def ids(title, prefixes):
     return [i for (t, i) in sorted(rows) if t == title and i.startswith(prefixes)]
 
+# pingpong (issues: sys <= 1.03 x floor, reactor <= 1.10 x floor, both <= 1.00 x mio; like
+# with like: Level against the level floor, Edge against the edge floor and mio).
+for mode in ("level", "edge"):
+    goal("pingpong", f"ioloop-sys-epoll-{mode}", f"floor-{mode}", 1.03,
+         f"time/hop x floor-{mode}", "<= 1.03")
+    goal("pingpong", f"ioloop-epoll-{mode}", f"floor-{mode}", 1.10,
+         f"time/hop x floor-{mode}", "<= 1.10")
+for i in ("ioloop-sys-epoll-edge", "ioloop-epoll-edge"):
+    goal("pingpong", i, "mio", 1.0, "time/hop x mio", "<= 1.00 (mio is edge-triggered)")
 for i in ids("fanin", ("ioloop-",)):
     goal("fanin", i, "mio", 1.0, "time/event x mio", "<= 1.00 (events/s >= mio)")
 for i in ids("idle_scale", ("ioloop-sys-epoll", "ioloop-sys-uring", "ioloop-epoll", "ioloop-uring")):

@@ -804,11 +804,10 @@ impl<P: Poller> IoLoop<P> {
             if timers.len() == 0 {
                 return;
             }
-            timers.mark()
+            timers.mark(Instant::now())
         };
-        let now = Instant::now();
         loop {
-            let due = self.inner.timers.borrow_mut().pop_due(now, mark);
+            let due = self.inner.timers.borrow_mut().pop_due(&mark);
             match due {
                 None => return,
                 Some(Due::Once(f)) => f(self),

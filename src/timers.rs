@@ -63,6 +63,14 @@ pub(crate) fn deadline_after(now: Instant, delay: Duration) -> Instant {
         .unwrap_or(now)
 }
 
+/// See [`Timers::mark`].
+#[derive(Clone, Copy)]
+pub(crate) struct Mark {
+    seq: u64,
+    now: Instant,
+    now_ns: u64,
+}
+
 /// A due timer taken out of the queue.
 pub(crate) enum Due<F, G> {
     Once(F),
@@ -91,9 +99,12 @@ impl<F, G> Timers<F, G> {
     /// `deadline` as heap nanoseconds (saturating at both ends).
     #[inline]
     fn to_ns(&self, deadline: Instant) -> u64 {
-        deadline
-            .checked_duration_since(self.base)
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        // u64 arithmetic (saturating) rather than `as_nanos`' u128: this runs per insert.
+        deadline.checked_duration_since(self.base).map_or(0, |d| {
+            d.as_secs()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(u64::from(d.subsec_nanos()))
+        })
     }
 
     #[inline]
@@ -189,16 +200,26 @@ impl<F, G> Timers<F, G> {
         None
     }
 
-    /// The sequence mark: timers inserted after it are not fired by a `pop_due` given it.
-    pub(crate) fn mark(&self) -> u64 {
-        self.seq
+    /// What a round of [`pop_due`](Self::pop_due) calls fires: timers due at `now` and
+    /// inserted before this call (not those the fired ones add). `now` is converted once here
+    /// rather than per fired timer.
+    pub(crate) fn mark(&self, now: Instant) -> Mark {
+        Mark {
+            seq: self.seq,
+            now,
+            now_ns: self.to_ns(now),
+        }
     }
 
     /// Takes the next timer due at `now` that was scheduled up to `mark`. A one-shot timer
     /// leaves the queue; a periodic one is re-queued at once at its next tick (previous
     /// deadline + period, skipping ticks already missed rather than bursting).
-    pub(crate) fn pop_due(&mut self, now: Instant, mark: u64) -> Option<Due<F, G>> {
-        let now_ns = self.to_ns(now);
+    pub(crate) fn pop_due(&mut self, mark: &Mark) -> Option<Due<F, G>> {
+        let Mark {
+            seq: mark,
+            now,
+            now_ns,
+        } = *mark;
         loop {
             let Reverse((deadline, seq, slot, gen)) = *self.heap.peek()?;
             if !self.is_live(slot, gen) {
@@ -285,9 +306,9 @@ mod tests {
         t.insert(base + Duration::from_millis(1), Callback::Once(1));
         t.insert(base + Duration::from_millis(1), Callback::Once(2));
         let now = base + Duration::from_millis(5);
-        let mark = t.mark();
+        let mark = t.mark(now);
         let mut order = Vec::new();
-        while let Some(Due::Once(v)) = t.pop_due(now, mark) {
+        while let Some(Due::Once(v)) = t.pop_due(&mark) {
             order.push(v);
         }
         assert_eq!(order, [1, 2, 3]);
