@@ -13,19 +13,12 @@ use ioloop_sys::is_open;
 use ioloop_sys::signal::SignalPipe;
 use ioloop_sys::{DefaultPoller, Events, Interest, Mode, Poller, Ready};
 
-use crate::task::{CurrentGuard, Executor, IoSource, LoopOps};
+use crate::task::{CurrentGuard, Executor, LoopOps};
 use crate::timers::{deadline_after, Callback, Due, Periodic as PeriodicTimer, TimeoutId, Timers};
 
-/// What an fd's slot calls. Lent out of its slot while it runs (see [`Lent`]), so dispatch
-/// needs no reference count and a zero-sized closure costs no allocation.
-enum Handler<P: Poller> {
-    /// A user's handler.
-    Fn(HandlerFn<P>),
-    /// A task-layer source registered edge-triggered: its readiness is set and its tasks
-    /// woken, with no boxed closure around it.
-    Source(Rc<IoSource>),
-}
-type HandlerFn<P> = Box<dyn FnMut(&IoLoop<P>, RawFd, Ready)>;
+/// Lent out of its slot while it runs (see [`Lent`]), so dispatch needs no reference count
+/// and a zero-sized closure costs no allocation.
+type Handler<P> = Box<dyn FnMut(&IoLoop<P>, RawFd, Ready)>;
 type LocalCallback<P> = Box<dyn FnOnce(&IoLoop<P>)>;
 type RemoteCallback<P> = Box<dyn FnOnce(&IoLoop<P>) + Send>;
 type Periodic<P> = Box<dyn FnMut(&IoLoop<P>)>;
@@ -337,27 +330,7 @@ impl<P: Poller> IoLoop<P> {
         mode: Mode,
         handler: impl FnMut(&IoLoop<P>, RawFd, Ready) + 'static,
     ) -> io::Result<()> {
-        self.add(
-            fd.handler_fd(),
-            interest,
-            mode,
-            Handler::Fn(Box::new(handler)),
-        )
-    }
-
-    /// Registers a task-layer source edge-triggered, with an empty interest (its directions
-    /// are added as tasks wait on them).
-    pub(crate) fn add_edge_source(&self, fd: RawFd, source: Rc<IoSource>) -> io::Result<()> {
-        self.add(fd, Interest::empty(), Mode::Edge, Handler::Source(source))
-    }
-
-    fn add(
-        &self,
-        fd: RawFd,
-        interest: Interest,
-        mode: Mode,
-        handler: Handler<P>,
-    ) -> io::Result<()> {
+        let fd = fd.handler_fd();
         let idx = usize::try_from(fd).map_err(|_| bad_fd(fd))?;
         if self.handler_is_live(fd)? {
             return Err(io::Error::new(
@@ -381,7 +354,7 @@ impl<P: Poller> IoLoop<P> {
         slot.interest = interest;
         slot.mode = mode;
         slot.live = true;
-        slot.handler = Some(handler);
+        slot.handler = Some(Box::new(handler));
         self.inner.handlers.set(self.inner.handlers.get() + 1);
         Ok(())
     }
@@ -819,12 +792,8 @@ impl<P: Poller> IoLoop<P> {
             gen,
             handler: Some(handler),
         };
-        match lent.handler.as_mut() {
-            Some(Handler::Fn(h)) => h(self, fd, ready),
-            Some(Handler::Source(s)) => {
-                s.on_ready(ready);
-            }
-            None => {}
+        if let Some(h) = lent.handler.as_mut() {
+            h(self, fd, ready);
         }
         true
     }

@@ -66,7 +66,7 @@ pub(crate) use executor::Executor;
 use crate::ioloop::WeakLoop;
 use crate::timers::TimeoutId;
 use crate::{Handle, Interest, IoLoop, Mode, Poller};
-pub(crate) use async_fd::IoSource;
+use async_fd::IoSource;
 use time::TimerState;
 
 /// What the task layer needs from a loop, with its poller type erased. Implemented by
@@ -126,7 +126,9 @@ impl<P: Poller> LoopOps for WeakLoop<P> {
         let fd = source.fd;
         if lp.poller().supports(Mode::Edge) {
             source.edge.set(true);
-            return lp.add_edge_source(fd, source);
+            return lp.add_handler_with(fd, Interest::empty(), Mode::Edge, move |_, _, ready| {
+                source.on_ready(ready);
+            });
         }
         lp.add_handler_with(
             fd,
