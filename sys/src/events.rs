@@ -42,24 +42,6 @@ impl Event {
     pub const fn ready(&self) -> Ready {
         epoll::to_ready(self.0.events)
     }
-
-    /// Shorthand for `ready().contains(Ready::READABLE)`.
-    #[inline]
-    pub const fn is_readable(&self) -> bool {
-        self.0.events & epoll::READABLE != 0
-    }
-
-    /// Shorthand for `ready().contains(Ready::WRITABLE)`.
-    #[inline]
-    pub const fn is_writable(&self) -> bool {
-        self.0.events & epoll::WRITABLE != 0
-    }
-
-    /// Shorthand for `ready().intersects(Ready::ERROR | Ready::HUP)`.
-    #[inline]
-    pub const fn is_error_or_hup(&self) -> bool {
-        self.0.events & (epoll::ERROR | epoll::HUP) != 0
-    }
 }
 
 #[cfg(not(ioloop_has_epoll))]
@@ -80,23 +62,26 @@ impl Event {
     pub const fn ready(&self) -> Ready {
         self.ready
     }
+}
 
+/// The same on every target: `ready()` is a few bit operations that inline into these.
+impl Event {
     /// Shorthand for `ready().contains(Ready::READABLE)`.
     #[inline]
     pub const fn is_readable(&self) -> bool {
-        self.ready.contains(Ready::READABLE)
+        self.ready().contains(Ready::READABLE)
     }
 
     /// Shorthand for `ready().contains(Ready::WRITABLE)`.
     #[inline]
     pub const fn is_writable(&self) -> bool {
-        self.ready.contains(Ready::WRITABLE)
+        self.ready().contains(Ready::WRITABLE)
     }
 
     /// Shorthand for `ready().intersects(Ready::ERROR | Ready::HUP)`.
     #[inline]
     pub const fn is_error_or_hup(&self) -> bool {
-        self.ready.intersects(Ready::ERROR.union(Ready::HUP))
+        self.ready().intersects(Ready::ERROR.union(Ready::HUP))
     }
 }
 
