@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ioloop_sys::inline_fn::{InlineFnOnce, InlineSendFnOnce};
 use ioloop_sys::is_open;
 use ioloop_sys::signal::SignalPipe;
 use ioloop_sys::{DefaultPoller, Events, Interest, Mode, Poller, Ready};
@@ -19,8 +20,9 @@ use crate::timers::{deadline_after, Callback, Due, Periodic as PeriodicTimer, Ti
 /// Lent out of its slot while it runs (see [`Lent`]), so dispatch needs no reference count
 /// and a zero-sized closure costs no allocation.
 type Handler<P> = Box<dyn FnMut(&IoLoop<P>, RawFd, Ready)>;
-type LocalCallback<P> = Box<dyn FnOnce(&IoLoop<P>)>;
-type RemoteCallback<P> = Box<dyn FnOnce(&IoLoop<P>) + Send>;
+/// Inline when small ([`InlineFnOnce`]): a closure capturing an `Rc` or two costs no allocation.
+type LocalCallback<P> = InlineFnOnce<IoLoop<P>>;
+type RemoteCallback<P> = InlineSendFnOnce<IoLoop<P>>;
 type Periodic<P> = Box<dyn FnMut(&IoLoop<P>)>;
 
 /// What [`IoLoop::add_handler`] and friends accept as a file descriptor: a [`RawFd`], a
@@ -65,6 +67,7 @@ const EVENTS_CAPACITY: usize = 1024;
 ///
 /// One iteration of the loop:
 /// 1. runs the callbacks queued before it (callbacks they add wait for the next iteration);
+///    if they stopped the loop, the iteration ends here;
 /// 2. waits for I/O: not at all if callbacks are queued, else until the earliest timer;
 /// 3. calls the handler of each ready fd;
 /// 4. runs the timers that are due, in deadline order (FIFO among equal deadlines);
@@ -124,8 +127,9 @@ struct Inner<P: Poller> {
     callbacks: RefCell<VecDeque<LocalCallback<P>>>,
     /// Callbacks of the current iteration (left here if one of them panicked).
     running: RefCell<VecDeque<LocalCallback<P>>>,
-    /// Reused buffer for callbacks moved out of the cross-thread queue.
-    remote_buf: RefCell<Vec<RemoteCallback<P>>>,
+    /// Callbacks swapped out of the cross-thread queue, being run (left here, with
+    /// `remote_pending` set, if one of them panicked).
+    remote_running: RefCell<VecDeque<RemoteCallback<P>>>,
     events: RefCell<Events>,
     /// Next event of the current batch to dispatch (a panic leaves the rest for the next run).
     batch_pos: Cell<usize>,
@@ -140,7 +144,7 @@ struct Inner<P: Poller> {
 /// The part of the loop other threads reach through a [`Handle`].
 struct Shared<P: Poller> {
     poller: P,
-    remote: Mutex<Vec<RemoteCallback<P>>>,
+    remote: Mutex<VecDeque<RemoteCallback<P>>>,
     remote_pending: AtomicBool,
     stop: AtomicBool,
 }
@@ -231,7 +235,7 @@ impl<P: Poller> IoLoop<P> {
                 ops: Rc::new(WeakLoop(weak.clone())),
                 shared: Arc::new(Shared {
                     poller,
-                    remote: Mutex::new(Vec::new()),
+                    remote: Mutex::new(VecDeque::new()),
                     remote_pending: AtomicBool::new(false),
                     stop: AtomicBool::new(false),
                 }),
@@ -240,7 +244,7 @@ impl<P: Poller> IoLoop<P> {
                 timers: RefCell::new(Timers::new(next_loop_id())),
                 callbacks: RefCell::new(VecDeque::new()),
                 running: RefCell::new(VecDeque::new()),
-                remote_buf: RefCell::new(Vec::new()),
+                remote_running: RefCell::new(VecDeque::new()),
                 events: RefCell::new(Events::with_capacity(EVENTS_CAPACITY)),
                 batch_pos: Cell::new(0),
                 in_run: Cell::new(false),
@@ -474,7 +478,10 @@ impl<P: Poller> IoLoop<P> {
     /// Runs `f` on the next iteration of the loop (FIFO). Use [`Handle::add_callback`] from
     /// other threads.
     pub fn add_callback(&self, f: impl FnOnce(&IoLoop<P>) + 'static) {
-        self.inner.callbacks.borrow_mut().push_back(Box::new(f));
+        self.inner
+            .callbacks
+            .borrow_mut()
+            .push_back(InlineFnOnce::new(f));
     }
 
     // ----- timers --------------------------------------------------------------------------
@@ -491,7 +498,7 @@ impl<P: Poller> IoLoop<P> {
         self.inner
             .timers
             .borrow_mut()
-            .insert(deadline, Callback::Once(Box::new(f)))
+            .insert(deadline, Callback::Once(InlineFnOnce::new(f)))
     }
 
     /// Runs `f` every `period`, first at now + `period`, until
@@ -638,6 +645,9 @@ impl<P: Poller> IoLoop<P> {
     /// Makes [`run`](Self::run) return after the current iteration (if the loop is not
     /// running, the next `run` returns after one iteration). Calling it twice is the same as
     /// once.
+    ///
+    /// Called from a callback, it ends the iteration right after the callbacks, before the
+    /// wait for I/O (as in Tornado): ready fds are handled by the next `run`.
     pub fn stop(&self) {
         self.inner.shared.stop.store(true, Ordering::SeqCst);
     }
@@ -669,7 +679,9 @@ impl<P: Poller> IoLoop<P> {
         let mut callbacks = self.has_callbacks();
         if callbacks {
             self.run_callbacks();
-            if done(self) {
+            // Like Tornado, a loop stopped (or finished) by its callbacks ends the iteration
+            // here rather than polling once more.
+            if done(self) || self.inner.shared.stop.load(Ordering::SeqCst) {
                 return Ok(());
             }
             callbacks = self.has_callbacks();
@@ -711,23 +723,6 @@ impl<P: Poller> IoLoop<P> {
 
     fn run_callbacks(&self) {
         let inner = &*self.inner;
-        if inner.shared.remote_pending.load(Ordering::SeqCst)
-            && inner.shared.remote_pending.swap(false, Ordering::SeqCst)
-        {
-            let mut buf = inner.remote_buf.borrow_mut();
-            std::mem::swap(
-                &mut *inner
-                    .shared
-                    .remote
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()),
-                &mut *buf,
-            );
-            let mut queue = inner.callbacks.borrow_mut();
-            for cb in buf.drain(..) {
-                queue.push_back(cb);
-            }
-        }
         {
             let mut running = inner.running.borrow_mut();
             if running.is_empty() {
@@ -737,10 +732,53 @@ impl<P: Poller> IoLoop<P> {
         loop {
             let next = inner.running.borrow_mut().pop_front();
             match next {
-                Some(cb) => cb(self),
+                Some(cb) => cb.call(self),
                 None => break,
             }
         }
+        if inner.shared.remote_pending.load(Ordering::SeqCst)
+            && inner.shared.remote_pending.swap(false, Ordering::SeqCst)
+        {
+            self.run_remote_callbacks();
+        }
+    }
+
+    /// Runs the callbacks other threads queued, straight from the queue they were swapped out
+    /// of (no copy into the local queue).
+    fn run_remote_callbacks(&self) {
+        let inner = &*self.inner;
+        {
+            let mut queued = inner
+                .shared
+                .remote
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let mut running = inner.remote_running.borrow_mut();
+            if running.is_empty() {
+                std::mem::swap(&mut *queued, &mut *running);
+            } else {
+                running.append(&mut queued); // what a panicking callback left
+            }
+        }
+        /// Unless disarmed (all ran), flags what a panicking callback left for the next
+        /// iteration.
+        struct Leftover<'a>(&'a AtomicBool, bool);
+        impl Drop for Leftover<'_> {
+            fn drop(&mut self) {
+                if self.1 {
+                    self.0.store(true, Ordering::SeqCst);
+                }
+            }
+        }
+        let mut leftover = Leftover(&inner.shared.remote_pending, true);
+        loop {
+            let next = inner.remote_running.borrow_mut().pop_front();
+            match next {
+                Some(cb) => cb.call(self),
+                None => break,
+            }
+        }
+        leftover.1 = false;
     }
 
     /// Dispatches the rest of the current batch. The events stay borrowed throughout: only
@@ -810,7 +848,7 @@ impl<P: Poller> IoLoop<P> {
             let due = self.inner.timers.borrow_mut().pop_due(&mark);
             match due {
                 None => return,
-                Some(Due::Once(f)) => f(self),
+                Some(Due::Once(f)) => f.call(self),
                 Some(Due::Every(id, g)) => {
                     let mut lent = LentPeriodic {
                         lp: self,
@@ -921,7 +959,7 @@ impl<P: Poller> Handle<P> {
             .remote
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(Box::new(f));
+            .push_back(InlineSendFnOnce::new(f));
         // SeqCst: pairs with the notifier's flag (see `Notifier::notify`), so the loop
         // either sees this store after its wait or is woken by this notify.
         self.shared.remote_pending.store(true, Ordering::SeqCst);

@@ -434,6 +434,62 @@ fn stop_run_again_and_nested_run<P: Poller>() {
     assert!(!lp.is_running());
 }
 
+/// A callback from another thread that panics unwinds out of `run`; the ones queued after it
+/// (from the same batch) are kept and run, in order, by the next `run`.
+fn panicking_remote_callback_keeps_the_rest<P: Poller>() {
+    let _fds = shared_fds();
+    let lp = backend_loop::<P>();
+    let h = lp.handle();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    for i in 0..4 {
+        let log = log.clone();
+        h.add_callback(move |_| {
+            log.lock().unwrap().push(i);
+            assert_ne!(i, 1, "remote callback panic (expected by the test)");
+        })
+        .unwrap();
+    }
+    let r = catch_unwind(AssertUnwindSafe(|| lp.run_once()));
+    assert!(
+        r.is_err(),
+        "{}: the panic did not unwind out of run",
+        P::NAME
+    );
+    assert_eq!(*log.lock().unwrap(), [0, 1]);
+    assert!(!lp.is_running());
+    // Queued behind the leftovers: runs after them.
+    let l = log.clone();
+    h.add_callback(move |lp| {
+        l.lock().unwrap().push(9);
+        lp.stop();
+    })
+    .unwrap();
+    lp.run().unwrap();
+    assert_eq!(*log.lock().unwrap(), [0, 1, 2, 3, 9], "{}", P::NAME);
+}
+
+/// A callback that stops the loop ends the iteration before its wait (as in Tornado): a
+/// ready fd's handler is not called by that iteration, and it is called by the next `run`.
+fn stop_from_a_callback_skips_the_wait<P: Poller>() {
+    let _fds = shared_fds();
+    let lp = backend_loop::<P>();
+    let (a, b) = socketpair();
+    send(&b, b"x");
+    let calls = counter();
+    let c = calls.clone();
+    lp.add_handler(&a, Interest::READABLE, move |lp, _, _| {
+        bump(&c);
+        lp.stop();
+    })
+    .unwrap();
+    lp.add_callback(|lp| lp.stop());
+    lp.run().unwrap();
+    assert_eq!(calls.get(), 0, "{}: the stopped iteration polled", P::NAME);
+    lp.run().unwrap();
+    assert_eq!(calls.get(), 1, "{}", P::NAME);
+    lp.remove_handler(&a).unwrap();
+}
+
 fn panicking_handler_leaves_the_loop_consistent<P: Poller>() {
     let _fds = shared_fds();
     let lp = backend_loop::<P>();
@@ -814,6 +870,8 @@ backend_tests!(
     reused_fd_gets_no_stale_event,
     callbacks_run_fifo_and_added_ones_wait,
     callbacks_from_other_threads,
+    panicking_remote_callback_keeps_the_rest,
+    stop_from_a_callback_skips_the_wait,
     stop_from_another_thread_wakes_the_loop,
     stop_run_again_and_nested_run,
     panicking_handler_leaves_the_loop_consistent,

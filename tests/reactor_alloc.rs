@@ -1,5 +1,6 @@
 //! No heap allocation per iteration in steady state: handlers dispatching a socket ping-pong,
-//! a periodic timer firing, callbacks queued and run (locally and through a `Handle`). Its own test binary, because the
+//! a periodic timer firing, callbacks and one-shot timers capturing state, queued and run
+//! (locally and through a `Handle`). Its own test binary, because the
 //! counting allocator is the global one.
 
 mod util;
@@ -8,6 +9,8 @@ use std::cell::Cell;
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ioloop::{Interest, IoLoop};
@@ -59,17 +62,36 @@ fn steady_state_iterations_do_not_allocate() {
     let every = lp
         .call_every(Duration::from_micros(100), move |_| bump(&t))
         .unwrap();
-    // A callback that queues itself again each iteration (a zero-sized closure: its Box does
-    // not allocate, so anything counted comes from the loop's queues).
-    fn again(lp: &IoLoop) {
-        lp.add_callback(again);
+    // A callback that queues itself again each iteration, capturing an `Rc` (closures of up
+    // to two words are stored inline: anything counted comes from the loop's queues).
+    fn again(lp: &IoLoop, n: Rc<Cell<usize>>) {
+        bump(&n);
+        lp.add_callback(move |lp| again(lp, n));
     }
-    lp.add_callback(again);
-    // The same through the cross-thread queue (mutex, swap buffer, notifier).
-    fn again_remote(lp: &IoLoop) {
-        lp.handle().add_callback(again_remote).unwrap();
+    let looped = counter();
+    let n = looped.clone();
+    lp.add_callback(move |lp| again(lp, n));
+    // The same through the cross-thread queue (mutex, swapped queues, notifier), capturing
+    // an `Arc`.
+    fn again_remote(lp: &IoLoop, n: Arc<AtomicUsize>) {
+        n.fetch_add(1, Ordering::Relaxed);
+        lp.handle()
+            .add_callback(move |lp| again_remote(lp, n))
+            .unwrap();
     }
-    lp.handle().add_callback(again_remote).unwrap();
+    let remote = Arc::new(AtomicUsize::new(0));
+    let n = remote.clone();
+    lp.handle()
+        .add_callback(move |lp| again_remote(lp, n))
+        .unwrap();
+    // A one-shot timer that schedules the next one from inside itself, capturing an `Rc`.
+    fn again_timer(lp: &IoLoop, n: Rc<Cell<usize>>) {
+        bump(&n);
+        lp.call_later(Duration::ZERO, move |lp| again_timer(lp, n));
+    }
+    let timed = counter();
+    let n = timed.clone();
+    lp.call_later(Duration::ZERO, move |lp| again_timer(lp, n));
 
     // The counter counts this thread's allocations.
     let c = allocations();
@@ -80,12 +102,24 @@ fn steady_state_iterations_do_not_allocate() {
         lp.run_once().unwrap();
     }
     let (hits0, ticks0) = (hits.get(), ticks.get());
+    let (looped0, remote0, timed0) = (looped.get(), remote.load(Ordering::Relaxed), timed.get());
     let before = allocations();
     for _ in 0..MEASURED {
         lp.run_once().unwrap();
     }
     let allocated = allocations() - before;
     let (hits1, ticks1) = (hits.get(), ticks.get());
+    assert_eq!(
+        looped.get() - looped0,
+        MEASURED,
+        "one local callback per iteration"
+    );
+    assert_eq!(
+        remote.load(Ordering::Relaxed) - remote0,
+        MEASURED,
+        "one cross-thread callback per iteration"
+    );
+    assert_eq!(timed.get() - timed0, MEASURED, "one timer per iteration");
 
     assert!(
         hits1 - hits0 >= MEASURED,

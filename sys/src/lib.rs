@@ -51,6 +51,7 @@ mod notify;
 mod registry;
 mod syscall;
 
+pub mod inline_fn;
 pub mod signal;
 
 #[cfg(ioloop_has_epoll)]
