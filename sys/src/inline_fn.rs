@@ -160,25 +160,6 @@ impl<A: ?Sized + 'static> InlineFnOnce<A> {
     pub fn new(f: impl FnOnce(&A) + 'static) -> Self {
         Self { raw: Raw::new(f) }
     }
-
-    /// Calls the closure, consuming it.
-    #[inline]
-    pub fn call(self, a: &A) {
-        self.raw.call(a);
-    }
-
-    /// Whether the closure is stored inline (no heap allocation).
-    pub fn is_inline(&self) -> bool {
-        self.raw.vtable.inline
-    }
-}
-
-impl<A: ?Sized + 'static> fmt::Debug for InlineFnOnce<A> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("InlineFnOnce")
-            .field("inline", &self.is_inline())
-            .finish_non_exhaustive()
-    }
 }
 
 /// [`InlineFnOnce`] for closures that are `Send`: what another thread hands to a loop.
@@ -214,26 +195,36 @@ impl<A: ?Sized + 'static> InlineSendFnOnce<A> {
     pub fn new(f: impl FnOnce(&A) + Send + 'static) -> Self {
         Self { raw: Raw::new(f) }
     }
-
-    /// Calls the closure, consuming it.
-    #[inline]
-    pub fn call(self, a: &A) {
-        self.raw.call(a);
-    }
-
-    /// Whether the closure is stored inline (no heap allocation).
-    pub fn is_inline(&self) -> bool {
-        self.raw.vtable.inline
-    }
 }
 
-impl<A: ?Sized + 'static> fmt::Debug for InlineSendFnOnce<A> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("InlineSendFnOnce")
-            .field("inline", &self.is_inline())
-            .finish_non_exhaustive()
-    }
+/// What both public types share: `call`, `is_inline` and `Debug`.
+macro_rules! shared_methods {
+    ($name:ident) => {
+        impl<A: ?Sized + 'static> $name<A> {
+            /// Calls the closure, consuming it.
+            #[inline]
+            pub fn call(self, a: &A) {
+                self.raw.call(a);
+            }
+
+            /// Whether the closure is stored inline (no heap allocation).
+            pub fn is_inline(&self) -> bool {
+                self.raw.vtable.inline
+            }
+        }
+
+        impl<A: ?Sized + 'static> fmt::Debug for $name<A> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($name))
+                    .field("inline", &self.is_inline())
+                    .finish_non_exhaustive()
+            }
+        }
+    };
 }
+
+shared_methods!(InlineFnOnce);
+shared_methods!(InlineSendFnOnce);
 
 impl<A: ?Sized + 'static> From<InlineSendFnOnce<A>> for InlineFnOnce<A> {
     /// A `Send` callback is also a local one (no allocation, no copy of the closure's box).
