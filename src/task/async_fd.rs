@@ -362,7 +362,7 @@ impl<T: AsFd> Async<T> {
     /// What removing the handler reports.
     pub fn into_inner(mut self) -> io::Result<T> {
         let io = self.io.take().expect("Async used after into_inner");
-        self.ops.remove_source(self.source.fd)?;
+        self.ops.remove_source(&self.source)?;
         Ok(io)
     }
 
@@ -514,7 +514,7 @@ impl<T: AsFd> Drop for Async<T> {
     fn drop(&mut self) {
         if self.io.is_some() {
             // Deregister before the fd is closed (when `io` drops right after).
-            let _ = self.ops.remove_source(self.source.fd);
+            let _ = self.ops.remove_source(&self.source);
         }
     }
 }

@@ -13,6 +13,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
+use std::os::fd::RawFd;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -24,6 +25,7 @@ use std::thread::{self, ThreadId};
 use ioloop_sys::Notifier;
 
 use super::join::{JoinError, JoinHandle, JoinSink, JoinState};
+use super::IoSource;
 
 /// Identifies a task: its slot in the table and the slot's generation (a key whose task has
 /// finished never matches the slot's next occupant).
@@ -120,6 +122,12 @@ impl Table {
     }
 }
 
+#[cold]
+#[inline(never)]
+fn grow_sources(sources: &mut Vec<Option<Rc<IoSource>>>, idx: usize) {
+    sources.resize_with(idx + 1, || None);
+}
+
 /// A loop's tasks and run queue. Owned by the loop (`Rc`); [`JoinHandle`]s keep a `Weak`.
 pub(crate) struct Executor {
     run_queue: Arc<RunQueue>,
@@ -130,6 +138,10 @@ pub(crate) struct Executor {
     /// A `block_on` is in progress; its main future was woken and must be polled.
     main_active: Cell<bool>,
     main_woken: Cell<bool>,
+    /// The [`Async`](super::Async) sources registered on the loop, by fd number: their
+    /// handlers capture nothing (a zero-sized closure costs no allocation) and find their
+    /// source here.
+    sources: RefCell<Vec<Option<Rc<IoSource>>>>,
 }
 
 impl Executor {
@@ -145,6 +157,38 @@ impl Executor {
             batch: RefCell::new(VecDeque::new()),
             main_active: Cell::new(false),
             main_woken: Cell::new(false),
+            sources: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Records `source` as the one registered for its fd (whose registration just
+    /// succeeded); returns the one it replaces, if any (left behind by a registration the
+    /// reactor removed itself), for the caller to drop with no borrow held.
+    pub(crate) fn set_source(&self, source: Rc<IoSource>) -> Option<Rc<IoSource>> {
+        let idx = source.fd as usize;
+        let mut sources = self.sources.borrow_mut();
+        if sources.len() <= idx {
+            grow_sources(&mut sources, idx);
+        }
+        sources.get_mut(idx)?.replace(source)
+    }
+
+    /// The source registered for `fd` (a new reference: the wake-ups it makes may drop the
+    /// `Async`).
+    #[inline]
+    pub(crate) fn source(&self, fd: RawFd) -> Option<Rc<IoSource>> {
+        self.sources.borrow().get(fd as usize)?.clone()
+    }
+
+    /// Forgets `source` if it is still the one recorded for its fd; returns it, for the
+    /// caller to drop with no borrow held.
+    pub(crate) fn take_source(&self, source: &IoSource) -> Option<Rc<IoSource>> {
+        let mut sources = self.sources.borrow_mut();
+        let entry = sources.get_mut(source.fd as usize)?;
+        if entry.as_deref().is_some_and(|s| std::ptr::eq(s, source)) {
+            entry.take()
+        } else {
+            None
         }
     }
 

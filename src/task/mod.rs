@@ -88,7 +88,8 @@ pub(crate) trait LoopOps {
     /// Updates the source's registration to `interest` in `mode`: arms a Oneshot one, or
     /// sets what an Edge one watches (which also makes the kernel report its current state).
     fn arm(&self, fd: RawFd, interest: Interest, mode: Mode) -> io::Result<()>;
-    fn remove_source(&self, fd: RawFd) -> io::Result<()>;
+    /// Removes the source's registration (and forgets the source).
+    fn remove_source(&self, source: &IoSource) -> io::Result<()>;
 }
 
 fn loop_gone() -> io::Error {
@@ -124,23 +125,29 @@ impl<P: Poller> LoopOps for WeakLoop<P> {
     fn add_source(&self, source: Rc<IoSource>) -> io::Result<()> {
         let lp = self.upgrade().ok_or_else(loop_gone)?;
         let fd = source.fd;
+        // The handlers capture nothing, so they cost no allocation: they find the source in
+        // the executor's table, where it goes once the registration stands.
         if lp.poller().supports(Mode::Edge) {
             source.edge.set(true);
-            return lp.add_handler_with(fd, Interest::empty(), Mode::Edge, move |_, _, ready| {
-                source.on_ready(ready);
-            });
-        }
-        lp.add_handler_with(
-            fd,
-            Interest::empty(),
-            Mode::Oneshot,
-            move |lp, fd, ready| {
+            lp.add_handler_with(fd, Interest::empty(), Mode::Edge, |lp, fd, ready| {
+                if let Some(source) = lp.executor().source(fd) {
+                    source.on_ready(ready);
+                }
+            })?;
+        } else {
+            lp.add_handler_with(fd, Interest::empty(), Mode::Oneshot, |lp, fd, ready| {
+                let Some(source) = lp.executor().source(fd) else {
+                    return;
+                };
                 let rest = source.on_ready(ready);
                 if !rest.is_empty() && lp.update_handler_with(fd, rest, Mode::Oneshot).is_ok() {
                     source.armed.set(rest);
                 }
-            },
-        )
+            })?;
+        }
+        let replaced = lp.executor().set_source(source);
+        drop(replaced);
+        Ok(())
     }
 
     fn arm(&self, fd: RawFd, interest: Interest, mode: Mode) -> io::Result<()> {
@@ -148,11 +155,14 @@ impl<P: Poller> LoopOps for WeakLoop<P> {
         lp.update_handler_with(fd, interest, mode)
     }
 
-    fn remove_source(&self, fd: RawFd) -> io::Result<()> {
-        match self.upgrade() {
-            Some(lp) => lp.remove_handler(fd),
-            None => Ok(()),
-        }
+    fn remove_source(&self, source: &IoSource) -> io::Result<()> {
+        let Some(lp) = self.upgrade() else {
+            return Ok(());
+        };
+        let res = lp.remove_handler(source.fd);
+        let taken = lp.executor().take_source(source);
+        drop(taken);
+        res
     }
 }
 
