@@ -122,6 +122,21 @@ impl Table {
     }
 }
 
+/// What [`Executor::new_source`] drops once its borrow is released: the source it replaced
+/// (its `Async` still holds it), or wakers a reused source still held. Its fields are only
+/// ever dropped.
+#[allow(dead_code)]
+enum Leftover {
+    Source(Rc<IoSource>),
+    Wakers([Option<Waker>; 2]),
+}
+
+#[cold]
+#[inline(never)]
+fn drop_leftover(left: Leftover) {
+    drop(left);
+}
+
 #[cold]
 #[inline(never)]
 fn grow_sources(sources: &mut Vec<Option<Rc<IoSource>>>, idx: usize) {
@@ -161,16 +176,35 @@ impl Executor {
         }
     }
 
-    /// Records `source` as the one registered for its fd (whose registration just
-    /// succeeded); returns the one it replaces, if any (left behind by a registration the
-    /// reactor removed itself), for the caller to drop with no borrow held.
-    pub(crate) fn set_source(&self, source: Rc<IoSource>) -> Option<Rc<IoSource>> {
-        let idx = source.fd as usize;
-        let mut sources = self.sources.borrow_mut();
-        if sources.len() <= idx {
-            grow_sources(&mut sources, idx);
+    /// A source for a new registration of `fd` (which just succeeded), recorded as the
+    /// one registered for it. The allocation of the source last recorded for `fd` is reused
+    /// when nothing else holds it any more (its `Async` is gone), as the fd table reuses its
+    /// slots, so registering an fd number again allocates nothing.
+    pub(crate) fn new_source(&self, fd: RawFd, edge: bool) -> Rc<IoSource> {
+        let (source, left) = {
+            let idx = fd as usize;
+            let mut sources = self.sources.borrow_mut();
+            if sources.len() <= idx {
+                grow_sources(&mut sources, idx);
+            }
+            let Some(entry) = sources.get_mut(idx) else {
+                unreachable!("the table was grown to hold fd {fd}");
+            };
+            let left = match entry.as_mut().and_then(Rc::get_mut) {
+                Some(free) => free.reset(edge).map(Leftover::Wakers),
+                None => entry
+                    .replace(Rc::new(IoSource::new(fd, edge)))
+                    .map(Leftover::Source),
+            };
+            match entry {
+                Some(source) => (source.clone(), left),
+                None => unreachable!("entry just filled"),
+            }
+        };
+        if let Some(left) = left {
+            drop_leftover(left);
         }
-        sources.get_mut(idx)?.replace(source)
+        source
     }
 
     /// The source registered for `fd` (a new reference: the wake-ups it makes may drop the
@@ -178,18 +212,6 @@ impl Executor {
     #[inline]
     pub(crate) fn source(&self, fd: RawFd) -> Option<Rc<IoSource>> {
         self.sources.borrow().get(fd as usize)?.clone()
-    }
-
-    /// Forgets `source` if it is still the one recorded for its fd; returns it, for the
-    /// caller to drop with no borrow held.
-    pub(crate) fn take_source(&self, source: &IoSource) -> Option<Rc<IoSource>> {
-        let mut sources = self.sources.borrow_mut();
-        let entry = sources.get_mut(source.fd as usize)?;
-        if entry.as_deref().is_some_and(|s| std::ptr::eq(s, source)) {
-            entry.take()
-        } else {
-            None
-        }
     }
 
     /// Adds a task and queues it to run on the loop's next iteration.

@@ -81,14 +81,15 @@ pub(crate) trait LoopOps {
     /// Schedules `timer.fire()` every `period`.
     fn call_every(&self, period: Duration, timer: Rc<TimerState>) -> Option<TimeoutId>;
     fn remove_timeout(&self, id: TimeoutId);
-    /// Registers the source's fd, with an empty interest, and a handler that wakes it:
-    /// edge-triggered where the poller has [`Mode::Edge`] (and sets `source.edge`), else
-    /// Oneshot.
-    fn add_source(&self, source: Rc<IoSource>) -> io::Result<()>;
+    /// Registers `fd`, with an empty interest, and a handler that wakes its source:
+    /// edge-triggered where the poller has [`Mode::Edge`], else Oneshot. Returns the source
+    /// (a new one, or a reused allocation: see [`Executor::new_source`]).
+    fn add_source(&self, fd: RawFd) -> io::Result<Rc<IoSource>>;
     /// Updates the source's registration to `interest` in `mode`: arms a Oneshot one, or
     /// sets what an Edge one watches (which also makes the kernel report its current state).
     fn arm(&self, fd: RawFd, interest: Interest, mode: Mode) -> io::Result<()>;
-    /// Removes the source's registration (and forgets the source).
+    /// Removes the source's registration and takes its wakers (the executor keeps the
+    /// source, for reuse).
     fn remove_source(&self, source: &IoSource) -> io::Result<()>;
 }
 
@@ -122,13 +123,12 @@ impl<P: Poller> LoopOps for WeakLoop<P> {
         }
     }
 
-    fn add_source(&self, source: Rc<IoSource>) -> io::Result<()> {
+    fn add_source(&self, fd: RawFd) -> io::Result<Rc<IoSource>> {
         let lp = self.upgrade().ok_or_else(loop_gone)?;
-        let fd = source.fd;
         // The handlers capture nothing, so they cost no allocation: they find the source in
         // the executor's table, where it goes once the registration stands.
-        if lp.poller().supports(Mode::Edge) {
-            source.edge.set(true);
+        let edge = lp.poller().supports(Mode::Edge);
+        if edge {
             lp.add_handler_with(fd, Interest::empty(), Mode::Edge, |lp, fd, ready| {
                 if let Some(source) = lp.executor().source(fd) {
                     source.on_ready(ready);
@@ -145,9 +145,7 @@ impl<P: Poller> LoopOps for WeakLoop<P> {
                 }
             })?;
         }
-        let replaced = lp.executor().set_source(source);
-        drop(replaced);
-        Ok(())
+        Ok(lp.executor().new_source(fd, edge))
     }
 
     fn arm(&self, fd: RawFd, interest: Interest, mode: Mode) -> io::Result<()> {
@@ -160,8 +158,9 @@ impl<P: Poller> LoopOps for WeakLoop<P> {
             return Ok(());
         };
         let res = lp.remove_handler(source.fd);
-        let taken = lp.executor().take_source(source);
-        drop(taken);
+        // The executor keeps the source for the fd's next registration: without its wakers.
+        let wakers = source.retire();
+        drop(wakers);
         res
     }
 }
