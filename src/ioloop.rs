@@ -190,6 +190,7 @@ fn unpack(token: u64) -> (u32, RawFd) {
     ((token >> 32) as u32, token as u32 as RawFd)
 }
 
+#[cold]
 fn bad_fd(fd: RawFd) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidInput,
@@ -197,8 +198,16 @@ fn bad_fd(fd: RawFd) -> io::Error {
     )
 }
 
+#[cold]
 fn no_handler(fd: RawFd) -> io::Error {
     io::Error::new(io::ErrorKind::NotFound, format!("no handler for fd {fd}"))
+}
+
+/// Grows the fd table to hold `idx` (out of line: rare, and keeps `add_slot` small).
+#[cold]
+#[inline(never)]
+fn grow<P: Poller>(fds: &mut Vec<FdSlot<P>>, idx: usize) {
+    fds.resize_with(idx + 1, FdSlot::default);
 }
 
 impl IoLoop<DefaultPoller> {
@@ -334,16 +343,31 @@ impl<P: Poller> IoLoop<P> {
         mode: Mode,
         handler: impl FnMut(&IoLoop<P>, RawFd, Ready) + 'static,
     ) -> io::Result<()> {
-        let fd = fd.handler_fd();
-        let idx = usize::try_from(fd).map_err(|_| bad_fd(fd))?;
-        if self.handler_is_live(fd)? {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!("fd {fd} already has a handler"),
-            ));
-        }
+        self.add_slot(fd.handler_fd(), interest, mode, Box::new(handler))
+    }
+
+    /// Registers `fd` with `handler`. The fast path
+    /// takes one borrow of the table and makes one system call; an occupied number (a live
+    /// or stale handler) goes through [`add_occupied`](Self::add_occupied).
+    fn add_slot(
+        &self,
+        fd: RawFd,
+        interest: Interest,
+        mode: Mode,
+        handler: Handler<P>,
+    ) -> io::Result<()> {
+        let Ok(idx) = usize::try_from(fd) else {
+            return Err(bad_fd(fd));
+        };
         let mut fds = self.inner.fds.borrow_mut();
-        let gen = fds.get(idx).map_or(0, |s| s.gen);
+        let gen = match fds.get(idx) {
+            Some(s) if s.live => {
+                drop(fds);
+                return self.add_occupied(fd, interest, mode, handler);
+            }
+            Some(s) => s.gen,
+            None => 0,
+        };
         // The poller validates the fd first (every backend refuses one that is not open with
         // EBADF), so the table only grows for open fds, whose numbers are below
         // RLIMIT_NOFILE: a stray number such as `i32::MAX` never allocates a huge table.
@@ -352,15 +376,37 @@ impl<P: Poller> IoLoop<P> {
             .poller
             .register(fd, pack(gen, fd), interest, mode)?;
         if fds.len() <= idx {
-            fds.resize_with(idx + 1, FdSlot::default);
+            grow(&mut fds, idx);
         }
-        let slot = &mut fds[idx];
-        slot.interest = interest;
-        slot.mode = mode;
-        slot.live = true;
-        slot.handler = Some(Box::new(handler));
+        if let Some(slot) = fds.get_mut(idx) {
+            slot.interest = interest;
+            slot.mode = mode;
+            slot.live = true;
+            slot.handler = Some(handler);
+        }
         self.inner.handlers.set(self.inner.handlers.get() + 1);
         Ok(())
+    }
+
+    /// [`add_slot`](Self::add_slot) on a number whose slot is live: `AlreadyExists`, unless
+    /// the handler there is stale (see [`handler_is_live`](Self::handler_is_live)), which is
+    /// removed first.
+    #[cold]
+    #[inline(never)]
+    fn add_occupied(
+        &self,
+        fd: RawFd,
+        interest: Interest,
+        mode: Mode,
+        handler: Handler<P>,
+    ) -> io::Result<()> {
+        if self.handler_is_live(fd)? {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("fd {fd} already has a handler"),
+            ));
+        }
+        self.add_slot(fd, interest, mode, handler)
     }
 
     /// Whether `fd` has a handler that still stands. A handler whose fd was closed behind the
@@ -447,11 +493,9 @@ impl<P: Poller> IoLoop<P> {
         let fd = fd.handler_fd();
         let handler = {
             let mut fds = self.inner.fds.borrow_mut();
-            let slot = usize::try_from(fd)
-                .ok()
-                .and_then(|i| fds.get_mut(i))
-                .filter(|s| s.live)
-                .ok_or_else(|| if fd < 0 { bad_fd(fd) } else { no_handler(fd) })?;
+            let Some(slot) = fds.get_mut(fd as usize).filter(|s| s.live) else {
+                return Err(if fd < 0 { bad_fd(fd) } else { no_handler(fd) });
+            };
             slot.gen = slot.gen.wrapping_add(1);
             slot.live = false;
             slot.handler.take()

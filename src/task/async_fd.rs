@@ -109,7 +109,7 @@ enum ShortIo {
 /// The reactor-side state of an [`Async`]: shared with the fd's handler.
 pub(crate) struct IoSource {
     pub(crate) fd: RawFd,
-    /// Registered edge-triggered (set by `add_source`); else Oneshot.
+    /// Registered edge-triggered; else Oneshot.
     pub(crate) edge: Cell<bool>,
     /// Oneshot: what the registration is armed for right now. Edge: the directions
     /// registered so far (each is added on its first wait, and stays).
@@ -120,15 +120,48 @@ pub(crate) struct IoSource {
 }
 
 impl IoSource {
-    fn new(fd: RawFd) -> Self {
+    /// A source for `fd`, registered edge-triggered if `edge` (else Oneshot).
+    pub(crate) fn new(fd: RawFd, edge: bool) -> Self {
         Self {
             fd,
-            edge: Cell::new(false),
+            edge: Cell::new(edge),
             armed: Cell::new(Interest::empty()),
             read: Direction::default(),
             write: Direction::default(),
             short_io: Cell::new(ShortIo::Unknown),
         }
+    }
+
+    /// Makes a retired source (see [`retire`](Self::retire)) new again, for a new
+    /// registration of its fd: the executor reuses its allocation. Returns the wakers it
+    /// still held, if any (none after `retire`), for the caller to drop with no borrow held.
+    pub(crate) fn reset(&mut self, edge: bool) -> Option<[Option<Waker>; 2]> {
+        *self.edge.get_mut() = edge;
+        *self.armed.get_mut() = Interest::empty();
+        *self.short_io.get_mut() = ShortIo::Unknown;
+        let mut left = false;
+        for dir in [&mut self.read, &mut self.write] {
+            *dir.ready.get_mut() = true;
+            *dir.tick.get_mut() = 0;
+            *dir.start.get_mut() = None;
+            left |= dir.waker.get_mut().is_some();
+        }
+        if left {
+            return Some([
+                self.read.waker.get_mut().take(),
+                self.write.waker.get_mut().take(),
+            ]);
+        }
+        None
+    }
+
+    /// Takes the wakers out of a source whose `Async` is going away (its registration is
+    /// removed), so that the copy the executor keeps for reuse holds no task.
+    pub(crate) fn retire(&self) -> [Option<Waker>; 2] {
+        [
+            self.read.waker.borrow_mut().take(),
+            self.write.waker.borrow_mut().take(),
+        ]
     }
 
     /// Called by the fd's handler: marks ready (and wakes) the directions `ready` covers
@@ -335,8 +368,7 @@ impl<T: AsFd> Async<T> {
 
     /// Registers `io`, whose fd is already non-blocking.
     fn register(ops: Rc<dyn LoopOps>, io: T) -> io::Result<Self> {
-        let source = Rc::new(IoSource::new(io.as_fd().as_raw_fd()));
-        ops.add_source(source.clone())?;
+        let source = ops.add_source(io.as_fd().as_raw_fd())?;
         Ok(Self {
             source,
             ops,
@@ -362,7 +394,7 @@ impl<T: AsFd> Async<T> {
     /// What removing the handler reports.
     pub fn into_inner(mut self) -> io::Result<T> {
         let io = self.io.take().expect("Async used after into_inner");
-        self.ops.remove_source(self.source.fd)?;
+        self.ops.remove_source(&self.source)?;
         Ok(io)
     }
 
@@ -514,7 +546,7 @@ impl<T: AsFd> Drop for Async<T> {
     fn drop(&mut self) {
         if self.io.is_some() {
             // Deregister before the fd is closed (when `io` drops right after).
-            let _ = self.ops.remove_source(self.source.fd);
+            let _ = self.ops.remove_source(&self.source);
         }
     }
 }
@@ -848,5 +880,67 @@ mod futures_io_impls {
         fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
             self.poll_flush(cx)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// Reads one byte through `src`, which has to wait for it: `peer` writes it from another
+    /// task once the read has parked.
+    fn read_after_wait(lp: &IoLoop, src: &Async<&UnixStream>, peer: &UnixStream) -> u8 {
+        let peer = peer.try_clone().unwrap();
+        lp.block_on(async {
+            let writer = crate::spawn(async move {
+                crate::yield_now().await;
+                (&peer).write_all(b"x").unwrap();
+            });
+            let mut buf = [0u8; 1];
+            src.read_with(|s| {
+                let mut s: &UnixStream = s;
+                s.read_exact(&mut buf)
+            })
+            .await
+            .unwrap();
+            writer.await.unwrap();
+            buf[0]
+        })
+        .unwrap()
+    }
+
+    /// A new `Async` on an fd number whose last `Async` is gone reuses that one's source
+    /// allocation, reset: nothing of the old registration (armed interest, readiness, waker)
+    /// is left, and waiting works as on a new source.
+    #[test]
+    fn reregistered_fd_reuses_a_fresh_source() {
+        let lp = IoLoop::new().unwrap();
+        let (a, b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let first = Async::with_loop_nonblocking(&lp, &a).unwrap();
+        assert_eq!(read_after_wait(&lp, &first, &b), b'x');
+        assert!(
+            !first.source.armed.get().is_empty(),
+            "the wait armed the source"
+        );
+        let old = Rc::as_ptr(&first.source);
+        drop(first);
+
+        let second = Async::with_loop_nonblocking(&lp, &a).unwrap();
+        assert_eq!(Rc::as_ptr(&second.source), old, "allocation reused");
+        let src = &second.source;
+        assert!(src.armed.get().is_empty());
+        assert!(src.read.ready.get() && src.write.ready.get());
+        assert!(!src.read.waiting() && !src.write.waiting());
+        assert_eq!(src.read.start.get(), None);
+        assert_eq!(read_after_wait(&lp, &second, &b), b'x');
+
+        // A source still held elsewhere is not reused: a live `Async` keeps its own.
+        let held = second.source.clone();
+        drop(second);
+        let third = Async::with_loop_nonblocking(&lp, &a).unwrap();
+        assert!(!Rc::ptr_eq(&third.source, &held));
+        assert_eq!(read_after_wait(&lp, &third, &b), b'x');
     }
 }

@@ -13,6 +13,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
+use std::os::fd::RawFd;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -24,6 +25,7 @@ use std::thread::{self, ThreadId};
 use ioloop_sys::Notifier;
 
 use super::join::{JoinError, JoinHandle, JoinSink, JoinState};
+use super::IoSource;
 
 /// Identifies a task: its slot in the table and the slot's generation (a key whose task has
 /// finished never matches the slot's next occupant).
@@ -120,6 +122,27 @@ impl Table {
     }
 }
 
+/// What [`Executor::new_source`] drops once its borrow is released: the source it replaced
+/// (its `Async` still holds it), or wakers a reused source still held. Its fields are only
+/// ever dropped.
+#[allow(dead_code)]
+enum Leftover {
+    Source(Rc<IoSource>),
+    Wakers([Option<Waker>; 2]),
+}
+
+#[cold]
+#[inline(never)]
+fn drop_leftover(left: Leftover) {
+    drop(left);
+}
+
+#[cold]
+#[inline(never)]
+fn grow_sources(sources: &mut Vec<Option<Rc<IoSource>>>, idx: usize) {
+    sources.resize_with(idx + 1, || None);
+}
+
 /// A loop's tasks and run queue. Owned by the loop (`Rc`); [`JoinHandle`]s keep a `Weak`.
 pub(crate) struct Executor {
     run_queue: Arc<RunQueue>,
@@ -130,6 +153,10 @@ pub(crate) struct Executor {
     /// A `block_on` is in progress; its main future was woken and must be polled.
     main_active: Cell<bool>,
     main_woken: Cell<bool>,
+    /// The [`Async`](super::Async) sources registered on the loop, by fd number: their
+    /// handlers capture nothing (a zero-sized closure costs no allocation) and find their
+    /// source here.
+    sources: RefCell<Vec<Option<Rc<IoSource>>>>,
 }
 
 impl Executor {
@@ -145,7 +172,46 @@ impl Executor {
             batch: RefCell::new(VecDeque::new()),
             main_active: Cell::new(false),
             main_woken: Cell::new(false),
+            sources: RefCell::new(Vec::new()),
         }
+    }
+
+    /// A source for a new registration of `fd` (which just succeeded), recorded as the
+    /// one registered for it. The allocation of the source last recorded for `fd` is reused
+    /// when nothing else holds it any more (its `Async` is gone), as the fd table reuses its
+    /// slots, so registering an fd number again allocates nothing.
+    pub(crate) fn new_source(&self, fd: RawFd, edge: bool) -> Rc<IoSource> {
+        let (source, left) = {
+            let idx = fd as usize;
+            let mut sources = self.sources.borrow_mut();
+            if sources.len() <= idx {
+                grow_sources(&mut sources, idx);
+            }
+            let Some(entry) = sources.get_mut(idx) else {
+                unreachable!("the table was grown to hold fd {fd}");
+            };
+            let left = match entry.as_mut().and_then(Rc::get_mut) {
+                Some(free) => free.reset(edge).map(Leftover::Wakers),
+                None => entry
+                    .replace(Rc::new(IoSource::new(fd, edge)))
+                    .map(Leftover::Source),
+            };
+            match entry {
+                Some(source) => (source.clone(), left),
+                None => unreachable!("entry just filled"),
+            }
+        };
+        if let Some(left) = left {
+            drop_leftover(left);
+        }
+        source
+    }
+
+    /// The source registered for `fd` (a new reference: the wake-ups it makes may drop the
+    /// `Async`).
+    #[inline]
+    pub(crate) fn source(&self, fd: RawFd) -> Option<Rc<IoSource>> {
+        self.sources.borrow().get(fd as usize)?.clone()
     }
 
     /// Adds a task and queues it to run on the loop's next iteration.

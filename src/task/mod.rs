@@ -81,14 +81,16 @@ pub(crate) trait LoopOps {
     /// Schedules `timer.fire()` every `period`.
     fn call_every(&self, period: Duration, timer: Rc<TimerState>) -> Option<TimeoutId>;
     fn remove_timeout(&self, id: TimeoutId);
-    /// Registers the source's fd, with an empty interest, and a handler that wakes it:
-    /// edge-triggered where the poller has [`Mode::Edge`] (and sets `source.edge`), else
-    /// Oneshot.
-    fn add_source(&self, source: Rc<IoSource>) -> io::Result<()>;
+    /// Registers `fd`, with an empty interest, and a handler that wakes its source:
+    /// edge-triggered where the poller has [`Mode::Edge`], else Oneshot. Returns the source
+    /// (a new one, or a reused allocation: see [`Executor::new_source`]).
+    fn add_source(&self, fd: RawFd) -> io::Result<Rc<IoSource>>;
     /// Updates the source's registration to `interest` in `mode`: arms a Oneshot one, or
     /// sets what an Edge one watches (which also makes the kernel report its current state).
     fn arm(&self, fd: RawFd, interest: Interest, mode: Mode) -> io::Result<()>;
-    fn remove_source(&self, fd: RawFd) -> io::Result<()>;
+    /// Removes the source's registration and takes its wakers (the executor keeps the
+    /// source, for reuse).
+    fn remove_source(&self, source: &IoSource) -> io::Result<()>;
 }
 
 fn loop_gone() -> io::Error {
@@ -121,26 +123,29 @@ impl<P: Poller> LoopOps for WeakLoop<P> {
         }
     }
 
-    fn add_source(&self, source: Rc<IoSource>) -> io::Result<()> {
+    fn add_source(&self, fd: RawFd) -> io::Result<Rc<IoSource>> {
         let lp = self.upgrade().ok_or_else(loop_gone)?;
-        let fd = source.fd;
-        if lp.poller().supports(Mode::Edge) {
-            source.edge.set(true);
-            return lp.add_handler_with(fd, Interest::empty(), Mode::Edge, move |_, _, ready| {
-                source.on_ready(ready);
-            });
-        }
-        lp.add_handler_with(
-            fd,
-            Interest::empty(),
-            Mode::Oneshot,
-            move |lp, fd, ready| {
+        // The handlers capture nothing, so they cost no allocation: they find the source in
+        // the executor's table, where it goes once the registration stands.
+        let edge = lp.poller().supports(Mode::Edge);
+        if edge {
+            lp.add_handler_with(fd, Interest::empty(), Mode::Edge, |lp, fd, ready| {
+                if let Some(source) = lp.executor().source(fd) {
+                    source.on_ready(ready);
+                }
+            })?;
+        } else {
+            lp.add_handler_with(fd, Interest::empty(), Mode::Oneshot, |lp, fd, ready| {
+                let Some(source) = lp.executor().source(fd) else {
+                    return;
+                };
                 let rest = source.on_ready(ready);
                 if !rest.is_empty() && lp.update_handler_with(fd, rest, Mode::Oneshot).is_ok() {
                     source.armed.set(rest);
                 }
-            },
-        )
+            })?;
+        }
+        Ok(lp.executor().new_source(fd, edge))
     }
 
     fn arm(&self, fd: RawFd, interest: Interest, mode: Mode) -> io::Result<()> {
@@ -148,11 +153,15 @@ impl<P: Poller> LoopOps for WeakLoop<P> {
         lp.update_handler_with(fd, interest, mode)
     }
 
-    fn remove_source(&self, fd: RawFd) -> io::Result<()> {
-        match self.upgrade() {
-            Some(lp) => lp.remove_handler(fd),
-            None => Ok(()),
-        }
+    fn remove_source(&self, source: &IoSource) -> io::Result<()> {
+        let Some(lp) = self.upgrade() else {
+            return Ok(());
+        };
+        let res = lp.remove_handler(source.fd);
+        // The executor keeps the source for the fd's next registration: without its wakers.
+        let wakers = source.retire();
+        drop(wakers);
+        res
     }
 }
 

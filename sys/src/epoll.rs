@@ -26,6 +26,8 @@ pub struct Epoll {
     /// Invariant: an epoll instance this value owns.
     epfd: OwnedFd,
     wake: Receiver,
+    /// The notifier's eventfd (`wake.fd()`), which `deregister` refuses.
+    wake_fd: RawFd,
 }
 
 impl std::fmt::Debug for Epoll {
@@ -46,8 +48,12 @@ impl Poller for Epoll {
         // SAFETY: `fd` was just created and nothing else owns it.
         let epfd = unsafe { OwnedFd::from_raw_fd(fd) };
         let wake = Receiver::new_fd()?;
-        let poller = Self { epfd, wake };
-        let wake_fd = poller.wake.fd().expect("eventfd notifier");
+        let wake_fd = wake.fd().expect("eventfd notifier");
+        let poller = Self {
+            epfd,
+            wake,
+            wake_fd,
+        };
         poller.ctl(
             libc::EPOLL_CTL_ADD,
             wake_fd,
@@ -62,8 +68,13 @@ impl Poller for Epoll {
         true
     }
 
+    // register/deregister: the checks and the error paths are out of line (cold), so the
+    // fast path is the system call and two comparisons, inlined into the caller.
+    #[inline]
     fn register(&self, fd: RawFd, token: u64, interest: Interest, mode: Mode) -> io::Result<()> {
-        common::check_registration(fd, token, mode, true)?;
+        if fd < 0 || token == RESERVED_TOKEN {
+            return refuse_registration(fd, token, mode);
+        }
         self.ctl(libc::EPOLL_CTL_ADD, fd, token, epoll_flags(interest, mode))
     }
 
@@ -73,22 +84,15 @@ impl Poller for Epoll {
             .map_err(|e| not_found_if_enoent(e, fd))
     }
 
+    #[inline]
     fn deregister(&self, fd: RawFd) -> io::Result<()> {
-        common::check_fd(fd)?;
-        if Some(fd) == self.wake.fd() {
-            return Err(common::not_found(fd));
+        if fd < 0 || fd == self.wake_fd {
+            return refuse_deregister(fd);
         }
         self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
             .map_err(|e| not_found_if_enoent(e, fd))
     }
 
-    /// epoll forgets an fd when its open file is closed, so the probe asks whether the file
-    /// open at `fd` now is in the set, without touching a registration: an `EPOLL_CTL_ADD`
-    /// (empty interest, the notifier's token) that fails with `EEXIST` means "watched"; one
-    /// that succeeds (undone at once), or `EPERM` (a file epoll cannot watch) or `EBADF`,
-    /// means stale. (Unlike `modify`, this re-arms no [`Mode::Oneshot`] registration and
-    /// makes no new [`Mode::Edge`] report.) epoll keeps no table: an fd never registered is
-    /// also `true`.
     fn is_stale(&self, fd: RawFd) -> io::Result<bool> {
         common::check_fd(fd)?;
         if Some(fd) == self.wake.fd() {
@@ -122,6 +126,7 @@ impl Poller for Epoll {
 }
 
 impl Epoll {
+    #[inline]
     fn ctl(&self, op: libc::c_int, fd: RawFd, token: u64, flags: u32) -> io::Result<()> {
         let mut ev = libc::epoll_event {
             events: flags,
@@ -129,14 +134,30 @@ impl Epoll {
         };
         // SAFETY: `ev` is a valid epoll_event for the call (the kernel ignores it for DEL on
         // Linux >= 2.6.9 but it must be non-null on older ones); `epfd` is open (invariant).
+        if unsafe { libc::epoll_ctl(self.epfd.as_raw_fd(), op, fd, &mut ev) } == 0 {
+            return Ok(());
+        }
+        self.ctl_failed(op, fd, token, flags)
+    }
+
+    /// `ctl` after a failed `epoll_ctl` (nothing ran since: `errno` is its own): retries on
+    /// `EINTR`, else reports the error.
+    #[cold]
+    #[inline(never)]
+    fn ctl_failed(&self, op: libc::c_int, fd: RawFd, token: u64, flags: u32) -> io::Result<()> {
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+        let mut ev = libc::epoll_event {
+            events: flags,
+            u64: token,
+        };
+        // SAFETY: as in `ctl`.
         cvt_retry(|| unsafe { libc::epoll_ctl(self.epfd.as_raw_fd(), op, fd, &mut ev) })?;
         Ok(())
     }
 
-    /// One `epoll_pwait2`/`epoll_wait` call, straight into `events` (an [`Event`] is an
-    /// `epoll_event`; flags are decoded only when read).
-    ///
-    /// [`Event`]: crate::Event
     #[inline]
     fn wait_once(&self, events: &mut Events, left: Option<Duration>) -> io::Result<Round> {
         let notified = events.fill_epoll(|out, room| {
@@ -212,6 +233,22 @@ impl Epoll {
         let n = cvt(unsafe { libc::epoll_wait(epfd, out, max, ms) })?;
         Ok(n.unsigned_abs() as usize)
     }
+}
+
+/// `register`'s refusals (a negative fd, the reserved token), out of line.
+#[cold]
+#[inline(never)]
+fn refuse_registration(fd: RawFd, token: u64, mode: Mode) -> io::Result<()> {
+    common::check_registration(fd, token, mode, true)
+}
+
+/// `deregister`'s refusals: a negative fd (`InvalidInput`) and the notifier's own eventfd
+/// (`NotFound`: it is not a registration of the caller's).
+#[cold]
+#[inline(never)]
+fn refuse_deregister(fd: RawFd) -> io::Result<()> {
+    common::check_fd(fd)?;
+    Err(common::not_found(fd))
 }
 
 /// `modify`/`deregister` of an fd epoll does not hold: `ENOENT`, or `EBADF`/`EPERM` for an fd
