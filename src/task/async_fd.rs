@@ -943,4 +943,26 @@ mod tests {
         assert!(!Rc::ptr_eq(&third.source, &held));
         assert_eq!(read_after_wait(&lp, &third, &b), b'x');
     }
+
+    /// An `Async` whose source a newer registration of the same fd number replaced (as when
+    /// the reactor finds the old registration stale) does not remove that registration when
+    /// it is dropped.
+    #[test]
+    fn a_replaced_source_leaves_the_new_registration() {
+        let lp = IoLoop::new().unwrap();
+        let (a, _b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let old = Async::with_loop_nonblocking(&lp, &a).unwrap();
+        assert_eq!(lp.handler_count(), 1);
+        let newer = lp.executor().new_source(a.as_raw_fd(), true);
+        assert!(!Rc::ptr_eq(&newer, &old.source));
+        drop(old);
+        assert_eq!(
+            lp.handler_count(),
+            1,
+            "the old Async removed the new registration"
+        );
+        assert!(lp.executor().is_current_source(&newer));
+        lp.remove_handler(&a).unwrap();
+    }
 }

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, ThreadId};
 
-use ioloop_sys::Notifier;
+use ioloop_sys::{Notifier, Ready};
 
 use super::join::{JoinError, JoinHandle, JoinSink, JoinState};
 use super::IoSource;
@@ -205,6 +205,26 @@ impl Executor {
             drop_leftover(left);
         }
         source
+    }
+
+    /// Whether `source` is the one recorded for its fd (not one a newer registration of the
+    /// same fd number replaced).
+    pub(crate) fn is_current_source(&self, source: &IoSource) -> bool {
+        self.sources
+            .borrow()
+            .get(source.fd as usize)
+            .and_then(Option::as_ref)
+            .is_some_and(|s| std::ptr::eq(Rc::as_ptr(s), source))
+    }
+
+    /// Passes `ready` to the source registered for `fd` (an Edge registration's event),
+    /// without a new reference: the table stays borrowed (shared) while the source wakes its
+    /// tasks, which only queues them here (`Async` wakers never re-enter the table).
+    #[inline]
+    pub(crate) fn source_ready(&self, fd: RawFd, ready: Ready) {
+        if let Some(Some(source)) = self.sources.borrow().get(fd as usize) {
+            source.on_ready(ready);
+        }
     }
 
     /// The source registered for `fd` (a new reference: the wake-ups it makes may drop the

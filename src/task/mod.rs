@@ -130,9 +130,7 @@ impl<P: Poller> LoopOps for WeakLoop<P> {
         let edge = lp.poller().supports(Mode::Edge);
         if edge {
             lp.add_handler_with(fd, Interest::empty(), Mode::Edge, |lp, fd, ready| {
-                if let Some(source) = lp.executor().source(fd) {
-                    source.on_ready(ready);
-                }
+                lp.executor().source_ready(fd, ready);
             })?;
         } else {
             lp.add_handler_with(fd, Interest::empty(), Mode::Oneshot, |lp, fd, ready| {
@@ -157,7 +155,13 @@ impl<P: Poller> LoopOps for WeakLoop<P> {
         let Some(lp) = self.upgrade() else {
             return Ok(());
         };
-        let res = lp.remove_handler(source.fd);
+        // A source the table no longer records was replaced by a newer registration of its
+        // fd number (the reactor found this one stale and dropped it): that one is not ours.
+        let res = if lp.executor().is_current_source(source) {
+            lp.remove_handler(source.fd)
+        } else {
+            Ok(())
+        };
         // The executor keeps the source for the fd's next registration: without its wakers.
         let wakers = source.retire();
         drop(wakers);

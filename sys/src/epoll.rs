@@ -93,6 +93,13 @@ impl Poller for Epoll {
             .map_err(|e| not_found_if_enoent(e, fd))
     }
 
+    /// epoll forgets an fd when its open file is closed, so the probe asks whether the file
+    /// open at `fd` now is in the set, without touching a registration: an `EPOLL_CTL_ADD`
+    /// (empty interest, the notifier's token) that fails with `EEXIST` means "watched"; one
+    /// that succeeds (undone at once), or `EPERM` (a file epoll cannot watch) or `EBADF`,
+    /// means stale. (Unlike `modify`, this re-arms no [`Mode::Oneshot`] registration and
+    /// makes no new [`Mode::Edge`] report.) epoll keeps no table: an fd never registered is
+    /// also `true`.
     fn is_stale(&self, fd: RawFd) -> io::Result<bool> {
         common::check_fd(fd)?;
         if Some(fd) == self.wake.fd() {
@@ -134,30 +141,35 @@ impl Epoll {
         };
         // SAFETY: `ev` is a valid epoll_event for the call (the kernel ignores it for DEL on
         // Linux >= 2.6.9 but it must be non-null on older ones); `epfd` is open (invariant).
-        if unsafe { libc::epoll_ctl(self.epfd.as_raw_fd(), op, fd, &mut ev) } == 0 {
-            return Ok(());
+        match cvt(unsafe { libc::epoll_ctl(self.epfd.as_raw_fd(), op, fd, &mut ev) }) {
+            Ok(_) => Ok(()),
+            Err(e) => self.ctl_failed(e, op, fd, &mut ev),
         }
-        self.ctl_failed(op, fd, token, flags)
     }
 
-    /// `ctl` after a failed `epoll_ctl` (nothing ran since: `errno` is its own): retries on
-    /// `EINTR`, else reports the error.
+    /// `ctl` after a failed `epoll_ctl`: retries on `EINTR` (out of line, so the inlined fast
+    /// path is the system call and one comparison), else reports the error.
     #[cold]
     #[inline(never)]
-    fn ctl_failed(&self, op: libc::c_int, fd: RawFd, token: u64, flags: u32) -> io::Result<()> {
-        let err = io::Error::last_os_error();
+    fn ctl_failed(
+        &self,
+        err: io::Error,
+        op: libc::c_int,
+        fd: RawFd,
+        ev: &mut libc::epoll_event,
+    ) -> io::Result<()> {
         if err.kind() != io::ErrorKind::Interrupted {
             return Err(err);
         }
-        let mut ev = libc::epoll_event {
-            events: flags,
-            u64: token,
-        };
-        // SAFETY: as in `ctl`.
-        cvt_retry(|| unsafe { libc::epoll_ctl(self.epfd.as_raw_fd(), op, fd, &mut ev) })?;
+        // SAFETY: as in `ctl` (`ev` is the same valid epoll_event).
+        cvt_retry(|| unsafe { libc::epoll_ctl(self.epfd.as_raw_fd(), op, fd, &mut *ev) })?;
         Ok(())
     }
 
+    /// One `epoll_pwait2`/`epoll_wait` call, straight into `events` (an [`Event`] is an
+    /// `epoll_event`; flags are decoded only when read).
+    ///
+    /// [`Event`]: crate::Event
     #[inline]
     fn wait_once(&self, events: &mut Events, left: Option<Duration>) -> io::Result<Round> {
         let notified = events.fill_epoll(|out, room| {
