@@ -709,7 +709,7 @@ impl<P: Poller> IoLoop<P> {
                 "IoLoop::run called while the loop is already running",
             ));
         }
-        let current = crate::task::enter(self.inner.ops.clone());
+        let current = crate::task::enter(self.inner.ops.clone(), self.inner.tasks.clone());
         Ok(RunGuard(&self.inner.in_run, current))
     }
 

@@ -49,8 +49,47 @@ struct RunQueue {
     thread: ThreadId,
 }
 
+thread_local! {
+    /// The executor of the loop running on this thread (the innermost, if nested): a wake
+    /// made on the loop's own thread while it runs queues the task there, with no lock and no
+    /// atomic flag (see [`RunQueue::push`]).
+    static LOCAL: RefCell<Option<Rc<Executor>>> = const { RefCell::new(None) };
+}
+
+/// Makes `executor` the thread's local executor until the returned value is passed to
+/// [`leave_local`] (the loop's run guard does both).
+pub(crate) fn enter_local(executor: Rc<Executor>) -> Option<Rc<Executor>> {
+    LOCAL.with(|l| l.replace(Some(executor)))
+}
+
+/// Restores the local executor [`enter_local`] replaced.
+pub(crate) fn leave_local(prev: Option<Rc<Executor>>) {
+    // `replace`, then drop with no borrow held: dropping an executor can wake tasks.
+    let old = LOCAL.try_with(|l| l.replace(prev));
+    drop(old);
+}
+
+/// Queues `key` on the local executor if `queue` is its run queue; `false` if it is not
+/// (another thread, or another loop's task).
+fn push_local(queue: &RunQueue, key: Key) -> bool {
+    LOCAL
+        .try_with(|l| match &*l.borrow() {
+            Some(ex) if std::ptr::eq(Arc::as_ptr(&ex.run_queue), queue) => {
+                ex.local.borrow_mut().push_back(key);
+                true
+            }
+            _ => false,
+        })
+        .unwrap_or(false)
+}
+
 impl RunQueue {
     fn push(&self, key: Key) {
+        // On the loop's thread while it runs (a task woken by I/O, a timer, another task):
+        // the executor's local queue.
+        if push_local(self, key) {
+            return;
+        }
         {
             let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
             q.push_back(key);
@@ -150,6 +189,8 @@ pub(crate) struct Executor {
     /// Keys taken from the run queue for the current pass (reused buffer; a panic that unwinds
     /// out of a pass leaves the rest here for the next one).
     batch: RefCell<VecDeque<Key>>,
+    /// Keys of tasks woken on the loop's thread while it runs (see [`push_local`]).
+    local: RefCell<VecDeque<Key>>,
     /// A `block_on` is in progress; its main future was woken and must be polled.
     main_active: Cell<bool>,
     main_woken: Cell<bool>,
@@ -170,6 +211,7 @@ impl Executor {
             }),
             table: RefCell::new(Table::default()),
             batch: RefCell::new(VecDeque::new()),
+            local: RefCell::new(VecDeque::new()),
             main_active: Cell::new(false),
             main_woken: Cell::new(false),
             sources: RefCell::new(Vec::new()),
@@ -283,6 +325,7 @@ impl Executor {
     pub(crate) fn has_ready(&self) -> bool {
         self.run_queue.pending.load(Ordering::SeqCst)
             || !self.batch.borrow().is_empty()
+            || !self.local.borrow().is_empty()
             || self.main_woken.get()
     }
 
@@ -297,7 +340,10 @@ impl Executor {
     #[inline]
     pub(crate) fn run_ready(&self) {
         // The common case, nothing woken, inline and without an atomic write.
-        if self.batch.borrow().is_empty() && !self.run_queue.pending.load(Ordering::SeqCst) {
+        if self.batch.borrow().is_empty()
+            && self.local.borrow().is_empty()
+            && !self.run_queue.pending.load(Ordering::SeqCst)
+        {
             return;
         }
         self.run_ready_slow();
@@ -308,18 +354,23 @@ impl Executor {
         {
             let mut batch = self.batch.borrow_mut();
             if batch.is_empty() {
-                // A plain load first: the common case (nothing woken) costs no atomic write.
-                if !self.run_queue.pending.load(Ordering::SeqCst)
-                    || !self.run_queue.pending.swap(false, Ordering::SeqCst)
+                // Swapped, not copied: both buffers keep their capacity.
+                std::mem::swap(&mut *batch, &mut *self.local.borrow_mut());
+                // A plain load first: the common case (nothing woken from another thread)
+                // costs no atomic write.
+                if self.run_queue.pending.load(Ordering::SeqCst)
+                    && self.run_queue.pending.swap(false, Ordering::SeqCst)
                 {
+                    let mut q = self
+                        .run_queue
+                        .queue
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    batch.extend(q.drain(..));
+                }
+                if batch.is_empty() {
                     return;
                 }
-                let mut q = self
-                    .run_queue
-                    .queue
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                batch.extend(q.drain(..));
             }
         }
         loop {

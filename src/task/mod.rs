@@ -174,16 +174,21 @@ thread_local! {
     static CURRENT: RefCell<Option<Rc<dyn LoopOps>>> = const { RefCell::new(None) };
 }
 
-/// Restores the previous current loop when dropped.
-pub(crate) struct CurrentGuard(Option<Rc<dyn LoopOps>>);
+/// Restores the previous current loop (and local executor) when dropped.
+pub(crate) struct CurrentGuard(Option<Rc<dyn LoopOps>>, Option<Rc<Executor>>);
 
-/// Makes `ops` the thread's current loop until the guard drops.
-pub(crate) fn enter(ops: Rc<dyn LoopOps>) -> CurrentGuard {
-    CurrentGuard(CURRENT.with(|c| c.replace(Some(ops))))
+/// Makes `ops` the thread's current loop, and `executor` the one that wakes on this thread
+/// queue to without a lock, until the guard drops.
+pub(crate) fn enter(ops: Rc<dyn LoopOps>, executor: Rc<Executor>) -> CurrentGuard {
+    CurrentGuard(
+        CURRENT.with(|c| c.replace(Some(ops))),
+        executor::enter_local(executor),
+    )
 }
 
 impl Drop for CurrentGuard {
     fn drop(&mut self) {
+        executor::leave_local(self.1.take());
         let prev = self.0.take();
         let _ = CURRENT.try_with(|c| *c.borrow_mut() = prev);
     }
