@@ -827,6 +827,7 @@ impl<P: Poller> IoLoop<P> {
 
     /// Dispatches the rest of the current batch. The events stay borrowed throughout: only
     /// `iteration` writes them, and a nested run is refused before it gets there.
+    #[inline(always)]
     fn dispatch_batch(&self) {
         let events = self.inner.events.borrow();
         let list = events.as_slice();
