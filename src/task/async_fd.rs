@@ -65,13 +65,12 @@ impl Default for Direction {
 }
 
 impl Direction {
-    fn fire(&self) {
+    /// A report: marks the direction ready and takes its task's waker, for the caller to
+    /// wake once it holds no borrow (a waker may run any code).
+    fn fire(&self) -> Option<Waker> {
         self.tick.set(self.tick.get().wrapping_add(1));
         self.ready.set(true);
-        let w = self.waker.borrow_mut().take();
-        if let Some(w) = w {
-            w.wake();
-        }
+        self.waker.borrow_mut().take()
     }
 
     fn waiting(&self) -> bool {
@@ -119,6 +118,24 @@ pub(crate) struct IoSource {
     short_io: Cell<ShortIo>,
 }
 
+/// The wakers of a source's directions that a report fired (see [`IoSource::on_ready`]).
+#[derive(Default)]
+pub(crate) struct Wakeups([Option<Waker>; 2]);
+
+impl Wakeups {
+    /// Wakes the tasks.
+    #[inline]
+    pub(crate) fn wake(self) {
+        let [read, write] = self.0;
+        if let Some(w) = read {
+            w.wake();
+        }
+        if let Some(w) = write {
+            w.wake();
+        }
+    }
+}
+
 impl IoSource {
     /// A source for `fd`, registered edge-triggered if `edge` (else Oneshot).
     pub(crate) fn new(fd: RawFd, edge: bool) -> Self {
@@ -132,29 +149,6 @@ impl IoSource {
         }
     }
 
-    /// Makes a retired source (see [`retire`](Self::retire)) new again, for a new
-    /// registration of its fd: the executor reuses its allocation. Returns the wakers it
-    /// still held, if any (none after `retire`), for the caller to drop with no borrow held.
-    pub(crate) fn reset(&mut self, edge: bool) -> Option<[Option<Waker>; 2]> {
-        *self.edge.get_mut() = edge;
-        *self.armed.get_mut() = Interest::empty();
-        *self.short_io.get_mut() = ShortIo::Unknown;
-        let mut left = false;
-        for dir in [&mut self.read, &mut self.write] {
-            *dir.ready.get_mut() = true;
-            *dir.tick.get_mut() = 0;
-            *dir.start.get_mut() = None;
-            left |= dir.waker.get_mut().is_some();
-        }
-        if left {
-            return Some([
-                self.read.waker.get_mut().take(),
-                self.write.waker.get_mut().take(),
-            ]);
-        }
-        None
-    }
-
     /// Takes the wakers out of a source whose `Async` is going away (its registration is
     /// removed), so that the copy the executor keeps for reuse holds no task.
     pub(crate) fn retire(&self) -> [Option<Waker>; 2] {
@@ -164,27 +158,29 @@ impl IoSource {
         ]
     }
 
-    /// Called by the fd's handler: marks ready (and wakes) the directions `ready` covers
-    /// (errors and hang-ups cover both, so the next operation reports them) and, in Oneshot
-    /// mode, returns the interest still waited on, which the handler re-arms.
-    pub(crate) fn on_ready(&self, ready: Ready) -> Interest {
+    /// Called by the fd's handler: marks ready the directions `ready` covers (errors and
+    /// hang-ups cover both, so the next operation reports them) and returns their wakers, to
+    /// wake once no borrow is held, and, in Oneshot mode, the interest still waited on, which
+    /// the handler re-arms.
+    pub(crate) fn on_ready(&self, ready: Ready) -> (Interest, Wakeups) {
         let edge = self.edge.get();
         if !edge {
             self.armed.set(Interest::empty());
         }
         let both = ready.intersects(Ready::ERROR | Ready::HUP);
         let mut rest = Interest::empty();
+        let mut woken = Wakeups::default();
         if both || ready.contains(Ready::READABLE) {
-            self.read.fire();
+            woken.0[0] = self.read.fire();
         } else if !edge && self.read.waiting() {
             rest |= Interest::READABLE;
         }
         if both || ready.contains(Ready::WRITABLE) {
-            self.write.fire();
+            woken.0[1] = self.write.fire();
         } else if !edge && self.write.waiting() {
             rest |= Interest::WRITABLE;
         }
-        rest
+        (rest, woken)
     }
 
     /// Makes sure the registration reports `interest` when it is ready: arms a Oneshot

@@ -24,6 +24,7 @@ use std::thread::{self, ThreadId};
 
 use ioloop_sys::{Notifier, Ready};
 
+use super::async_fd::Wakeups;
 use super::join::{JoinError, JoinHandle, JoinSink, JoinState};
 use super::IoSource;
 
@@ -161,21 +162,6 @@ impl Table {
     }
 }
 
-/// What [`Executor::new_source`] drops once its borrow is released: the source it replaced
-/// (its `Async` still holds it), or wakers a reused source still held. Its fields are only
-/// ever dropped.
-#[allow(dead_code)]
-enum Leftover {
-    Source(Rc<IoSource>),
-    Wakers([Option<Waker>; 2]),
-}
-
-#[cold]
-#[inline(never)]
-fn drop_leftover(left: Leftover) {
-    drop(left);
-}
-
 #[cold]
 #[inline(never)]
 fn grow_sources(sources: &mut Vec<Option<Rc<IoSource>>>, idx: usize) {
@@ -223,30 +209,28 @@ impl Executor {
     /// when nothing else holds it any more (its `Async` is gone), as the fd table reuses its
     /// slots, so registering an fd number again allocates nothing.
     pub(crate) fn new_source(&self, fd: RawFd, edge: bool) -> Rc<IoSource> {
-        let (source, left) = {
-            let idx = fd as usize;
-            let mut sources = self.sources.borrow_mut();
-            if sources.len() <= idx {
-                grow_sources(&mut sources, idx);
-            }
-            let Some(entry) = sources.get_mut(idx) else {
-                unreachable!("the table was grown to hold fd {fd}");
-            };
-            let left = match entry.as_mut().and_then(Rc::get_mut) {
-                Some(free) => free.reset(edge).map(Leftover::Wakers),
-                None => entry
-                    .replace(Rc::new(IoSource::new(fd, edge)))
-                    .map(Leftover::Source),
-            };
-            match entry {
-                Some(source) => (source.clone(), left),
-                None => unreachable!("entry just filled"),
+        let idx = fd as usize;
+        let mut sources = self.sources.borrow_mut();
+        if sources.len() <= idx {
+            grow_sources(&mut sources, idx);
+        }
+        let entry = &mut sources[idx];
+        let fresh = IoSource::new(fd, edge);
+        let old = match entry.as_mut().and_then(Rc::get_mut) {
+            // Nothing else holds it (its `Async` is gone): reused in place.
+            Some(free) => Some(std::mem::replace(free, fresh)),
+            None => {
+                // A still-held source (an `Async` the reactor found stale) stays with its
+                // holder; it only leaves the table.
+                *entry = Some(Rc::new(fresh));
+                None
             }
         };
-        if let Some(left) = left {
-            drop_leftover(left);
-        }
-        source
+        let source = entry.clone();
+        drop(sources);
+        // Dropped with no borrow held: it may hold wakers (see `remove_source`).
+        drop(old);
+        source.unwrap_or_else(|| unreachable!("the entry was just filled"))
     }
 
     /// Whether `source` is the one recorded for its fd (not one a newer registration of the
@@ -259,13 +243,14 @@ impl Executor {
             .is_some_and(|s| std::ptr::eq(Rc::as_ptr(s), source))
     }
 
-    /// Passes `ready` to the source registered for `fd` (an Edge registration's event),
-    /// without a new reference: the table stays borrowed (shared) while the source wakes its
-    /// tasks, which only queues them here (`Async` wakers never re-enter the table).
+    /// Passes `ready` to the source registered for `fd` (an Edge registration's event)
+    /// without a new reference to it, and returns the wakers it fired, to wake once the
+    /// table is no longer borrowed.
     #[inline]
-    pub(crate) fn source_ready(&self, fd: RawFd, ready: Ready) {
-        if let Some(Some(source)) = self.sources.borrow().get(fd as usize) {
-            source.on_ready(ready);
+    pub(crate) fn source_ready(&self, fd: RawFd, ready: Ready) -> Wakeups {
+        match self.sources.borrow().get(fd as usize) {
+            Some(Some(source)) => source.on_ready(ready).1,
+            _ => Wakeups::default(),
         }
     }
 

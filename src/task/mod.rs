@@ -130,14 +130,15 @@ impl<P: Poller> LoopOps for WeakLoop<P> {
         let edge = lp.poller().supports(Mode::Edge);
         if edge {
             lp.add_handler_with(fd, Interest::empty(), Mode::Edge, |lp, fd, ready| {
-                lp.executor().source_ready(fd, ready);
+                lp.executor().source_ready(fd, ready).wake();
             })?;
         } else {
             lp.add_handler_with(fd, Interest::empty(), Mode::Oneshot, |lp, fd, ready| {
                 let Some(source) = lp.executor().source(fd) else {
                     return;
                 };
-                let rest = source.on_ready(ready);
+                let (rest, woken) = source.on_ready(ready);
+                woken.wake();
                 if !rest.is_empty() && lp.update_handler_with(fd, rest, Mode::Oneshot).is_ok() {
                     source.armed.set(rest);
                 }
