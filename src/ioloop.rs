@@ -521,6 +521,9 @@ impl<P: Poller> IoLoop<P> {
 
     /// Runs `f` on the next iteration of the loop (FIFO). Use [`Handle::add_callback`] from
     /// other threads.
+    ///
+    /// A closure that captures at most two words (an `Rc`, an `Arc`, a pair of them) is
+    /// stored without a heap allocation; a larger one is boxed.
     pub fn add_callback(&self, f: impl FnOnce(&IoLoop<P>) + 'static) {
         self.inner
             .callbacks
@@ -538,6 +541,9 @@ impl<P: Poller> IoLoop<P> {
 
     /// Runs `f` once at `deadline` (never earlier); a deadline in the past runs on the next
     /// iteration. Timers with equal deadlines run in the order they were added.
+    ///
+    /// A closure that captures at most two words (an `Rc`, an `Arc`, a pair of them) is
+    /// stored without a heap allocation; a larger one is boxed.
     pub fn call_at(&self, deadline: Instant, f: impl FnOnce(&IoLoop<P>) + 'static) -> TimeoutId {
         self.inner
             .timers
@@ -995,6 +1001,9 @@ impl<P: Poller> std::fmt::Debug for Handle<P> {
 impl<P: Poller> Handle<P> {
     /// Runs `f` on the loop's thread, on its next iteration, waking the loop if it waits.
     /// Callbacks from one thread run in the order they were added.
+    ///
+    /// A closure that captures at most two words (an `Rc`, an `Arc`, a pair of them) is
+    /// stored without a heap allocation; a larger one is boxed.
     ///
     /// # Errors
     ///
