@@ -472,6 +472,14 @@ impl<P: Poller> IoLoop<P> {
         Ok(())
     }
 
+    /// The generation of `fd`'s registration, if it has a handler: the task layer checks
+    /// that a registration is still the one it made before it removes it.
+    pub(crate) fn registration(&self, fd: RawFd) -> Option<u32> {
+        let fds = self.inner.fds.borrow();
+        let slot = fds.get(usize::try_from(fd).ok()?)?;
+        slot.live.then_some(slot.gen)
+    }
+
     fn slot_mode(&self, fd: RawFd) -> io::Result<Mode> {
         let fds = self.inner.fds.borrow();
         usize::try_from(fd)

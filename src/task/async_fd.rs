@@ -108,6 +108,10 @@ enum ShortIo {
 /// The reactor-side state of an [`Async`]: shared with the fd's handler.
 pub(crate) struct IoSource {
     pub(crate) fd: RawFd,
+    /// The reactor's generation of the registration made for this source
+    /// ([`IoLoop::registration`](crate::IoLoop)): a registration of the same fd number with
+    /// another generation is not this source's to remove.
+    pub(crate) gen: u32,
     /// Registered edge-triggered; else Oneshot.
     pub(crate) edge: Cell<bool>,
     /// Oneshot: what the registration is armed for right now. Edge: the directions
@@ -137,10 +141,12 @@ impl Wakeups {
 }
 
 impl IoSource {
-    /// A source for `fd`, registered edge-triggered if `edge` (else Oneshot).
-    pub(crate) fn new(fd: RawFd, edge: bool) -> Self {
+    /// A source for `fd`'s registration of generation `gen`, edge-triggered if `edge` (else
+    /// Oneshot).
+    pub(crate) fn new(fd: RawFd, gen: u32, edge: bool) -> Self {
         Self {
             fd,
+            gen,
             edge: Cell::new(edge),
             armed: Cell::new(Interest::empty()),
             read: Direction::default(),
@@ -940,25 +946,38 @@ mod tests {
         assert_eq!(read_after_wait(&lp, &third, &b), b'x');
     }
 
-    /// An `Async` whose source a newer registration of the same fd number replaced (as when
-    /// the reactor finds the old registration stale) does not remove that registration when
-    /// it is dropped.
+    /// An `Async` does not remove a registration of its fd number that is not the one made
+    /// for it: one a newer `Async` made after the reactor dropped the old one (found stale),
+    /// or a plain handler added since.
     #[test]
-    fn a_replaced_source_leaves_the_new_registration() {
+    fn drop_leaves_a_newer_registration_of_the_number() {
         let lp = IoLoop::new().unwrap();
         let (a, _b) = UnixStream::pair().unwrap();
         a.set_nonblocking(true).unwrap();
+        // The reactor drops the first `Async`'s registration; a newer `Async` takes the number.
         let old = Async::with_loop_nonblocking(&lp, &a).unwrap();
-        assert_eq!(lp.handler_count(), 1);
-        let newer = lp.executor().new_source(a.as_raw_fd(), true);
-        assert!(!Rc::ptr_eq(&newer, &old.source));
+        lp.remove_handler(&a).unwrap();
+        let newer = Async::with_loop_nonblocking(&lp, &a).unwrap();
+        assert_ne!(newer.source.gen, old.source.gen);
         drop(old);
         assert_eq!(
             lp.handler_count(),
             1,
             "the old Async removed the new registration"
         );
-        assert!(lp.executor().is_current_source(&newer));
+        drop(newer);
+        assert_eq!(
+            lp.handler_count(),
+            0,
+            "an Async removes its own registration"
+        );
+        // The same with a plain handler in the newer registration's place.
+        let old = Async::with_loop_nonblocking(&lp, &a).unwrap();
+        lp.remove_handler(&a).unwrap();
+        lp.add_handler(&a, Interest::READABLE, |_, _, _| {})
+            .unwrap();
+        drop(old);
+        assert_eq!(lp.handler_count(), 1, "the Async removed a plain handler");
         lp.remove_handler(&a).unwrap();
     }
 }

@@ -208,14 +208,14 @@ impl Executor {
     /// one registered for it. The allocation of the source last recorded for `fd` is reused
     /// when nothing else holds it any more (its `Async` is gone), as the fd table reuses its
     /// slots, so registering an fd number again allocates nothing.
-    pub(crate) fn new_source(&self, fd: RawFd, edge: bool) -> Rc<IoSource> {
+    pub(crate) fn new_source(&self, fd: RawFd, gen: u32, edge: bool) -> Rc<IoSource> {
         let idx = fd as usize;
         let mut sources = self.sources.borrow_mut();
         if sources.len() <= idx {
             grow_sources(&mut sources, idx);
         }
         let entry = &mut sources[idx];
-        let fresh = IoSource::new(fd, edge);
+        let fresh = IoSource::new(fd, gen, edge);
         let old = match entry.as_mut().and_then(Rc::get_mut) {
             // Nothing else holds it (its `Async` is gone): reused in place.
             Some(free) => Some(std::mem::replace(free, fresh)),
@@ -231,16 +231,6 @@ impl Executor {
         // Dropped with no borrow held: it may hold wakers (see `remove_source`).
         drop(old);
         source.unwrap_or_else(|| unreachable!("the entry was just filled"))
-    }
-
-    /// Whether `source` is the one recorded for its fd (not one a newer registration of the
-    /// same fd number replaced).
-    pub(crate) fn is_current_source(&self, source: &IoSource) -> bool {
-        self.sources
-            .borrow()
-            .get(source.fd as usize)
-            .and_then(Option::as_ref)
-            .is_some_and(|s| std::ptr::eq(Rc::as_ptr(s), source))
     }
 
     /// Passes `ready` to the source registered for `fd` (an Edge registration's event)

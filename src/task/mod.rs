@@ -144,7 +144,10 @@ impl<P: Poller> LoopOps for WeakLoop<P> {
                 }
             })?;
         }
-        Ok(lp.executor().new_source(fd, edge))
+        let gen = lp
+            .registration(fd)
+            .unwrap_or_else(|| unreachable!("fd {fd} was just registered"));
+        Ok(lp.executor().new_source(fd, gen, edge))
     }
 
     fn arm(&self, fd: RawFd, interest: Interest, mode: Mode) -> io::Result<()> {
@@ -156,9 +159,9 @@ impl<P: Poller> LoopOps for WeakLoop<P> {
         let Some(lp) = self.upgrade() else {
             return Ok(());
         };
-        // A source the table no longer records was replaced by a newer registration of its
-        // fd number (the reactor found this one stale and dropped it): that one is not ours.
-        let res = if lp.executor().is_current_source(source) {
+        // Only the registration made for this source: the reactor may have dropped it (its
+        // fd was found stale or closed) and the number been registered again since.
+        let res = if lp.registration(source.fd) == Some(source.gen) {
             lp.remove_handler(source.fd)
         } else {
             Ok(())
