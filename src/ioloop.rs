@@ -344,9 +344,23 @@ impl<P: Poller> IoLoop<P> {
         handler: impl FnMut(&IoLoop<P>, RawFd, Ready) + 'static,
     ) -> io::Result<()> {
         self.add_slot(fd.handler_fd(), interest, mode, Box::new(handler))
+            .map(drop)
     }
 
-    /// Registers `fd` with `handler`. The fast path
+    /// [`add_handler_with`](Self::add_handler_with) for the task layer: returns the
+    /// registration's generation (what [`registration`](Self::registration) reports while it
+    /// stands).
+    pub(crate) fn add_registration(
+        &self,
+        fd: RawFd,
+        interest: Interest,
+        mode: Mode,
+        handler: impl FnMut(&IoLoop<P>, RawFd, Ready) + 'static,
+    ) -> io::Result<u32> {
+        self.add_slot(fd, interest, mode, Box::new(handler))
+    }
+
+    /// Registers `fd` with `handler` and returns the registration's generation. The fast path
     /// takes one borrow of the table and makes one system call; an occupied number (a live
     /// or stale handler) goes through [`add_occupied`](Self::add_occupied).
     fn add_slot(
@@ -355,7 +369,7 @@ impl<P: Poller> IoLoop<P> {
         interest: Interest,
         mode: Mode,
         handler: Handler<P>,
-    ) -> io::Result<()> {
+    ) -> io::Result<u32> {
         let Ok(idx) = usize::try_from(fd) else {
             return Err(bad_fd(fd));
         };
@@ -385,7 +399,7 @@ impl<P: Poller> IoLoop<P> {
             slot.handler = Some(handler);
         }
         self.inner.handlers.set(self.inner.handlers.get() + 1);
-        Ok(())
+        Ok(gen)
     }
 
     /// [`add_slot`](Self::add_slot) on a number whose slot is live: `AlreadyExists`, unless
@@ -399,7 +413,7 @@ impl<P: Poller> IoLoop<P> {
         interest: Interest,
         mode: Mode,
         handler: Handler<P>,
-    ) -> io::Result<()> {
+    ) -> io::Result<u32> {
         if self.handler_is_live(fd)? {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,

@@ -128,12 +128,12 @@ impl<P: Poller> LoopOps for WeakLoop<P> {
         // The handlers capture nothing, so they cost no allocation: they find the source in
         // the executor's table, where it goes once the registration stands.
         let edge = lp.poller().supports(Mode::Edge);
-        if edge {
-            lp.add_handler_with(fd, Interest::empty(), Mode::Edge, |lp, fd, ready| {
+        let gen = if edge {
+            lp.add_registration(fd, Interest::empty(), Mode::Edge, |lp, fd, ready| {
                 lp.executor().source_ready(fd, ready).wake();
-            })?;
+            })?
         } else {
-            lp.add_handler_with(fd, Interest::empty(), Mode::Oneshot, |lp, fd, ready| {
+            lp.add_registration(fd, Interest::empty(), Mode::Oneshot, |lp, fd, ready| {
                 let Some(source) = lp.executor().source(fd) else {
                     return;
                 };
@@ -142,11 +142,8 @@ impl<P: Poller> LoopOps for WeakLoop<P> {
                 if !rest.is_empty() && lp.update_handler_with(fd, rest, Mode::Oneshot).is_ok() {
                     source.armed.set(rest);
                 }
-            })?;
-        }
-        let gen = lp
-            .registration(fd)
-            .unwrap_or_else(|| unreachable!("fd {fd} was just registered"));
+            })?
+        };
         Ok(lp.executor().new_source(fd, gen, edge))
     }
 
