@@ -209,6 +209,7 @@ impl IoSource {
         Ok(())
     }
 
+    #[inline]
     fn dir(&self, interest: Interest) -> &Direction {
         if interest == Interest::READABLE {
             &self.read
@@ -225,6 +226,7 @@ impl IoSource {
     /// change makes a new edge. Not for datagram or seqpacket sockets (one message per read)
     /// nor terminals (one line per read in canonical mode). Checked once per source, on the
     /// first short transfer (`fstat`, plus `getsockopt(SO_TYPE)` for a socket).
+    #[inline]
     fn short_io_drains(&self, fd: BorrowedFd<'_>) -> bool {
         if self.short_io.get() == ShortIo::Unknown {
             self.short_io.set(classify(fd));
@@ -233,6 +235,8 @@ impl IoSource {
     }
 }
 
+#[cold]
+#[inline(never)]
 fn classify(fd: BorrowedFd<'_>) -> ShortIo {
     use nix::sys::socket::{getsockopt, sockopt, SockType};
     use nix::sys::stat::{fstat, SFlag};
@@ -690,6 +694,7 @@ impl Async<UdpSocket> {
 /// [`Direction::clear`] if the I/O then returns `WouldBlock`); else stores the waker, makes
 /// sure the registration covers the direction ([`IoSource::arm`]: nothing to do in Edge mode
 /// after the direction's first wait) and returns `Pending`.
+#[inline]
 fn poll_ready(
     src: &IoSource,
     ops: &dyn LoopOps,
@@ -700,6 +705,18 @@ fn poll_ready(
     if dir.ready.get() {
         return Poll::Ready(Ok(dir.tick.get()));
     }
+    park(src, dir, ops, interest, cx)
+}
+
+/// [`poll_ready`]'s not-ready half, out of line so that the ready path stays small.
+#[inline(never)]
+fn park(
+    src: &IoSource,
+    dir: &Direction,
+    ops: &dyn LoopOps,
+    interest: Interest,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<u64>> {
     dir.set_waker(cx.waker());
     if let Err(e) = src.arm(ops, interest, false) {
         dir.waker.borrow_mut().take();

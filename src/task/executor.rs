@@ -72,6 +72,7 @@ pub(crate) fn leave_local(prev: Option<Rc<Executor>>) {
 
 /// Queues `key` on the local executor if `queue` is its run queue; `false` if it is not
 /// (another thread, or another loop's task).
+#[inline]
 fn push_local(queue: &RunQueue, key: Key) -> bool {
     LOCAL
         .try_with(|l| match &*l.borrow() {
@@ -85,12 +86,19 @@ fn push_local(queue: &RunQueue, key: Key) -> bool {
 }
 
 impl RunQueue {
+    #[inline]
     fn push(&self, key: Key) {
         // On the loop's thread while it runs (a task woken by I/O, a timer, another task):
         // the executor's local queue.
-        if push_local(self, key) {
-            return;
+        if !push_local(self, key) {
+            self.push_shared(key);
         }
+    }
+
+    /// [`push`](Self::push) from another thread, or while the loop is not running: the
+    /// shared queue, and a notification if the loop's thread may be blocked in a wait.
+    #[inline(never)]
+    fn push_shared(&self, key: Key) {
         {
             let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
             q.push_back(key);
