@@ -721,6 +721,58 @@ fn data_after_partial_read<P: Poller>() {
     .unwrap();
 }
 
+/// End of file that arrives together with the last data (one report for both): the short
+/// read of the data must not hide the end of file behind a report that never comes. Also
+/// for a write end shut down after the data, and for a pipe.
+fn eof_with_the_last_data<P: Poller>() {
+    let lp = new_loop::<P>();
+    lp.block_on(async {
+        let hang_guard = Duration::from_secs(30);
+        for how in ["close", "shutdown", "pipe"] {
+            let (r, w): (std::os::fd::OwnedFd, std::os::fd::OwnedFd) = if how == "pipe" {
+                let (r, w) = nix::unistd::pipe().unwrap();
+                (r, w)
+            } else {
+                let (r, w) = UnixStream::pair().unwrap();
+                (r.into(), w.into())
+            };
+            let r = Async::new(std::fs::File::from(r)).unwrap();
+            let reader = ioloop::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = [0u8; 64];
+                loop {
+                    let n = ioloop::timeout(hang_guard, (&r).read(&mut buf))
+                        .await
+                        .expect("hung: the end of file was never reported")
+                        .unwrap();
+                    if n == 0 {
+                        return got;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                }
+            });
+            // The reader parks on the empty stream (its direction is registered).
+            for _ in 0..3 {
+                ioloop::yield_now().await;
+            }
+            let mut w = std::fs::File::from(w);
+            w.write_all(b"abc").unwrap();
+            if how == "shutdown" {
+                let s = UnixStream::from(std::os::fd::OwnedFd::from(w));
+                s.shutdown(std::net::Shutdown::Write).unwrap();
+                // Kept open: only the shutdown tells the reader.
+                let got = reader.await.unwrap();
+                drop(s);
+                assert_eq!(got, b"abc", "{how}");
+            } else {
+                drop(w);
+                assert_eq!(reader.await.unwrap(), b"abc", "{how}");
+            }
+        }
+    })
+    .unwrap();
+}
+
 /// A short read on a socket that returns one message per read (a datagram socket under a
 /// `Read` type) does not show it drained: the second queued datagram is read at once,
 /// without waiting for a new report (which, edge-triggered, would never come).
@@ -930,6 +982,7 @@ backend_tests!(
     udp_and_connect_errors,
     with_loop_and_into_inner,
     data_after_partial_read,
+    eof_with_the_last_data,
     readable_with_data_already_there,
     short_datagram_read_keeps_readiness,
     readiness_races_with_a_writer_thread,

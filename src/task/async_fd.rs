@@ -120,6 +120,11 @@ pub(crate) struct IoSource {
     read: Direction,
     write: Direction,
     short_io: Cell<ShortIo>,
+    /// The reactor has reported a hang-up or an error: the read side is at end of file (or
+    /// has an error to return), or soon will be, with no further report to come. A short
+    /// read no longer shows the buffer drained (the end of file or error is still to be
+    /// read).
+    read_closed: Cell<bool>,
 }
 
 /// The wakers of a source's directions that a report fired (see [`IoSource::on_ready`]).
@@ -152,6 +157,7 @@ impl IoSource {
             read: Direction::default(),
             write: Direction::default(),
             short_io: Cell::new(ShortIo::Unknown),
+            read_closed: Cell::new(false),
         }
     }
 
@@ -174,6 +180,9 @@ impl IoSource {
             self.armed.set(Interest::empty());
         }
         let both = ready.intersects(Ready::ERROR | Ready::HUP);
+        if both {
+            self.read_closed.set(true);
+        }
         let mut rest = Interest::empty();
         let mut woken = Wakeups::default();
         if both || ready.contains(Ready::READABLE) {
@@ -218,8 +227,11 @@ impl IoSource {
         }
     }
 
-    /// Whether a transfer of `0 < n < len` bytes shows the buffer drained (reads) or full
-    /// (writes), so readiness can be cleared without another `WouldBlock` round. True for
+    /// Whether a transfer of `0 < n < len` bytes in direction `interest` shows the buffer
+    /// drained (reads) or full (writes), so readiness can be cleared without another
+    /// `WouldBlock` round. Never for a read once a hang-up or an error has been reported: an
+    /// end of file (or error) that came with the last data has no report of its own, so
+    /// clearing the readiness after that data would leave the reader waiting for good. True for
     /// stream sockets and pipes, which is what tokio relies on for its TCP, Unix stream and
     /// pipe types (`PollEvented::poll_read`/`poll_write`, tokio-rs/tokio#5866): their read
     /// copies until the buffer is empty and their write until it is full, and any later
@@ -227,7 +239,10 @@ impl IoSource {
     /// nor terminals (one line per read in canonical mode). Checked once per source, on the
     /// first short transfer (`fstat`, plus `getsockopt(SO_TYPE)` for a socket).
     #[inline]
-    fn short_io_drains(&self, fd: BorrowedFd<'_>) -> bool {
+    fn short_io_drains(&self, interest: Interest, fd: BorrowedFd<'_>) -> bool {
+        if interest == Interest::READABLE && self.read_closed.get() {
+            return false;
+        }
         if self.short_io.get() == ShortIo::Unknown {
             self.short_io.set(classify(fd));
         }
@@ -266,6 +281,15 @@ fn classify(fd: BorrowedFd<'_>) -> ShortIo {
 ///
 /// One task at a time may wait for each direction: a second reader replaces the first one's
 /// waker (one reader task and one writer task at once is fine).
+///
+/// Through the `futures-io` traits, a read (write) on a stream socket or a pipe that moves
+/// fewer bytes than asked is taken to mean the kernel buffer is drained (full), as tokio
+/// does, which saves the call that would only return `WouldBlock`; the inference is dropped
+/// once the reactor has reported a hang-up or an error, so an end of file that comes with the
+/// last data is still read. One case breaks the inference: Linux ends a read of a Unix stream
+/// socket early at data that carries file descriptors (`SCM_RIGHTS`) or, with `SO_PASSCRED`
+/// set, at data from another writer. Read such a socket with [`read_with`](Self::read_with)
+/// (and `recvmsg`), which infers nothing from a short read.
 ///
 /// An `Async` belongs to the loop's thread (it is not `Send`). Dropping it removes the fd's
 /// handler, then closes the fd. It keeps only a weak reference to its loop: if the loop is
@@ -785,7 +809,7 @@ fn poll_op<X: AsFd>(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => src.dir(interest).clear(tick),
             Ok(n) => {
                 if let Some(len) = len {
-                    if 0 < n && n < len && src.short_io_drains(io.as_fd()) {
+                    if 0 < n && n < len && src.short_io_drains(interest, io.as_fd()) {
                         src.dir(interest).clear(tick);
                     }
                 }
