@@ -140,6 +140,11 @@ doc.append("|---|---|---|---:|---|---|")
 for g in goals:
     doc.append("| " + " | ".join(g) + " |")
 doc.append("")
+ctl = ratio("fanin", "mio-control", "mio")
+if ctl is not None:
+    doc.append(f"fanin's control, `mio-control` (mio's code again, on its own socketpairs), measured "
+               f"{ctl:.3f} x mio in this run: the size of the noise that the placement of a "
+               "contender's sockets alone makes in that workload.\n")
 if growth:
     doc.append("poll and select (no goal; the growth of the per-hop time with the idle fds registered):\n")
     doc.append("| contender | x own/10 |")
