@@ -20,7 +20,7 @@
 //! `floor-edge` and `mio` (the paired ratios are taken within a group).
 //!
 //! Which socket objects a contender gets matters: `mio-control`, the same code as `mio` on
-//! other pairs, has measured 0.98-1.00 x `mio`. Ratios within about 2 % of 1 are parity.
+//! other pairs, has measured 0.98-1.02 x `mio`. Ratios within about 2 % of 1 are parity.
 //!
 //! # Running
 //!
