@@ -163,11 +163,17 @@ impl IoSource {
 
     /// Takes the wakers out of a source whose `Async` is going away (its registration is
     /// removed), so that the copy the executor keeps for reuse holds no task.
+    #[inline]
     pub(crate) fn retire(&self) -> [Option<Waker>; 2] {
         [
             self.read.waker.borrow_mut().take(),
             self.write.waker.borrow_mut().take(),
         ]
+    }
+
+    /// Whether [`retire`](Self::retire) left it without wakers (it holds no task).
+    pub(crate) fn is_retired(&self) -> bool {
+        !self.read.waiting() && !self.write.waiting()
     }
 
     /// Called by the fd's handler: marks ready the directions `ready` covers (errors and

@@ -216,6 +216,7 @@ impl Executor {
     /// one registered for it. The allocation of the source last recorded for `fd` is reused
     /// when nothing else holds it any more (its `Async` is gone), as the fd table reuses its
     /// slots, so registering an fd number again allocates nothing.
+    #[inline]
     pub(crate) fn new_source(&self, fd: RawFd, gen: u32, edge: bool) -> Rc<IoSource> {
         let idx = fd as usize;
         let mut sources = self.sources.borrow_mut();
@@ -223,21 +224,19 @@ impl Executor {
             grow_sources(&mut sources, idx);
         }
         let entry = &mut sources[idx];
-        let fresh = IoSource::new(fd, gen, edge);
-        let old = match entry.as_mut().and_then(Rc::get_mut) {
-            // Nothing else holds it (its `Async` is gone): reused in place.
-            Some(free) => Some(std::mem::replace(free, fresh)),
-            None => {
-                // A still-held source (an `Async` the reactor found stale) stays with its
-                // holder; it only leaves the table.
-                *entry = Some(Rc::new(fresh));
-                None
+        match entry.as_mut().and_then(Rc::get_mut) {
+            // Nothing else holds it (its `Async` is gone, and took its wakers with it when it
+            // went: `remove_source`), so overwriting it runs no waker's code: reused in place.
+            Some(free) => {
+                debug_assert!(free.is_retired(), "a reused source still holds a waker");
+                *free = IoSource::new(fd, gen, edge);
             }
-        };
+            // A still-held source (an `Async` the reactor found stale) stays with its
+            // holder; it only leaves the table.
+            None => *entry = Some(Rc::new(IoSource::new(fd, gen, edge))),
+        }
         let source = entry.clone();
         drop(sources);
-        // Dropped with no borrow held: it may hold wakers (see `remove_source`).
-        drop(old);
         source.unwrap_or_else(|| unreachable!("the entry was just filled"))
     }
 
