@@ -930,7 +930,7 @@ impl<P: Poller> IoLoop<P> {
         self.inner.batch_pos.set(BATCH_DONE);
     }
 
-    #[inline]
+    #[inline(always)]
     fn dispatch(&self, token: u64, ready: Ready) {
         let (gen, fd) = unpack(token);
         if !self.call_handler(fd, gen, ready) {
@@ -1023,8 +1023,11 @@ impl<P: Poller> Drop for Lent<'_, P> {
     #[inline]
     fn drop(&mut self) {
         let handler = self.handler.take();
+        // The generation is bumped on every removal: the same generation means the slot is
+        // still live (and its handler is this one, lent out).
         let left = match self.lp.inner.fds.borrow_mut().get_mut(self.fd as usize) {
-            Some(s) if s.gen == self.gen && s.live && s.handler.is_none() => {
+            Some(s) if s.gen == self.gen && s.handler.is_none() => {
+                debug_assert!(s.live);
                 s.handler = handler;
                 None
             }
