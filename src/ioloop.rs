@@ -814,8 +814,8 @@ impl<P: Poller> IoLoop<P> {
     /// Callbacks queued on this thread (or left by a panicking one); clears the
     /// [`CALLBACKS`] hint when there are none.
     fn has_local_callbacks(&self) -> bool {
-        let queued = !self.inner.callbacks.borrow().is_empty()
-            || !self.inner.running.borrow().is_empty();
+        let queued =
+            !self.inner.callbacks.borrow().is_empty() || !self.inner.running.borrow().is_empty();
         if !queued {
             self.clear_hint(CALLBACKS);
         }
@@ -1020,7 +1020,7 @@ struct Lent<'a, P: Poller> {
 }
 
 impl<P: Poller> Drop for Lent<'_, P> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         let handler = self.handler.take();
         // The generation is bumped on every removal: the same generation means the slot is
@@ -1033,8 +1033,18 @@ impl<P: Poller> Drop for Lent<'_, P> {
             }
             _ => handler,
         };
-        drop(left);
+        if let Some(h) = left {
+            drop_handler(h);
+        }
     }
+}
+
+/// Drops a handler whose registration was removed while it ran (out of line: rare, and it
+/// keeps [`Lent`]'s drop small enough to inline into dispatch).
+#[cold]
+#[inline(never)]
+fn drop_handler<P: Poller>(handler: Handler<P>) {
+    drop(handler);
 }
 
 /// A periodic callback lent out while it runs; given back on return and on unwind.
