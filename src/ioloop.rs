@@ -1153,3 +1153,79 @@ impl<P: Poller> WeakLoop<P> {
         self.0.upgrade().map(|inner| IoLoop { inner })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    /// A loop with a handler on one end of a pair that reads one byte and calls `then`.
+    fn with_reader(then: impl Fn(&IoLoop) + 'static) -> (IoLoop, UnixStream, UnixStream) {
+        let lp = IoLoop::new().expect("IoLoop::new");
+        let (a, b) = UnixStream::pair().expect("pair");
+        let mut reader = b.try_clone().expect("try_clone");
+        lp.add_handler(&b, Interest::READABLE, move |lp, _, _| {
+            let mut buf = [0; 1];
+            assert_eq!(reader.read(&mut buf).expect("read"), 1);
+            then(lp);
+        })
+        .expect("add_handler");
+        (lp, a, b)
+    }
+
+    #[test]
+    fn timer_added_by_a_handler_fires_in_the_same_iteration() {
+        let fired = Rc::new(Cell::new(0));
+        let f = fired.clone();
+        let (lp, mut a, _b) = with_reader(move |lp| {
+            let f = f.clone();
+            lp.call_later(Duration::ZERO, move |_| f.set(f.get() + 1));
+        });
+        assert_eq!(lp.inner.hints.get() & TIMERS, 0);
+        a.write_all(b"x").expect("write");
+        lp.run_once().expect("run_once");
+        assert_eq!(fired.get(), 1);
+    }
+
+    #[test]
+    fn callback_added_by_a_handler_runs_next_iteration() {
+        let ran = Rc::new(Cell::new(0));
+        let r = ran.clone();
+        let (lp, mut a, _b) = with_reader(move |lp| {
+            let r = r.clone();
+            lp.add_callback(move |lp| {
+                r.set(r.get() + 1);
+                lp.stop();
+            });
+        });
+        a.write_all(b"x").expect("write");
+        lp.run_once().expect("run_once");
+        assert_eq!(
+            ran.get(),
+            0,
+            "a callback added by a handler waits for the next iteration"
+        );
+        // The callback stops the loop before the wait: `run` returns although no fd is ready.
+        lp.run().expect("run");
+        assert_eq!(ran.get(), 1);
+    }
+
+    #[test]
+    fn cancelled_timers_clear_the_hint_and_new_ones_still_fire() {
+        let lp = IoLoop::new().expect("IoLoop::new");
+        let id = lp.call_later(Duration::from_secs(3600), |_| unreachable!("cancelled"));
+        assert!(lp.remove_timeout(id));
+        assert_ne!(lp.inner.hints.get() & TIMERS, 0, "a hint is cleared lazily");
+        // A callback that queues another makes the wait non-blocking; the iteration sees the
+        // timer queue empty and clears the stale hint.
+        lp.add_callback(|lp| lp.add_callback(|_| {}));
+        lp.run_once().expect("run_once");
+        assert_eq!(lp.inner.hints.get() & TIMERS, 0);
+        let fired = Rc::new(Cell::new(false));
+        let f = fired.clone();
+        lp.call_later(Duration::ZERO, move |_| f.set(true));
+        lp.run_once().expect("run_once");
+        assert!(fired.get());
+    }
+}
