@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use ioloop_sys::inline_fn::{InlineFnOnce, InlineSendFnOnce};
 use ioloop_sys::is_open;
 use ioloop_sys::signal::SignalPipe;
-use ioloop_sys::{DefaultPoller, Events, Interest, Mode, Poller, Ready};
+use ioloop_sys::{DefaultPoller, Event, Events, Interest, Mode, Poller, Ready};
 
 use crate::task::{CurrentGuard, Executor, LoopOps};
 use crate::timers::{deadline_after, Callback, Due, Periodic as PeriodicTimer, TimeoutId, Timers};
@@ -54,6 +54,14 @@ impl<T: AsFd + ?Sized> HandlerFd for &T {
 
 /// How many events one wait can report.
 const EVENTS_CAPACITY: usize = 1024;
+
+/// [`Inner::batch_pos`] when no event of the last batch is left to dispatch.
+const BATCH_DONE: usize = usize::MAX;
+
+/// [`Inner::hints`]: local callbacks may be queued (or left by a panicking one).
+const CALLBACKS: u8 = 1;
+/// [`Inner::hints`]: timers may be pending.
+const TIMERS: u8 = 2;
 
 /// A single-threaded event loop in the style of Tornado's `IOLoop`: handlers for file
 /// descriptors, callbacks, timers and signals, all run on the thread that calls
@@ -131,8 +139,13 @@ struct Inner<P: Poller> {
     /// `remote_pending` set, if one of them panicked).
     remote_running: RefCell<VecDeque<RemoteCallback<P>>>,
     events: RefCell<Events>,
-    /// Next event of the current batch to dispatch (a panic leaves the rest for the next run).
+    /// Next event of the current batch to dispatch while it is dispatched (a panic leaves the
+    /// rest for the next run); [`BATCH_DONE`] once the whole batch was.
     batch_pos: Cell<usize>,
+    /// Work that may be pending besides I/O ([`CALLBACKS`], [`TIMERS`]): set wherever such
+    /// work is queued, cleared only once it is seen to be gone, so an iteration with nothing
+    /// but I/O to do skips those queues.
+    hints: Cell<u8>,
     in_run: Cell<bool>,
     signals: RefCell<Vec<(i32, RawFd)>>,
     /// The task layer's run queue and task table ([`crate::task`]).
@@ -255,7 +268,8 @@ impl<P: Poller> IoLoop<P> {
                 running: RefCell::new(VecDeque::new()),
                 remote_running: RefCell::new(VecDeque::new()),
                 events: RefCell::new(Events::with_capacity(EVENTS_CAPACITY)),
-                batch_pos: Cell::new(0),
+                batch_pos: Cell::new(BATCH_DONE),
+                hints: Cell::new(0),
                 in_run: Cell::new(false),
                 signals: RefCell::new(Vec::new()),
             }),
@@ -551,6 +565,7 @@ impl<P: Poller> IoLoop<P> {
             .callbacks
             .borrow_mut()
             .push_back(InlineFnOnce::new(f));
+        self.set_hint(CALLBACKS);
     }
 
     // ----- timers --------------------------------------------------------------------------
@@ -567,10 +582,13 @@ impl<P: Poller> IoLoop<P> {
     /// A closure that captures at most two words (an `Rc`, an `Arc`, a pair of them) is
     /// stored without a heap allocation; a larger one is boxed.
     pub fn call_at(&self, deadline: Instant, f: impl FnOnce(&IoLoop<P>) + 'static) -> TimeoutId {
-        self.inner
+        let id = self
+            .inner
             .timers
             .borrow_mut()
-            .insert(deadline, Callback::Once(InlineFnOnce::new(f)))
+            .insert(deadline, Callback::Once(InlineFnOnce::new(f)));
+        self.set_hint(TIMERS);
+        id
     }
 
     /// Runs `f` every `period`, first at now + `period`, until
@@ -593,13 +611,15 @@ impl<P: Poller> IoLoop<P> {
             ));
         }
         let deadline = deadline_after(Instant::now(), period);
-        Ok(self.inner.timers.borrow_mut().insert(
+        let id = self.inner.timers.borrow_mut().insert(
             deadline,
             Callback::Every(Box::new(PeriodicTimer {
                 period,
                 f: Some(Box::new(f)),
             })),
-        ))
+        );
+        self.set_hint(TIMERS);
+        Ok(id)
     }
 
     /// Cancels a timeout; returns whether it was pending (`false` for one that fired, was
@@ -745,8 +765,8 @@ impl<P: Poller> IoLoop<P> {
     /// iteration ends before waiting, so nothing blocks on a loop that has finished.
     fn iteration(&self, done: &mut impl FnMut(&IoLoop<P>) -> bool) -> io::Result<()> {
         // Events a panicking handler left undelivered go first.
-        if self.inner.batch_pos.get() < self.inner.events.borrow().len() {
-            self.dispatch_batch();
+        if self.inner.batch_pos.get() != BATCH_DONE {
+            self.dispatch_rest();
         }
         let mut callbacks = self.has_callbacks();
         if callbacks {
@@ -759,29 +779,52 @@ impl<P: Poller> IoLoop<P> {
             callbacks = self.has_callbacks();
         }
         let timeout = self.wait_timeout(callbacks);
-        self.inner
-            .shared
-            .poller
-            .wait(&mut self.inner.events.borrow_mut(), timeout)?;
-        self.inner.batch_pos.set(0);
-        self.dispatch_batch();
-        self.fire_timers();
+        // One borrow for the wait and the dispatch: only `iteration` touches the events, and
+        // a nested run is refused before it gets here.
+        let mut events = self.inner.events.borrow_mut();
+        self.inner.shared.poller.wait(&mut events, timeout)?;
+        self.dispatch_batch(events.as_slice(), 0);
+        drop(events);
+        if self.inner.hints.get() & TIMERS != 0 {
+            self.fire_timers();
+        }
         // Tasks woken by this iteration's callbacks, events and timers run now, so a
         // `run_until` condition they change is seen before the next wait.
         self.inner.tasks.run_ready();
         Ok(())
     }
 
+    #[inline]
+    fn set_hint(&self, bit: u8) {
+        self.inner.hints.set(self.inner.hints.get() | bit);
+    }
+
+    #[inline]
+    fn clear_hint(&self, bit: u8) {
+        self.inner.hints.set(self.inner.hints.get() & !bit);
+    }
+
     /// Callbacks queued here or from other threads (or left by a panicking one).
     #[inline]
     fn has_callbacks(&self) -> bool {
-        !self.inner.callbacks.borrow().is_empty()
-            || !self.inner.running.borrow().is_empty()
+        (self.inner.hints.get() & CALLBACKS != 0 && self.has_local_callbacks())
             || self.inner.shared.remote_pending.load(Ordering::SeqCst)
+    }
+
+    /// Callbacks queued on this thread (or left by a panicking one); clears the
+    /// [`CALLBACKS`] hint when there are none.
+    fn has_local_callbacks(&self) -> bool {
+        let queued =
+            !self.inner.callbacks.borrow().is_empty() || !self.inner.running.borrow().is_empty();
+        if !queued {
+            self.clear_hint(CALLBACKS);
+        }
+        queued
     }
 
     /// The wait's timeout: none if callbacks are queued (`callbacks`) or the loop is stopping,
     /// else until the earliest timer, else unbounded.
+    #[inline]
     fn wait_timeout(&self, callbacks: bool) -> Option<Duration> {
         if callbacks
             || self.inner.shared.stop.load(Ordering::SeqCst)
@@ -789,7 +832,20 @@ impl<P: Poller> IoLoop<P> {
         {
             return Some(Duration::ZERO);
         }
-        let next = self.inner.timers.borrow_mut().next_deadline()?;
+        if self.inner.hints.get() & TIMERS == 0 {
+            return None;
+        }
+        self.timer_timeout()
+    }
+
+    /// The time until the earliest timer; `None` (and the [`TIMERS`] hint cleared) if there
+    /// is none.
+    fn timer_timeout(&self) -> Option<Duration> {
+        let next = self.inner.timers.borrow_mut().next_deadline();
+        let Some(next) = next else {
+            self.clear_hint(TIMERS);
+            return None;
+        };
         Some(next.saturating_duration_since(Instant::now()))
     }
 
@@ -853,22 +909,28 @@ impl<P: Poller> IoLoop<P> {
         leftover.1 = false;
     }
 
-    /// Dispatches the rest of the current batch. The events stay borrowed throughout: only
-    /// `iteration` writes them, and a nested run is refused before it gets there.
-    #[inline(always)]
-    fn dispatch_batch(&self) {
+    /// Dispatches what a panicking handler left of the last batch.
+    #[cold]
+    #[inline(never)]
+    fn dispatch_rest(&self) {
         let events = self.inner.events.borrow();
-        let list = events.as_slice();
-        let mut i = self.inner.batch_pos.get();
+        self.dispatch_batch(events.as_slice(), self.inner.batch_pos.get());
+    }
+
+    /// Dispatches `list[start..]`, the current batch (borrowed from `events` throughout).
+    #[inline(always)]
+    fn dispatch_batch(&self, list: &[Event], start: usize) {
+        let mut i = start;
         while let Some(ev) = list.get(i) {
             i += 1;
             // Advanced before the handler runs: if it panics, the next run goes on after it.
             self.inner.batch_pos.set(i);
             self.dispatch(ev.token(), ev.ready());
         }
+        self.inner.batch_pos.set(BATCH_DONE);
     }
 
-    #[inline]
+    #[inline(always)]
     fn dispatch(&self, token: u64, ready: Ready) {
         let (gen, fd) = unpack(token);
         if !self.call_handler(fd, gen, ready) {
@@ -913,6 +975,7 @@ impl<P: Poller> IoLoop<P> {
         let mark = {
             let timers = self.inner.timers.borrow();
             if timers.len() == 0 {
+                self.clear_hint(TIMERS);
                 return;
             }
             timers.mark(Instant::now())
@@ -957,18 +1020,31 @@ struct Lent<'a, P: Poller> {
 }
 
 impl<P: Poller> Drop for Lent<'_, P> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         let handler = self.handler.take();
+        // The generation is bumped on every removal: the same generation means the slot is
+        // still live (and its handler is this one, lent out).
         let left = match self.lp.inner.fds.borrow_mut().get_mut(self.fd as usize) {
-            Some(s) if s.gen == self.gen && s.live && s.handler.is_none() => {
+            Some(s) if s.gen == self.gen && s.handler.is_none() => {
+                debug_assert!(s.live);
                 s.handler = handler;
                 None
             }
             _ => handler,
         };
-        drop(left);
+        if let Some(h) = left {
+            drop_handler(h);
+        }
     }
+}
+
+/// Drops a handler whose registration was removed while it ran (out of line: rare, and it
+/// keeps [`Lent`]'s drop small enough to inline into dispatch).
+#[cold]
+#[inline(never)]
+fn drop_handler<P: Poller>(handler: Handler<P>) {
+    drop(handler);
 }
 
 /// A periodic callback lent out while it runs; given back on return and on unwind.
@@ -1075,5 +1151,81 @@ impl<P: Poller> WeakLoop<P> {
     /// The loop, if it still exists.
     pub(crate) fn upgrade(&self) -> Option<IoLoop<P>> {
         self.0.upgrade().map(|inner| IoLoop { inner })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    /// A loop with a handler on one end of a pair that reads one byte and calls `then`.
+    fn with_reader(then: impl Fn(&IoLoop) + 'static) -> (IoLoop, UnixStream, UnixStream) {
+        let lp = IoLoop::new().expect("IoLoop::new");
+        let (a, b) = UnixStream::pair().expect("pair");
+        let mut reader = b.try_clone().expect("try_clone");
+        lp.add_handler(&b, Interest::READABLE, move |lp, _, _| {
+            let mut buf = [0; 1];
+            assert_eq!(reader.read(&mut buf).expect("read"), 1);
+            then(lp);
+        })
+        .expect("add_handler");
+        (lp, a, b)
+    }
+
+    #[test]
+    fn timer_added_by_a_handler_fires_in_the_same_iteration() {
+        let fired = Rc::new(Cell::new(0));
+        let f = fired.clone();
+        let (lp, mut a, _b) = with_reader(move |lp| {
+            let f = f.clone();
+            lp.call_later(Duration::ZERO, move |_| f.set(f.get() + 1));
+        });
+        assert_eq!(lp.inner.hints.get() & TIMERS, 0);
+        a.write_all(b"x").expect("write");
+        lp.run_once().expect("run_once");
+        assert_eq!(fired.get(), 1);
+    }
+
+    #[test]
+    fn callback_added_by_a_handler_runs_next_iteration() {
+        let ran = Rc::new(Cell::new(0));
+        let r = ran.clone();
+        let (lp, mut a, _b) = with_reader(move |lp| {
+            let r = r.clone();
+            lp.add_callback(move |lp| {
+                r.set(r.get() + 1);
+                lp.stop();
+            });
+        });
+        a.write_all(b"x").expect("write");
+        lp.run_once().expect("run_once");
+        assert_eq!(
+            ran.get(),
+            0,
+            "a callback added by a handler waits for the next iteration"
+        );
+        // The callback stops the loop before the wait: `run` returns although no fd is ready.
+        lp.run().expect("run");
+        assert_eq!(ran.get(), 1);
+    }
+
+    #[test]
+    fn cancelled_timers_clear_the_hint_and_new_ones_still_fire() {
+        let lp = IoLoop::new().expect("IoLoop::new");
+        let id = lp.call_later(Duration::from_secs(3600), |_| unreachable!("cancelled"));
+        assert!(lp.remove_timeout(id));
+        assert_ne!(lp.inner.hints.get() & TIMERS, 0, "a hint is cleared lazily");
+        // A callback that queues another makes the wait non-blocking; the iteration sees the
+        // timer queue empty and clears the stale hint.
+        lp.add_callback(|lp| lp.add_callback(|_| {}));
+        lp.run_once().expect("run_once");
+        assert_eq!(lp.inner.hints.get() & TIMERS, 0);
+        let fired = Rc::new(Cell::new(false));
+        let f = fired.clone();
+        lp.call_later(Duration::ZERO, move |_| f.set(true));
+        lp.run_once().expect("run_once");
+        assert!(fired.get());
     }
 }
