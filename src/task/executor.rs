@@ -78,6 +78,7 @@ fn push_local(queue: &RunQueue, key: Key) -> bool {
         .try_with(|l| match &*l.borrow() {
             Some(ex) if std::ptr::eq(Arc::as_ptr(&ex.run_queue), queue) => {
                 ex.local.borrow_mut().push_back(key);
+                ex.queued.set(true);
                 true
             }
             _ => false,
@@ -185,6 +186,10 @@ pub(crate) struct Executor {
     batch: RefCell<VecDeque<Key>>,
     /// Keys of tasks woken on the loop's thread while it runs (see [`push_local`]).
     local: RefCell<VecDeque<Key>>,
+    /// `batch` or `local` may hold keys: set with every push onto `local`, cleared only once
+    /// both are seen empty, so that the loop's per-iteration checks are one load when no task
+    /// is woken.
+    queued: Cell<bool>,
     /// A `block_on` is in progress; its main future was woken and must be polled.
     main_active: Cell<bool>,
     main_woken: Cell<bool>,
@@ -206,6 +211,7 @@ impl Executor {
             table: RefCell::new(Table::default()),
             batch: RefCell::new(VecDeque::new()),
             local: RefCell::new(VecDeque::new()),
+            queued: Cell::new(false),
             main_active: Cell::new(false),
             main_woken: Cell::new(false),
             sources: RefCell::new(Vec::new()),
@@ -305,10 +311,7 @@ impl Executor {
     /// Whether a pass has work: queued tasks, or a woken `block_on` future.
     #[inline]
     pub(crate) fn has_ready(&self) -> bool {
-        self.run_queue.pending.load(Ordering::SeqCst)
-            || !self.batch.borrow().is_empty()
-            || !self.local.borrow().is_empty()
-            || self.main_woken.get()
+        self.queued.get() || self.main_woken.get() || self.run_queue.pending.load(Ordering::SeqCst)
     }
 
     /// How many tasks are spawned and not finished (nor cancelled).
@@ -322,10 +325,7 @@ impl Executor {
     #[inline]
     pub(crate) fn run_ready(&self) {
         // The common case, nothing woken, inline and without an atomic write.
-        if self.batch.borrow().is_empty()
-            && self.local.borrow().is_empty()
-            && !self.run_queue.pending.load(Ordering::SeqCst)
-        {
+        if !self.queued.get() && !self.run_queue.pending.load(Ordering::SeqCst) {
             return;
         }
         self.run_ready_slow();
@@ -351,13 +351,21 @@ impl Executor {
                     batch.extend(q.drain(..));
                 }
                 if batch.is_empty() {
+                    // `local` was swapped in empty: nothing is queued on this thread.
+                    self.queued.set(false);
                     return;
                 }
             }
         }
         loop {
             let next = self.batch.borrow_mut().pop_front();
-            let Some(key) = next else { return };
+            let Some(key) = next else {
+                // The batch is done; what this pass woke waits in `local` for the next one.
+                if self.local.borrow().is_empty() {
+                    self.queued.set(false);
+                }
+                return;
+            };
             if key.idx == MAIN {
                 if self.main_active.get() {
                     self.main_woken.set(true);
