@@ -243,8 +243,7 @@ pub(crate) fn set_cloexec_nonblock(fd: RawFd) -> io::Result<()> {
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn write_eventfd(fd: RawFd) -> io::Result<()> {
     let one = 1u64.to_ne_bytes();
-    // SAFETY: `one` is valid for 8 bytes for the duration of the call.
-    match cvt_retry(|| unsafe { libc::write(fd, one.as_ptr().cast(), one.len()) }) {
+    match cvt_retry(|| raw_write(fd, &one)) {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
             let _ = read_some(fd, &mut [0u8; 8]);
             write_all_or_full(fd, &one)
@@ -256,8 +255,7 @@ fn write_eventfd(fd: RawFd) -> io::Result<()> {
 /// Writes `buf` (one short message) to a non-blocking fd; a full pipe or eventfd counter
 /// already holds a wake-up, so `WouldBlock` is success.
 fn write_all_or_full(fd: RawFd, buf: &[u8]) -> io::Result<()> {
-    // SAFETY: `buf` is valid for `buf.len()` bytes for the duration of the call.
-    match cvt_retry(|| unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) }) {
+    match cvt_retry(|| raw_write(fd, buf)) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
         Err(e) => Err(e),
@@ -266,7 +264,45 @@ fn write_all_or_full(fd: RawFd, buf: &[u8]) -> io::Result<()> {
 
 /// One non-blocking read into `buf`.
 fn read_some(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    let n = cvt_retry(|| raw_read(fd, buf))?;
+    Ok(n.unsigned_abs() as usize)
+}
+
+// On Linux the notifier's `read`/`write` go through `syscall(2)`: glibc's `read` and `write`
+// are pthread cancellation points, and in a process with more than one thread (where a
+// notifier is used) each call pays for switching asynchronous cancellation on and off, about
+// 60 instructions, for a feature Rust code cannot use. Elsewhere: the libc functions.
+
+/// `write(2)` of `buf` to `fd`; the raw return value.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[inline]
+fn raw_write(fd: RawFd, buf: &[u8]) -> libc::c_long {
+    // SAFETY: `buf` is valid for `buf.len()` bytes for the duration of the call; `write`
+    // takes (int, const void *, size_t).
+    unsafe { libc::syscall(libc::SYS_write, fd, buf.as_ptr(), buf.len()) }
+}
+
+/// `read(2)` from `fd` into `buf`; the raw return value.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[inline]
+fn raw_read(fd: RawFd, buf: &mut [u8]) -> libc::c_long {
+    // SAFETY: `buf` is valid and writable for `buf.len()` bytes for the duration of the
+    // call; `read` takes (int, void *, size_t).
+    unsafe { libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len()) }
+}
+
+/// `write(2)` of `buf` to `fd`; the raw return value.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[inline]
+fn raw_write(fd: RawFd, buf: &[u8]) -> isize {
+    // SAFETY: `buf` is valid for `buf.len()` bytes for the duration of the call.
+    unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) }
+}
+
+/// `read(2)` from `fd` into `buf`; the raw return value.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[inline]
+fn raw_read(fd: RawFd, buf: &mut [u8]) -> isize {
     // SAFETY: `buf` is valid and writable for `buf.len()` bytes for the duration of the call.
-    let n = cvt_retry(|| unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) })?;
-    Ok(n.unsigned_abs())
+    unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) }
 }
