@@ -388,16 +388,68 @@ fn median(v: &[f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// The per-round samples of an interleaved measurement ([`sample`]): round `r` of every
+/// contender was measured in the same round, so ratios can be paired by index.
+pub struct Samples {
+    ids: Vec<String>,
+    wall: Vec<Vec<f64>>,
+    cpu: Vec<Vec<f64>>,
+}
+
+impl Samples {
+    /// Appends the rounds of `more`, a later measurement of the same contenders (for
+    /// example on freshly made fds).
+    pub fn extend(&mut self, more: Samples) {
+        assert_eq!(self.ids, more.ids, "the same contenders in the same order");
+        for (a, b) in self.wall.iter_mut().zip(more.wall) {
+            a.extend(b);
+        }
+        for (a, b) in self.cpu.iter_mut().zip(more.cpu) {
+            a.extend(b);
+        }
+    }
+
+    /// Medians and paired ratios.
+    pub fn rows(&self, spec: &Spec) -> Vec<Row> {
+        let pos = |id: &str| self.ids.iter().position(|x| x == id);
+        (0..self.ids.len())
+            .map(|i| Row {
+                id: self.ids[i].clone(),
+                wall: median(&self.wall[i]),
+                cpu: median(&self.cpu[i]),
+                ratios: spec
+                    .bases
+                    .iter()
+                    .map(|b| {
+                        let j = pos(&(b.of)(&self.ids[i])?)?;
+                        let r: Vec<f64> = self.cpu[i]
+                            .iter()
+                            .zip(&self.cpu[j])
+                            .map(|(c, f)| c / f)
+                            .collect();
+                        Some(median(&r))
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+}
+
 /// The interleaved measurement behind [`interleaved`]: one warm-up iteration per contender,
 /// then `rounds` rounds of one iteration each (rotating start); medians and paired ratios.
 /// Empty if `rounds == 0`.
-pub fn measure(mut list: Vec<Contender>, rounds: usize, spec: &Spec) -> Vec<Row> {
+pub fn measure(list: Vec<Contender>, rounds: usize, spec: &Spec) -> Vec<Row> {
+    if rounds == 0 {
+        return Vec::new();
+    }
+    sample(list, rounds, spec).rows(spec)
+}
+
+/// [`measure`]'s rounds, as samples (one warm-up iteration per contender first).
+pub fn sample(mut list: Vec<Contender>, rounds: usize, spec: &Spec) -> Samples {
     let n = list.len();
     for (_, run) in list.iter_mut() {
         run();
-    }
-    if rounds == 0 {
-        return Vec::new();
     }
     let clock = match spec.clock {
         Clock::Thread => thread_cpu_now,
@@ -416,23 +468,11 @@ pub fn measure(mut list: Vec<Contender>, rounds: usize, spec: &Spec) -> Vec<Row>
             wall[i].push((w1 - w0).as_nanos() as f64 / elems);
         }
     }
-    let pos = |id: &str| list.iter().position(|(x, _)| x == id);
-    (0..n)
-        .map(|i| Row {
-            id: list[i].0.clone(),
-            wall: median(&wall[i]),
-            cpu: median(&cpu[i]),
-            ratios: spec
-                .bases
-                .iter()
-                .map(|b| {
-                    let j = pos(&(b.of)(&list[i].0)?)?;
-                    let r: Vec<f64> = cpu[i].iter().zip(&cpu[j]).map(|(c, f)| c / f).collect();
-                    Some(median(&r))
-                })
-                .collect(),
-        })
-        .collect()
+    Samples {
+        ids: list.into_iter().map(|(id, _)| id).collect(),
+        wall,
+        cpu,
+    }
 }
 
 /// Prints `rows` as a text table and, if `IOLOOP_BENCH_MD=<file>` is set, appends them to that
