@@ -99,8 +99,13 @@ impl Direction {
 enum ShortIo {
     /// Not checked yet.
     Unknown,
-    /// A stream socket or a pipe/FIFO: a short transfer moved all there was (or all that fit).
+    /// A pipe/FIFO or a Unix stream socket: a short transfer moved all there was (or all
+    /// that fit).
     Drains,
+    /// Any other stream socket (TCP...): a short write filled the buffer, but a short read
+    /// shows nothing: Linux ends a TCP read early at the urgent mark when the peer sends
+    /// out-of-band data (`MSG_OOB`), with the rest of the stream already queued.
+    WritesFill,
     /// Anything else (datagram or seqpacket sockets, terminals in canonical mode...).
     Opaque,
 }
@@ -238,12 +243,15 @@ impl IoSource {
     /// `WouldBlock` round. Never for a read once a hang-up or an error has been reported: an
     /// end of file (or error) that came with the last data has no report of its own, so
     /// clearing the readiness after that data would leave the reader waiting for good. True for
-    /// stream sockets and pipes, which is what tokio relies on for its TCP, Unix stream and
-    /// pipe types (`PollEvented::poll_read`/`poll_write`, tokio-rs/tokio#5866): their read
-    /// copies until the buffer is empty and their write until it is full, and any later
-    /// change makes a new edge. Not for datagram or seqpacket sockets (one message per read)
-    /// nor terminals (one line per read in canonical mode). Checked once per source, on the
-    /// first short transfer (`fstat`, plus `getsockopt(SO_TYPE)` for a socket).
+    /// writes on stream sockets and pipes, and for reads on pipes and Unix stream sockets,
+    /// which is what tokio relies on for its TCP, Unix stream and pipe types
+    /// (`PollEvented::poll_read`/`poll_write`, tokio-rs/tokio#5866): their read copies until
+    /// the buffer is empty and their write until it is full, and any later change makes a new
+    /// edge. Not for reads on other stream sockets: a TCP read ends at the urgent mark when
+    /// the peer sent out-of-band data, with the rest queued and no further edge (tokio hangs
+    /// there); nor for datagram or seqpacket sockets (one message per read) nor terminals
+    /// (one line per read in canonical mode). Checked once per source, on the first short
+    /// transfer (`fstat`, plus `getsockopt(SO_TYPE)` and `getsockname` for a socket).
     #[inline]
     fn short_io_drains(&self, interest: Interest, fd: BorrowedFd<'_>) -> bool {
         if interest == Interest::READABLE && self.read_closed.get() {
@@ -252,26 +260,36 @@ impl IoSource {
         if self.short_io.get() == ShortIo::Unknown {
             self.short_io.set(classify(fd));
         }
-        self.short_io.get() == ShortIo::Drains
+        match self.short_io.get() {
+            ShortIo::Drains => true,
+            ShortIo::WritesFill => interest == Interest::WRITABLE,
+            ShortIo::Unknown | ShortIo::Opaque => false,
+        }
     }
 }
 
 #[cold]
 #[inline(never)]
 fn classify(fd: BorrowedFd<'_>) -> ShortIo {
-    use nix::sys::socket::{getsockopt, sockopt, SockType};
+    use nix::sys::socket::{getsockname, getsockopt, sockopt, AddressFamily, SockType};
+    use nix::sys::socket::{SockaddrLike, SockaddrStorage};
     use nix::sys::stat::{fstat, SFlag};
     let Ok(st) = fstat(fd) else {
         return ShortIo::Opaque;
     };
     let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
-    let stream = kind == SFlag::S_IFIFO
-        || (kind == SFlag::S_IFSOCK
-            && matches!(getsockopt(&fd, sockopt::SockType), Ok(SockType::Stream)));
-    if stream {
-        ShortIo::Drains
-    } else {
-        ShortIo::Opaque
+    if kind == SFlag::S_IFIFO {
+        return ShortIo::Drains;
+    }
+    if kind != SFlag::S_IFSOCK
+        || !matches!(getsockopt(&fd, sockopt::SockType), Ok(SockType::Stream))
+    {
+        return ShortIo::Opaque;
+    }
+    let raw = fd.as_raw_fd();
+    match getsockname::<SockaddrStorage>(raw).map(|a| a.family()) {
+        Ok(Some(AddressFamily::Unix)) => ShortIo::Drains,
+        _ => ShortIo::WritesFill,
     }
 }
 
@@ -288,14 +306,19 @@ fn classify(fd: BorrowedFd<'_>) -> ShortIo {
 /// One task at a time may wait for each direction: a second reader replaces the first one's
 /// waker (one reader task and one writer task at once is fine).
 ///
-/// Through the `futures-io` traits, a read (write) on a stream socket or a pipe that moves
-/// fewer bytes than asked is taken to mean the kernel buffer is drained (full), as tokio
-/// does, which saves the call that would only return `WouldBlock`; the inference is dropped
-/// once the reactor has reported a hang-up or an error, so an end of file that comes with the
-/// last data is still read. One case breaks the inference: Linux ends a read of a Unix stream
-/// socket early at data that carries file descriptors (`SCM_RIGHTS`) or, with `SO_PASSCRED`
-/// set, at data from another writer. Read such a socket with [`read_with`](Self::read_with)
-/// (and `recvmsg`), which infers nothing from a short read.
+/// Through the `futures-io` traits, a write on a stream socket or a pipe, and a read on a
+/// pipe or a Unix stream socket, that moves fewer bytes than asked is taken to mean the
+/// kernel buffer is full (drained), as tokio does, which saves the call that would only
+/// return `WouldBlock`; for reads the inference is dropped once the reactor has reported a
+/// hang-up or an error, so an end of file that comes with the last data is still read. A TCP
+/// read infers nothing: Linux ends it early at the urgent mark when the peer sends
+/// out-of-band data (`MSG_OOB`), with the rest of the stream queued behind it. A few cases
+/// break the inference for a Unix stream socket too: Linux ends a read early at data that
+/// carries file descriptors (`SCM_RIGHTS`), with `SO_PASSCRED` set at data from another
+/// writer, and (Linux 5.15+) at out-of-band data the peer sent with `MSG_OOB`; and a pipe
+/// whose writer is in packet mode (`O_DIRECT`, which `pipe2` sets on the write end only)
+/// gives one packet per read. Read such a socket or pipe with [`read_with`](Self::read_with)
+/// (and `recvmsg` for the fds), which infers nothing from a short read.
 ///
 /// An `Async` belongs to the loop's thread (it is not `Send`). Dropping it removes the fd's
 /// handler, then closes the fd. It keeps only a weak reference to its loop: if the loop is
