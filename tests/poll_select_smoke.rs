@@ -126,14 +126,18 @@ fn until_blocked_in_wait(tid: i32) {
     #[cfg(target_os = "linux")]
     {
         // The calls our backends block in (glibc's epoll_wait is epoll_pwait on some arches).
-        let mut waits = vec![
+        let waits = [
             libc::SYS_ppoll,
             libc::SYS_pselect6,
             libc::SYS_epoll_pwait,
             libc::SYS_epoll_pwait2,
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_epoll_wait,
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_poll,
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_select,
         ];
-        #[cfg(target_arch = "x86_64")]
-        waits.extend([libc::SYS_epoll_wait, libc::SYS_poll, libc::SYS_select]);
         let path = format!("/proc/self/task/{tid}/syscall");
         let start = Instant::now();
         while start.elapsed() < LONG {
