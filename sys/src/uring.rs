@@ -51,6 +51,31 @@
 //!   the first wait, so its completions run as task work of the waiting thread. Older kernels
 //!   (found by the probe in `new`, or refusing it with `EINVAL`) get a single-shot poll,
 //!   drained and re-armed per wake-up.
+//!
+//! # Performance notes (measured on Linux 6.18, `perf record -e cpu-clock`)
+//!
+//! * A [`Mode::Edge`] multishot poll costs a task-work item per wake-up of the file: the
+//!   writer's wake-up runs `io_poll_wake` under the wait-queue lock and queues task work on
+//!   the submitting thread with `TWA_SIGNAL`, and that thread runs it, one item at a time, on
+//!   its next return from any system call (`exit_to_user_mode_loop` -> `get_signal` ->
+//!   `task_work_run` -> `io_poll_task_func`). In the fan-in bench, where the waiting thread
+//!   also writes, that is ~11 % of the CPU time, plus ~6 % more in `sock_def_readable`.
+//!   [`Mode::Level`] re-arms only in the next wait, after the data has arrived, so its polls
+//!   complete inline in one batched `io_uring_enter` (~12 %) with no task work at all. Hence
+//!   Edge 1.07-1.09 x mio, Level 0.93-0.95. `IORING_SETUP_COOP_TASKRUN` does not help (the
+//!   thread that is notified is the running one, so the missing IPI changes nothing).
+//! * The notifier's wake-up goes through the same normal task work: the waiter is woken by
+//!   `signal_wake_up` and runs the item through `get_signal` (waker bench: 1.17 x mio).
+//! * `IORING_SETUP_DEFER_TASKRUN` (Linux 6.1+) removes both costs: task work goes on a list
+//!   of the ring and runs in the owner's `io_uring_enter(GETEVENTS)`, in a batch. A
+//!   prototype (`R_DISABLED | SINGLE_ISSUER | DEFER_TASKRUN | TASKRUN_FLAG`, the ring
+//!   enabled by the first waiting thread, and `GETEVENTS` repeated while the kernel sets
+//!   `IORING_SQ_TASKRUN`, since one call runs at most 20 items, `IO_LOCAL_TW_DEFAULT_MAX`)
+//!   measured fan-in Edge 0.93-0.98, Level 0.93-0.95, waker 0.995-1.000 x mio. It is not
+//!   used yet: `SINGLE_ISSUER` makes every `io_uring_enter` from another thread fail with
+//!   `EEXIST`, which this backend does today (a change submitted while a wait is blocked,
+//!   a full SQ, `is_stale`, a wait moved to another thread). Those paths would need to hand
+//!   their SQEs to the owner (an internal eventfd kick) or rebuild the ring without the flag.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
