@@ -59,7 +59,7 @@
 //!   (an eventfd write) still wake it. Completions' task work is queued on the ring and run
 //!   by the owner's `io_uring_enter(GETEVENTS)`; since one call runs at most 20 items, a
 //!   wait enters again, without waiting, while the kernel sets `IORING_SQ_TASKRUN` (at most
-//!   32 times, and while the CQ has room). The multishot probe is skipped
+//!   64 times, and while the CQ has room). The multishot probe is skipped
 //!   (Linux 6.1 has multishot poll). A kernel that refuses the flags (`EINVAL`) gets what
 //!   [`Poller::new`] builds.
 //!
