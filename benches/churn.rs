@@ -40,7 +40,7 @@ fn push(list: &mut Vec<Contender>, id: impl Into<String>, run: impl FnMut() + 's
 }
 
 fn sys<P: Poller>(list: &mut Vec<Contender>) {
-    let poller = P::new().unwrap_or_else(|e| panic!("{}::new: {e}", P::NAME));
+    let poller = P::new_owned().unwrap_or_else(|e| panic!("{}::new_owned: {e}", P::NAME));
     let pair = Pair::new();
     push(list, format!("ioloop-sys-{}", P::NAME), move || {
         let fd = pair.fd(0);

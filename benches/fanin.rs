@@ -127,7 +127,7 @@ fn baselines(list: &mut Vec<Contender>) {
 
 fn sys<P: Poller>(mode: Mode) -> Maker {
     Box::new(move |list| {
-        let poller = P::new().unwrap_or_else(|e| panic!("{}::new: {e}", P::NAME));
+        let poller = P::new_owned().unwrap_or_else(|e| panic!("{}::new_owned: {e}", P::NAME));
         if poller.supports(mode) {
             contender(list, &mode_id("ioloop-sys", P::NAME, mode), |p| {
                 SysWaiter::new(poller, b_ends(p), mode, CAPACITY)

@@ -76,7 +76,7 @@ fn waiter<W: Waiter + 'static>(
 
 fn sys<P: Poller>(mode: Mode) -> Prep {
     Box::new(move |k| {
-        let poller = P::new().unwrap_or_else(|e| panic!("{}::new: {e}", P::NAME));
+        let poller = P::new_owned().unwrap_or_else(|e| panic!("{}::new_owned: {e}", P::NAME));
         if !poller.supports(mode) {
             return None;
         }

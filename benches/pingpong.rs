@@ -86,7 +86,7 @@ fn floor(pair: &Pair, extra: libc::c_int) -> RawEpoll {
 
 /// The ioloop-sys contender for backend `P` in `mode`; skipped if `P` lacks `mode`.
 fn ioloop_sys_pingpong<P: Poller>(list: &mut Vec<Contender>, mode: Mode) {
-    let poller = P::new().unwrap_or_else(|e| panic!("{}::new: {e}", P::NAME));
+    let poller = P::new_owned().unwrap_or_else(|e| panic!("{}::new_owned: {e}", P::NAME));
     if !poller.supports(mode) {
         return;
     }

@@ -199,7 +199,7 @@ impl Wake for ioloop_sys::Notifier {
     }
 }
 fn sys_side<P: Poller>() -> (SysSide<P>, ioloop_sys::Notifier) {
-    let p = P::new().unwrap_or_else(|e| panic!("{}::new: {e}", P::NAME));
+    let p = P::new_owned().unwrap_or_else(|e| panic!("{}::new_owned: {e}", P::NAME));
     let n = p.notifier();
     (SysSide(p, Events::with_capacity(8)), n)
 }

@@ -237,11 +237,17 @@ impl IoLoop<DefaultPoller> {
 impl<P: Poller> IoLoop<P> {
     /// Creates a loop on a new poller of type `P`: `IoLoop::<ioloop::sys::Poll>::with_backend()`.
     ///
+    /// The poller is made with [`Poller::new_owned`]: the loop is not `Send`, so it
+    /// registers and waits on its own thread only, and other threads reach it through its
+    /// notifier alone ([`Handle`]). A backend may use that to run faster (io_uring does); it
+    /// then refuses registrations and waits made on its [`poller`](IoLoop::poller) from
+    /// another thread.
+    ///
     /// # Errors
     ///
-    /// What `P::new` reports.
+    /// What `P::new_owned` reports.
     pub fn with_backend() -> io::Result<Self> {
-        Self::with_poller(P::new()?)
+        Self::with_poller(P::new_owned()?)
     }
 
     /// Creates a loop on `poller`, which must have nothing registered.

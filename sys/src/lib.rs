@@ -177,6 +177,26 @@ pub trait Poller: Send + Sync + Sized + 'static {
     /// io_uring that a kernel or seccomp policy refuses).
     fn new() -> io::Result<Self>;
 
+    /// Creates a poller for use from one thread only: the calling code promises that every
+    /// [`register`](Poller::register), [`modify`](Poller::modify),
+    /// [`deregister`](Poller::deregister), [`is_stale`](Poller::is_stale) and
+    /// [`wait`](Poller::wait) happens on one thread (the first that makes one of these
+    /// calls, which need not be the creating thread). [`notify`](Poller::notify) and the
+    /// [`notifier`](Poller::notifier) still work from any thread. A single-threaded event
+    /// loop wants this.
+    ///
+    /// A backend may use the promise to run faster (io_uring's `Uring` does: the kernel then
+    /// finishes its requests in the owner's `wait`, in batches) and may refuse the calls
+    /// above from another thread with an error; the others just call [`new`](Poller::new),
+    /// the default.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Poller::new).
+    fn new_owned() -> io::Result<Self> {
+        Self::new()
+    }
+
     /// Whether this poller can register in `mode`.
     fn supports(&self, mode: Mode) -> bool;
 

@@ -51,6 +51,46 @@
 //!   the first wait, so its completions run as task work of the waiting thread. Older kernels
 //!   (found by the probe in `new`, or refusing it with `EINVAL`) get a single-shot poll,
 //!   drained and re-armed per wake-up.
+//! * [`Poller::new_owned`] (owned mode, Linux 6.1+) sets the ring up with
+//!   `IORING_SETUP_SINGLE_ISSUER | DEFER_TASKRUN | TASKRUN_FLAG | R_DISABLED`. The first
+//!   thread that enters the ring (register, modify, deregister, is_stale, wait) enables it
+//!   (`IORING_REGISTER_ENABLE_RINGS`) and becomes its only submitter; the others get
+//!   `Unsupported` for those calls (the kernel would say `EEXIST`), while their notifies
+//!   (an eventfd write) still wake it. Completions' task work is queued on the ring and run
+//!   by the owner's `io_uring_enter(GETEVENTS)`; since one call runs at most 20 items, a
+//!   wait enters again, without waiting, while the kernel sets `IORING_SQ_TASKRUN` (at most
+//!   64 times, and while the CQ has room). The multishot probe is skipped
+//!   (Linux 6.1 has multishot poll). A kernel that refuses the flags (`EINVAL`) gets what
+//!   [`Poller::new`] builds.
+//!
+//! # Performance notes (measured on Linux 6.18, `perf record -e cpu-clock`)
+//!
+//! * A [`Mode::Edge`] multishot poll costs a task-work item per wake-up of the file: the
+//!   writer's wake-up runs `io_poll_wake` under the wait-queue lock and queues task work on
+//!   the submitting thread with `TWA_SIGNAL`, and that thread runs it, one item at a time, on
+//!   its next return from any system call (`exit_to_user_mode_loop` -> `get_signal` ->
+//!   `task_work_run` -> `io_poll_task_func`). In the fan-in bench, where the waiting thread
+//!   also writes, that is ~11 % of the CPU time, plus ~6 % more in `sock_def_readable`.
+//!   [`Mode::Level`] re-arms only in the next wait, after the data has arrived, so its polls
+//!   complete inline in one batched `io_uring_enter` (~12 %) with no task work at all. Hence
+//!   Edge 1.07-1.09 x mio, Level 0.93-0.95. `IORING_SETUP_COOP_TASKRUN` does not help (the
+//!   thread that is notified is the running one, so the missing IPI changes nothing).
+//! * The notifier's wake-up goes through the same normal task work: the waiter is woken by
+//!   `signal_wake_up` and runs the item through `get_signal` (waker bench: 1.17 x mio).
+//! * `IORING_SETUP_DEFER_TASKRUN` (Linux 6.1+) removes both costs: task work goes on a list
+//!   of the ring and runs in the owner's `io_uring_enter(GETEVENTS)`, in a batch. A
+//!   prototype (`R_DISABLED | SINGLE_ISSUER | DEFER_TASKRUN | TASKRUN_FLAG`, the ring
+//!   enabled by the first waiting thread, and `GETEVENTS` repeated while the kernel sets
+//!   `IORING_SQ_TASKRUN`, since one call runs at most 20 items, `IO_LOCAL_TW_DEFAULT_MAX`)
+//!   measured fan-in Edge 0.93-0.98, Level 0.93-0.95, waker 0.995-1.000 x mio. It is what
+//!   owned mode ([`Poller::new_owned`], which `IoLoop::with_backend` uses) does: fan-in Edge
+//!   0.945-0.973 (was 1.02-1.07), Level 0.93-0.95 (unchanged), waker 1.003-1.018 (was
+//!   1.15-1.17) x mio, sys and reactor contenders alike. [`Poller::new`]
+//!   cannot: `SINGLE_ISSUER` makes every `io_uring_enter` from another thread fail with
+//!   `EEXIST`, and the `Poller` contract lets any thread register or wait (a change
+//!   submitted while a wait is blocked, a full SQ, `is_stale`, a wait moved to another
+//!   thread). Those paths would need to hand their SQEs to the owner (an internal eventfd
+//!   kick) or rebuild the ring without the flag.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -58,7 +98,8 @@ use std::mem::{self, MaybeUninit};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::thread::ThreadId;
 use std::time::Duration;
 
 use crate::common::{self, Round};
@@ -66,9 +107,23 @@ use crate::notify::Receiver;
 use crate::syscall::cvt;
 use crate::{Events, Interest, Mode, Notifier, Poller, Ready};
 
-// ---- <linux/io_uring.h> (uapi), checked against linux-libc-dev 6.1 ----
+// ---- <linux/io_uring.h> (uapi), checked against linux-libc-dev 6.1 and the kernel's ----
+// ---- io_uring_create / io_register_enable_rings / __io_run_local_work              ----
 
 const IORING_SETUP_CQSIZE: u32 = 1 << 3;
+/// The ring starts disabled: `io_uring_enter` fails (`EBADFD`) until
+/// `IORING_REGISTER_ENABLE_RINGS`, which makes the calling task the `SINGLE_ISSUER` owner
+/// (Linux 5.10+).
+const IORING_SETUP_R_DISABLED: u32 = 1 << 6;
+/// With `DEFER_TASKRUN`: the kernel sets `IORING_SQ_TASKRUN` while deferred task work waits
+/// to be run by a `GETEVENTS` (Linux 5.19+; with `DEFER_TASKRUN`, 6.1+).
+const IORING_SETUP_TASKRUN_FLAG: u32 = 1 << 9;
+/// Only one task may submit: `io_uring_enter` (and `io_uring_register`) from any other
+/// task fails with `EEXIST` (Linux 6.0+).
+const IORING_SETUP_SINGLE_ISSUER: u32 = 1 << 12;
+/// Completions' task work goes on a list of the ring, run only by the owner's
+/// `io_uring_enter(GETEVENTS)` (Linux 6.1+; requires `SINGLE_ISSUER`).
+const IORING_SETUP_DEFER_TASKRUN: u32 = 1 << 13;
 const IORING_FEAT_SINGLE_MMAP: u32 = 1 << 0;
 const IORING_FEAT_EXT_ARG: u32 = 1 << 8;
 const IORING_OFF_SQ_RING: libc::off_t = 0;
@@ -77,6 +132,10 @@ const IORING_OFF_SQES: libc::off_t = 0x1000_0000;
 const IORING_ENTER_GETEVENTS: u32 = 1 << 0;
 const IORING_ENTER_EXT_ARG: u32 = 1 << 3;
 const IORING_SQ_CQ_OVERFLOW: u32 = 1 << 1;
+/// `sq_flags`: deferred task work is pending (with `IORING_SETUP_TASKRUN_FLAG`).
+const IORING_SQ_TASKRUN: u32 = 1 << 2;
+/// `io_uring_register` opcode: enables a ring set up with `IORING_SETUP_R_DISABLED`.
+const IORING_REGISTER_ENABLE_RINGS: libc::c_uint = 12;
 const IORING_OP_NOP: u8 = 0;
 const IORING_OP_POLL_ADD: u8 = 6;
 const IORING_OP_POLL_REMOVE: u8 = 7;
@@ -203,6 +262,15 @@ const _: () = assert!(mem::size_of::<IoUringGeteventsArg>() == 24);
 const SQ_ENTRIES: u32 = 256;
 /// Completion queue entries: generous, so completions rarely wait in the overflow list.
 const CQ_ENTRIES: u32 = 1024;
+/// Owned mode: at most this many extra `GETEVENTS` per wait to run deferred task work (the
+/// kernel runs at most 20 items per call, `IO_LOCAL_TW_DEFAULT_MAX`, Linux 6.13+), a guard
+/// against wake-ups that keep coming without posting; in practice the CQ's room binds first.
+/// Stopping well before the CQ is full splits a burst over several waits, which measured
+/// ~5 % slower in the fan-in bench (Level 0.94 -> 1.00-1.04 x mio with a cap of 32)...
+const TASKRUN_ROUNDS: u32 = 64;
+/// ...and only while the CQ has this much room left: one call's 20 items post at most one
+/// completion each, so the CQ does not overflow.
+const TASKRUN_CQ_ROOM: u32 = 32;
 
 /// `user_data` = `(generation << 32) | fd` for registrations; fds are `0..=i32::MAX`, so a low
 /// word of `0x8000_0000` or more is free for the poller's own requests:
@@ -296,6 +364,13 @@ fn decode(ud: u64) -> Ud {
 ///   ready. A closed fd with events in flight is reported as [`Ready::ERROR`]. Deregister
 ///   before closing.
 /// * Regular files always poll ready.
+/// * [`new_owned`](Poller::new_owned) (Linux 6.1+; elsewhere it is `new`) makes a poller
+///   that one thread uses: the first thread that registers, modifies, deregisters, asks
+///   `is_stale` or waits owns it, and those calls from any other thread fail with
+///   [`Unsupported`](io::ErrorKind::Unsupported); [`notify`](Poller::notify) works from
+///   anywhere. The kernel then finishes completions in the owner's waits, in batches
+///   (`IORING_SETUP_DEFER_TASKRUN`), which is cheaper than the signalled task work of `new`
+///   (see the module's performance notes).
 ///
 /// # Examples
 ///
@@ -334,6 +409,11 @@ pub struct Uring {
     /// The kernel takes multishot polls (`IORING_POLL_ADD_MULTI`, Linux 5.13+): [`Mode::Edge`]
     /// is supported. Found by [`Uring::probe_multishot`] in `new`, fixed from then on.
     multishot: bool,
+    /// `Some` in owned mode ([`Poller::new_owned`] on Linux 6.1+: `SINGLE_ISSUER |
+    /// DEFER_TASKRUN`, set up disabled): the thread that enabled the ring, with the errno of
+    /// that `IORING_REGISTER_ENABLE_RINGS` (0: enabled). Set once, by the first call that
+    /// enters the ring ([`Uring::claim`]); from then on only that thread may make such calls.
+    owner: Option<OnceLock<(ThreadId, i32)>>,
 }
 
 impl std::fmt::Debug for Uring {
@@ -342,6 +422,7 @@ impl std::fmt::Debug for Uring {
             .field("ring_fd", &self.ring_fd)
             .field("ext_arg", &self.ext_arg)
             .field("multishot", &self.multishot)
+            .field("owned", &self.owner.is_some())
             .finish()
     }
 }
@@ -650,11 +731,26 @@ impl Poller for Uring {
         Self::build(false)
     }
 
+    /// On Linux 6.1+, a ring set up with `IORING_SETUP_SINGLE_ISSUER | DEFER_TASKRUN |
+    /// TASKRUN_FLAG | R_DISABLED`: the kernel no longer finishes each poll completion as
+    /// task work signalled to the thread (one `get_signal` per wake-up); it queues them on
+    /// the ring and the owner's wait runs them in batches. The ring is enabled by the first
+    /// thread that registers, modifies, deregisters, asks [`is_stale`](Poller::is_stale) or
+    /// waits, which becomes its owner: those calls from any other thread fail with
+    /// [`Unsupported`](io::ErrorKind::Unsupported) (the kernel would refuse them with
+    /// `EEXIST`). [`notify`](Poller::notify) and the [`notifier`](Poller::notifier) work from
+    /// any thread. Where the kernel refuses these flags (`EINVAL`: before Linux 6.1), this
+    /// is [`new`](Poller::new), with no thread restriction.
+    fn new_owned() -> io::Result<Self> {
+        Self::build_owned(false)
+    }
+
     fn supports(&self, mode: Mode) -> bool {
         mode != Mode::Edge || self.multishot
     }
 
     fn register(&self, fd: RawFd, token: u64, interest: Interest, mode: Mode) -> io::Result<()> {
+        self.claim()?;
         common::check_registration(fd, token, mode, self.supports(mode))?;
         if Some(fd) == self.wake.fd() {
             return Err(common::already_exists(fd));
@@ -669,6 +765,7 @@ impl Poller for Uring {
     }
 
     fn modify(&self, fd: RawFd, token: u64, interest: Interest, mode: Mode) -> io::Result<()> {
+        self.claim()?;
         common::check_registration(fd, token, mode, self.supports(mode))?;
         let mut st = self.lock();
         let old = *st.table.get(&fd).ok_or_else(|| common::not_found(fd))?;
@@ -679,6 +776,7 @@ impl Poller for Uring {
     }
 
     fn deregister(&self, fd: RawFd) -> io::Result<()> {
+        self.claim()?;
         common::check_fd(fd)?;
         let mut st = self.lock();
         let old = st.table.remove(&fd).ok_or_else(|| common::not_found(fd))?;
@@ -703,6 +801,7 @@ impl Poller for Uring {
     /// completions that brings are queued again (`Uring::resample`), so the next wait
     /// still samples readiness when it starts.
     fn is_stale(&self, fd: RawFd) -> io::Result<bool> {
+        self.claim()?;
         common::check_fd(fd)?;
         let mut st = self.lock();
         let Some(&entry) = st.table.get(&fd) else {
@@ -754,6 +853,7 @@ impl Poller for Uring {
     }
 
     fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
+        self.claim()?;
         let mut ws = self.waiter.lock().unwrap_or_else(|p| p.into_inner());
         common::wait_loop(events, timeout, |events, left| {
             self.wait_once(&mut ws, events, left)
@@ -773,10 +873,57 @@ impl Uring {
     /// [`Poller::new`], with the notifier's single-shot poll from the start if `notify_by_poll`
     /// (as on kernels without multishot poll).
     fn build(notify_by_poll: bool) -> io::Result<Self> {
+        let (ring_fd, p) = Self::setup(IORING_SETUP_CQSIZE)?;
+        let mut poller = Self::with_ring(ring_fd, &p, notify_by_poll, None)?;
+        // Decided now, so `supports` gives the same answer from the start. Forcing the
+        // notifier's fallback (tests) stands for a kernel without multishot poll.
+        poller.multishot = !notify_by_poll && poller.probe_multishot()?;
+        if !poller.multishot {
+            poller.lock().notify_by_poll = true;
+        }
+        // Queued only: the first wait submits it, so the kernel finishes its completions as
+        // task work of the waiting thread (the multishot poll is never submitted again),
+        // not of the thread that created the poller.
+        poller.push_notify(&mut poller.lock())?;
+        Ok(poller)
+    }
+
+    /// [`Poller::new_owned`]; `refused` stands for a kernel that refuses the owned-mode
+    /// flags (tests), which gets exactly what [`Poller::new`] builds.
+    ///
+    /// The ring is set up disabled, so that its owner is the thread that first enters it
+    /// ([`Uring::claim`]), not necessarily this one. Nothing here enters it: the multishot
+    /// probe of `new` is skipped (`DEFER_TASKRUN` is Linux 6.1, multishot poll 5.13), and the
+    /// notifier's poll is queued for the first wait, as in `new`.
+    fn build_owned(refused: bool) -> io::Result<Self> {
+        let flags = IORING_SETUP_CQSIZE
+            | IORING_SETUP_R_DISABLED
+            | IORING_SETUP_SINGLE_ISSUER
+            | IORING_SETUP_DEFER_TASKRUN
+            | IORING_SETUP_TASKRUN_FLAG;
+        let setup = if refused {
+            Err(io::Error::from_raw_os_error(libc::EINVAL))
+        } else {
+            Self::setup(flags)
+        };
+        let (ring_fd, p) = match setup {
+            Ok(ring) => ring,
+            // Unknown setup flags: a kernel before 6.1.
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Self::build(false),
+            Err(e) => return Err(e),
+        };
+        let mut poller = Self::with_ring(ring_fd, &p, false, Some(OnceLock::new()))?;
+        poller.multishot = true;
+        poller.push_notify(&mut poller.lock())?;
+        Ok(poller)
+    }
+
+    /// `io_uring_setup(2)` with `flags` (and our CQ size).
+    fn setup(flags: u32) -> io::Result<(OwnedFd, IoUringParams)> {
         // SAFETY: io_uring_params is plain integers; all-zero is valid (and required for the
         // reserved fields).
         let mut p: IoUringParams = unsafe { MaybeUninit::zeroed().assume_init() };
-        p.flags = IORING_SETUP_CQSIZE;
+        p.flags = flags;
         p.cq_entries = CQ_ENTRIES;
         // SAFETY: `p` is a valid, writable io_uring_params for the duration of the call.
         let fd = cvt(unsafe {
@@ -785,9 +932,19 @@ impl Uring {
         let fd = RawFd::try_from(fd)
             .map_err(|_| io::Error::new(io::ErrorKind::Other, "io_uring_setup: bad fd"))?;
         // SAFETY: `fd` was just returned by io_uring_setup and nothing else owns it.
-        let ring_fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let ring = Ring::map(ring_fd.as_raw_fd(), &p)?;
-        let mut poller = Self {
+        Ok((unsafe { OwnedFd::from_raw_fd(fd) }, p))
+    }
+
+    /// The poller around a ring just set up (`multishot` still to be decided; nothing
+    /// queued).
+    fn with_ring(
+        ring_fd: OwnedFd,
+        p: &IoUringParams,
+        notify_by_poll: bool,
+        owner: Option<OnceLock<(ThreadId, i32)>>,
+    ) -> io::Result<Self> {
+        let ring = Ring::map(ring_fd.as_raw_fd(), p)?;
+        Ok(Self {
             state: Mutex::new(State {
                 ring,
                 table: HashMap::new(),
@@ -808,18 +965,69 @@ impl Uring {
             wake: Receiver::new_fd()?,
             ext_arg: p.features & IORING_FEAT_EXT_ARG != 0,
             multishot: false,
+            owner,
+        })
+    }
+
+    /// In owned mode, the check every call that may enter the ring makes first: the first
+    /// such call enables the ring (`IORING_REGISTER_ENABLE_RINGS`), which makes its thread
+    /// the ring's `SINGLE_ISSUER` owner; afterwards, calls from another thread fail with
+    /// `Unsupported` instead of the kernel's bare `EEXIST`. Free otherwise. One atomic load
+    /// and a thread-local read once claimed.
+    fn claim(&self) -> io::Result<()> {
+        let Some(owner) = &self.owner else {
+            return Ok(());
         };
-        // Decided now, so `supports` gives the same answer from the start. Forcing the
-        // notifier's fallback (tests) stands for a kernel without multishot poll.
-        poller.multishot = !notify_by_poll && poller.probe_multishot()?;
-        if !poller.multishot {
-            poller.lock().notify_by_poll = true;
+        let me = current_thread();
+        let &(id, errno) = owner.get_or_init(|| {
+            // SAFETY: `ring_fd` is our ring (invariant); ENABLE_RINGS takes no argument
+            // (null, 0).
+            let res = unsafe {
+                libc::syscall(
+                    libc::SYS_io_uring_register,
+                    self.ring_fd.as_raw_fd(),
+                    IORING_REGISTER_ENABLE_RINGS,
+                    ptr::null::<libc::c_void>(),
+                    0,
+                )
+            };
+            let errno = cvt(res).err().and_then(|e| e.raw_os_error()).unwrap_or(0);
+            (me, errno)
+        });
+        if id != me {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "this io_uring poller was made with new_owned and is owned by another thread \
+                 (the first that registered or waited): only notify works from here",
+            ));
         }
-        // Queued only: the first wait submits it, so the kernel finishes its completions as
-        // task work of the waiting thread (the multishot poll is never submitted again),
-        // not of the thread that created the poller.
-        poller.push_notify(&mut poller.lock())?;
-        Ok(poller)
+        if errno != 0 {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
+        Ok(())
+    }
+
+    /// Owned mode, after a wait's `io_uring_enter`: one call runs at most 20 items of
+    /// deferred task work (Linux 6.13+), so while the kernel says more is pending
+    /// (`IORING_SQ_TASKRUN`) it enters again without waiting, for one wait to report what
+    /// is ready; bounded by [`TASKRUN_ROUNDS`] and by the room left in the CQ.
+    fn run_deferred(&self, st: &State) -> io::Result<()> {
+        for _ in 0..TASKRUN_ROUNDS {
+            let pending = st.ring.load(st.ring.sq_flags, Ordering::Acquire) & IORING_SQ_TASKRUN;
+            if pending == 0
+                || st.ring.cq_len() + TASKRUN_CQ_ROOM > st.ring.cq_entries
+                || st.ring.overflowed()
+            {
+                break;
+            }
+            match self.enter(0, 0, IORING_ENTER_GETEVENTS, None) {
+                Ok(_) => {}
+                // A signal, or completions in the overflow list: reaping copes.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Whether the kernel takes multishot polls (Linux 5.13+; older kernels refuse
@@ -1134,6 +1342,9 @@ impl Uring {
 
         let mut st = self.lock();
         st.waiting = false;
+        if self.owner.is_some() {
+            self.run_deferred(&st)?;
+        }
         let notified = self.reap(&mut st, ws, events)?;
         if let Some(ud) = ws.timeout.take() {
             // The wait ended before its timeout: cancel it (submitted with the next call).
@@ -1368,6 +1579,13 @@ impl Uring {
     fn registrations(&self) -> usize {
         self.lock().table.len()
     }
+}
+
+/// The calling thread's id, without the `Arc` clone of `thread::current()`.
+fn current_thread() -> ThreadId {
+    thread_local!(static ME: ThreadId = std::thread::current().id());
+    ME.try_with(|id| *id)
+        .unwrap_or_else(|_| std::thread::current().id())
 }
 
 /// Runs an `enter` until it does not fail with `EINTR` (for the non-blocking calls).
@@ -1905,6 +2123,76 @@ mod tests {
         p.deregister(fd).unwrap();
         let st = p.lock();
         assert!(st.ready.is_empty() && st.stash.is_empty());
+    }
+
+    /// Owned mode on this kernel (6.1+) is the kernel's: the ring is disabled until the
+    /// first call claims it (a raw `io_uring_enter` fails with `EBADFD`), then
+    /// `SINGLE_ISSUER` makes a raw `io_uring_enter` from another thread fail with `EEXIST`
+    /// (which `claim` turns into `Unsupported` before it gets there).
+    #[test]
+    fn owned_ring_is_single_issuer_in_the_kernel() {
+        let p = Uring::new_owned().expect("io_uring_setup");
+        assert!(
+            p.owner.is_some(),
+            "SINGLE_ISSUER | DEFER_TASKRUN is Linux 6.1+"
+        );
+        assert!(p.supports(Mode::Edge));
+        let raw = |p: &Uring| p.enter(0, 0, IORING_ENTER_GETEVENTS, None).map(|_| ());
+        assert_eq!(raw(&p).unwrap_err().raw_os_error(), Some(libc::EBADFD));
+        let mut events = Events::with_capacity(8);
+        assert!(poll_now(&p, &mut events).is_empty());
+        raw(&p).unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                assert_eq!(raw(&p).unwrap_err().raw_os_error(), Some(libc::EEXIST));
+                assert_eq!(p.claim().unwrap_err().kind(), io::ErrorKind::Unsupported);
+            });
+        });
+        // Notifies coalesce and wake again, as with `new`.
+        let n = p.notifier();
+        for _round in 0..3 {
+            for _ in 0..1000 {
+                n.notify().unwrap();
+            }
+            assert!(notified(&p, Duration::from_secs(5)));
+            assert!(!notified(&p, Duration::ZERO));
+            n.notify().unwrap();
+            assert!(notified(&p, Duration::from_secs(5)));
+        }
+    }
+
+    /// Where the kernel refuses the owned-mode flags (forced here), `new_owned` builds what
+    /// `new` does: probed multishot poll, no thread restriction (registered on one thread,
+    /// waited and probed on another), notifier working.
+    #[test]
+    fn owned_fallback_builds_a_working_poller() {
+        let p = Uring::build_owned(true).expect("io_uring_setup");
+        assert!(p.owner.is_none());
+        assert!(p.supports(Mode::Edge), "probed, as in new");
+        let (a, mut b) = nonblocking_pair();
+        let fd = a.as_raw_fd();
+        std::thread::scope(|s| {
+            s.spawn(|| p.register(fd, 1, Interest::READABLE, Mode::Edge).unwrap());
+        });
+        let mut events = Events::with_capacity(8);
+        assert!(poll_now(&p, &mut events).is_empty());
+        b.write_all(b"x").unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut events = Events::with_capacity(8);
+                p.wait(&mut events, Some(Duration::from_secs(5))).unwrap();
+                let got: Vec<_> = events.iter().map(|e| (e.token(), e.ready())).collect();
+                assert_eq!(got, [(1, Ready::READABLE)]);
+                // Drained first: asking re-arms a live Edge poll, which reports a ready fd.
+                let mut buf = [0u8; 8];
+                while (&a).read(&mut buf).is_ok() {}
+                assert!(!p.is_stale(fd).unwrap());
+            });
+        });
+        p.notify().unwrap();
+        assert!(notified(&p, Duration::from_secs(5)));
+        p.deregister(fd).unwrap();
+        assert!(poll_now(&p, &mut events).is_empty());
     }
 
     /// The IORING_OP_TIMEOUT path that kernels without EXT_ARG take.
