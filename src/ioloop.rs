@@ -362,8 +362,8 @@ impl<P: Poller> IoLoop<P> {
     }
 
     /// [`add_handler_with`](Self::add_handler_with) for the task layer: returns the
-    /// registration's generation (what [`registration`](Self::registration) reports while it
-    /// stands).
+    /// registration's generation (what [`remove_registration`](Self::remove_registration)
+    /// checks).
     pub(crate) fn add_registration(
         &self,
         fd: RawFd,
@@ -498,14 +498,6 @@ impl<P: Poller> IoLoop<P> {
         slot.interest = interest;
         slot.mode = mode;
         Ok(())
-    }
-
-    /// The generation of `fd`'s registration, if it has a handler: the task layer checks
-    /// that a registration is still the one it made before it removes it.
-    pub(crate) fn registration(&self, fd: RawFd) -> Option<u32> {
-        let fds = self.inner.fds.borrow();
-        let slot = fds.get(usize::try_from(fd).ok()?)?;
-        slot.live.then_some(slot.gen)
     }
 
     fn slot_mode(&self, fd: RawFd) -> io::Result<Mode> {
@@ -1151,6 +1143,37 @@ impl<P: Poller> WeakLoop<P> {
     /// The loop, if it still exists.
     pub(crate) fn upgrade(&self) -> Option<IoLoop<P>> {
         self.0.upgrade().map(|inner| IoLoop { inner })
+    }
+}
+
+impl<P: Poller> IoLoop<P> {
+    /// Removes `fd`'s handler if its registration is generation `gen` (what
+    /// [`add_registration`](Self::add_registration) returned), checked and removed in one
+    /// borrow of the table;
+    /// `Ok` with nothing removed if it is not (removed already, or a newer registration of the
+    /// number). Otherwise as [`remove_handler`](Self::remove_handler), whose steps it repeats.
+    #[inline]
+    pub(crate) fn remove_registration(&self, fd: RawFd, gen: u32) -> io::Result<()> {
+        let handler = {
+            let mut fds = self.inner.fds.borrow_mut();
+            match fds.get_mut(fd as usize) {
+                Some(slot) if slot.live && slot.gen == gen => {
+                    slot.gen = slot.gen.wrapping_add(1);
+                    slot.live = false;
+                    slot.handler.take()
+                }
+                _ => return Ok(()),
+            }
+        };
+        self.inner.handlers.set(self.inner.handlers.get() - 1);
+        let res = self.inner.shared.poller.deregister(fd);
+        // Dropped with no borrow held (see `remove_handler`).
+        drop(handler);
+        match res {
+            Err(e) if e.raw_os_error() == Some(libc::EBADF) || !is_open(fd) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
     }
 }
 

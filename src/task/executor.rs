@@ -26,7 +26,7 @@ use ioloop_sys::{Notifier, Ready};
 
 use super::async_fd::Wakeups;
 use super::join::{JoinError, JoinHandle, JoinSink, JoinState};
-use super::IoSource;
+use super::{IoSource, LoopOps};
 
 /// Identifies a task: its slot in the table and the slot's generation (a key whose task has
 /// finished never matches the slot's next occupant).
@@ -171,6 +171,18 @@ impl Table {
     }
 }
 
+/// Puts a new source in `entry` (out of line: only a new fd number, or one whose old source
+/// is still held, allocates); returns a new reference to it.
+#[cold]
+#[inline(never)]
+fn new_entry(entry: &mut Option<Rc<IoSource>>, source: IoSource) -> Option<Rc<IoSource>> {
+    let source = Rc::new(source);
+    // The old source (if any) is still held elsewhere: dropping this reference drops no
+    // waker, and the table stays borrowed only by the caller's plain stores.
+    *entry = Some(source.clone());
+    Some(source)
+}
+
 #[cold]
 #[inline(never)]
 fn grow_sources(sources: &mut Vec<Option<Rc<IoSource>>>, idx: usize) {
@@ -218,30 +230,37 @@ impl Executor {
         }
     }
 
-    /// A source for a new registration of `fd` (which just succeeded), recorded as the
-    /// one registered for it. The allocation of the source last recorded for `fd` is reused
-    /// when nothing else holds it any more (its `Async` is gone), as the fd table reuses its
-    /// slots, so registering an fd number again allocates nothing.
+    /// A source for a new registration of `fd` (which just succeeded) on the loop `ops`
+    /// reaches (this executor's), recorded as the one registered for it. The allocation of
+    /// the source last recorded for `fd` is reused when nothing else holds it any more (its
+    /// `Async` is gone), as the fd table reuses its slots, so registering an fd number again
+    /// allocates nothing.
     #[inline]
-    pub(crate) fn new_source(&self, fd: RawFd, gen: u32, edge: bool) -> Rc<IoSource> {
+    pub(crate) fn new_source(
+        &self,
+        fd: RawFd,
+        gen: u32,
+        edge: bool,
+        ops: &Rc<dyn LoopOps>,
+    ) -> Rc<IoSource> {
         let idx = fd as usize;
         let mut sources = self.sources.borrow_mut();
         if sources.len() <= idx {
             grow_sources(&mut sources, idx);
         }
         let entry = &mut sources[idx];
-        match entry.as_mut().and_then(Rc::get_mut) {
+        let source = match entry.as_mut().and_then(Rc::get_mut) {
             // Nothing else holds it (its `Async` is gone, and took its wakers with it when it
-            // went: `remove_source`), so overwriting it runs no waker's code: reused in place.
+            // went: `remove_source`), so resetting it drops no waker: reused in place.
             Some(free) => {
-                debug_assert!(free.is_retired(), "a reused source still holds a waker");
-                *free = IoSource::new(fd, gen, edge);
+                debug_assert!(Rc::ptr_eq(&free.ops, ops), "a source of another loop");
+                free.reset(gen, edge);
+                entry.clone()
             }
             // A still-held source (an `Async` the reactor found stale) stays with its
             // holder; it only leaves the table.
-            None => *entry = Some(Rc::new(IoSource::new(fd, gen, edge))),
-        }
-        let source = entry.clone();
+            None => new_entry(entry, IoSource::new(ops.clone(), fd, gen, edge)),
+        };
         drop(sources);
         source.unwrap_or_else(|| unreachable!("the entry was just filled"))
     }
