@@ -361,19 +361,6 @@ impl<P: Poller> IoLoop<P> {
             .map(drop)
     }
 
-    /// [`add_handler_with`](Self::add_handler_with) for the task layer: returns the
-    /// registration's generation (what [`remove_registration`](Self::remove_registration)
-    /// checks).
-    pub(crate) fn add_registration(
-        &self,
-        fd: RawFd,
-        interest: Interest,
-        mode: Mode,
-        handler: impl FnMut(&IoLoop<P>, RawFd, Ready) + 'static,
-    ) -> io::Result<u32> {
-        self.add_slot(fd, interest, mode, Box::new(handler))
-    }
-
     /// Registers `fd` with `handler` and returns the registration's generation. The fast path
     /// takes one borrow of the table and makes one system call; an occupied number (a live
     /// or stale handler) goes through [`add_occupied`](Self::add_occupied).
@@ -1147,6 +1134,40 @@ impl<P: Poller> WeakLoop<P> {
 }
 
 impl<P: Poller> IoLoop<P> {
+    /// [`add_handler_with`](Self::add_handler_with) for the task layer: returns the
+    /// registration's generation (what [`remove_registration`](Self::remove_registration)
+    /// checks). Inlined into its caller, so that a constant `interest` and `mode` fold into
+    /// the poller's call: [`add_slot`](Self::add_slot)'s fast path (a number with no
+    /// handler, in the table already) in place, the rest through `add_slot`.
+    #[inline(always)]
+    pub(crate) fn add_registration(
+        &self,
+        fd: RawFd,
+        interest: Interest,
+        mode: Mode,
+        handler: impl FnMut(&IoLoop<P>, RawFd, Ready) + 'static,
+    ) -> io::Result<u32> {
+        let mut fds = self.inner.fds.borrow_mut();
+        let slot = match usize::try_from(fd).ok().and_then(|i| fds.get_mut(i)) {
+            Some(slot) if !slot.live => slot,
+            _ => {
+                drop(fds);
+                return self.add_slot(fd, interest, mode, Box::new(handler));
+            }
+        };
+        let gen = slot.gen;
+        self.inner
+            .shared
+            .poller
+            .register(fd, pack(gen, fd), interest, mode)?;
+        slot.interest = interest;
+        slot.mode = mode;
+        slot.live = true;
+        slot.handler = Some(Box::new(handler));
+        self.inner.handlers.set(self.inner.handlers.get() + 1);
+        Ok(gen)
+    }
+
     /// Removes `fd`'s handler if its registration is generation `gen` (what
     /// [`add_registration`](Self::add_registration) returned), checked and removed in one
     /// borrow of the table;
