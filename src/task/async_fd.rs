@@ -1031,6 +1031,34 @@ mod tests {
         assert_eq!(read_after_wait(&lp, &third, &b), b'x');
     }
 
+    /// An `Async` may outlive its loop (its source keeps only a weak handle): a wait fails
+    /// with `NotConnected`, and dropping it, or `into_inner`, just gives the fd back.
+    #[test]
+    fn async_outlives_its_loop() {
+        struct Noop;
+        impl std::task::Wake for Noop {
+            fn wake(self: std::sync::Arc<Self>) {}
+        }
+        let waker = Waker::from(std::sync::Arc::new(Noop));
+        let mut cx = Context::from_waker(&waker);
+        let (a, _b) = UnixStream::pair().unwrap();
+        let lp = IoLoop::new().unwrap();
+        let first = Async::with_loop(&lp, a.try_clone().unwrap()).unwrap();
+        let second = Async::with_loop(&lp, a).unwrap();
+        drop(lp);
+        match first.poll_readable(&mut cx) {
+            Poll::Ready(Err(e)) => assert_eq!(e.kind(), io::ErrorKind::NotConnected),
+            other => panic!("a wait on a dropped loop: {other:?}"),
+        }
+        assert!(
+            !first.source.read.waiting(),
+            "the failed wait kept its waker"
+        );
+        drop(first);
+        let a = second.into_inner().unwrap();
+        (&a).write_all(b"x").unwrap();
+    }
+
     /// An `Async` does not remove a registration of its fd number that is not the one made
     /// for it: one a newer `Async` made after the reactor dropped the old one (found stale),
     /// or a plain handler added since.
