@@ -50,33 +50,51 @@ struct RunQueue {
     thread: ThreadId,
 }
 
+/// The loop running on this thread (the innermost, if nested).
+pub(crate) struct Running {
+    /// The loop, type-erased and weak: the task layer's *current loop*.
+    pub(crate) ops: Rc<dyn LoopOps>,
+    /// Its executor: a wake made on the loop's own thread while it runs queues the task
+    /// there, with no lock and no atomic flag (see [`RunQueue::push`]).
+    pub(crate) executor: Rc<Executor>,
+}
+
 thread_local! {
-    /// The executor of the loop running on this thread (the innermost, if nested): a wake
-    /// made on the loop's own thread while it runs queues the task there, with no lock and no
-    /// atomic flag (see [`RunQueue::push`]).
-    static LOCAL: RefCell<Option<Rc<Executor>>> = const { RefCell::new(None) };
+    /// One thread-local for both halves of [`Running`], so entering and leaving a run is one
+    /// access each.
+    static RUNNING: RefCell<Option<Running>> = const { RefCell::new(None) };
 }
 
-/// Makes `executor` the thread's local executor until the returned value is passed to
-/// [`leave_local`] (the loop's run guard does both).
-pub(crate) fn enter_local(executor: Rc<Executor>) -> Option<Rc<Executor>> {
-    LOCAL.with(|l| l.replace(Some(executor)))
+/// Makes `running` the thread's running loop until the returned value (the one it replaced)
+/// is passed to [`leave`] (the loop's run guard does both).
+pub(crate) fn enter(running: Running) -> Option<Running> {
+    RUNNING.with(|r| r.replace(Some(running)))
 }
 
-/// Restores the local executor [`enter_local`] replaced.
-pub(crate) fn leave_local(prev: Option<Rc<Executor>>) {
+/// Restores the running loop [`enter`] replaced.
+pub(crate) fn leave(prev: Option<Running>) {
     // `replace`, then drop with no borrow held: dropping an executor can wake tasks.
-    let old = LOCAL.try_with(|l| l.replace(prev));
+    let old = RUNNING.try_with(|r| r.replace(prev));
     drop(old);
 }
 
-/// Queues `key` on the local executor if `queue` is its run queue; `false` if it is not
-/// (another thread, or another loop's task).
+/// The current loop's handle, if a loop is running on this thread.
+pub(crate) fn current() -> Option<Rc<dyn LoopOps>> {
+    RUNNING
+        .try_with(|r| r.borrow().as_ref().map(|r| r.ops.clone()))
+        .ok()
+        .flatten()
+}
+
+/// Queues `key` on the running loop's executor if `queue` is its run queue; `false` if it
+/// is not (another thread, or another loop's task).
 #[inline]
 fn push_local(queue: &RunQueue, key: Key) -> bool {
-    LOCAL
-        .try_with(|l| match &*l.borrow() {
-            Some(ex) if std::ptr::eq(Arc::as_ptr(&ex.run_queue), queue) => {
+    RUNNING
+        .try_with(|r| match &*r.borrow() {
+            Some(Running { executor: ex, .. })
+                if std::ptr::eq(Arc::as_ptr(&ex.run_queue), queue) =>
+            {
                 ex.local.borrow_mut().push_back(key);
                 ex.queued.set(true);
                 true

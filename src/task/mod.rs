@@ -45,7 +45,6 @@ mod join;
 mod time;
 
 use std::any::Any;
-use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::os::fd::RawFd;
@@ -174,34 +173,24 @@ pub(crate) fn add_source<P: Poller>(lp: &IoLoop<P>, fd: RawFd) -> io::Result<Rc<
     Ok(lp.executor().new_source(fd, gen, edge, lp.ops()))
 }
 
-thread_local! {
-    /// The loop running on this thread (innermost, if nested).
-    static CURRENT: RefCell<Option<Rc<dyn LoopOps>>> = const { RefCell::new(None) };
-}
-
 /// Restores the previous current loop (and local executor) when dropped.
-pub(crate) struct CurrentGuard(Option<Rc<dyn LoopOps>>, Option<Rc<Executor>>);
+pub(crate) struct CurrentGuard(Option<executor::Running>);
 
 /// Makes `ops` the thread's current loop, and `executor` the one that wakes on this thread
 /// queue to without a lock, until the guard drops.
 pub(crate) fn enter(ops: Rc<dyn LoopOps>, executor: Rc<Executor>) -> CurrentGuard {
-    CurrentGuard(
-        CURRENT.with(|c| c.replace(Some(ops))),
-        executor::enter_local(executor),
-    )
+    CurrentGuard(executor::enter(executor::Running { ops, executor }))
 }
 
 impl Drop for CurrentGuard {
     fn drop(&mut self) {
-        executor::leave_local(self.1.take());
-        let prev = self.0.take();
-        let _ = CURRENT.try_with(|c| *c.borrow_mut() = prev);
+        executor::leave(self.0.take());
     }
 }
 
 /// The thread's current loop, if one is running.
 pub(crate) fn current() -> Option<Rc<dyn LoopOps>> {
-    CURRENT.try_with(|c| c.borrow().clone()).ok().flatten()
+    executor::current()
 }
 
 #[track_caller]
