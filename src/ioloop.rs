@@ -367,19 +367,6 @@ impl<P: Poller> IoLoop<P> {
             .map(drop)
     }
 
-    /// [`add_handler_with`](Self::add_handler_with) for the task layer: returns the
-    /// registration's generation (what [`registration`](Self::registration) reports while it
-    /// stands).
-    pub(crate) fn add_registration(
-        &self,
-        fd: RawFd,
-        interest: Interest,
-        mode: Mode,
-        handler: impl FnMut(&IoLoop<P>, RawFd, Ready) + 'static,
-    ) -> io::Result<u32> {
-        self.add_slot(fd, interest, mode, Box::new(handler))
-    }
-
     /// Registers `fd` with `handler` and returns the registration's generation. The fast path
     /// takes one borrow of the table and makes one system call; an occupied number (a live
     /// or stale handler) goes through [`add_occupied`](Self::add_occupied).
@@ -504,14 +491,6 @@ impl<P: Poller> IoLoop<P> {
         slot.interest = interest;
         slot.mode = mode;
         Ok(())
-    }
-
-    /// The generation of `fd`'s registration, if it has a handler: the task layer checks
-    /// that a registration is still the one it made before it removes it.
-    pub(crate) fn registration(&self, fd: RawFd) -> Option<u32> {
-        let fds = self.inner.fds.borrow();
-        let slot = fds.get(usize::try_from(fd).ok()?)?;
-        slot.live.then_some(slot.gen)
     }
 
     fn slot_mode(&self, fd: RawFd) -> io::Result<Mode> {
@@ -1157,6 +1136,71 @@ impl<P: Poller> WeakLoop<P> {
     /// The loop, if it still exists.
     pub(crate) fn upgrade(&self) -> Option<IoLoop<P>> {
         self.0.upgrade().map(|inner| IoLoop { inner })
+    }
+}
+
+impl<P: Poller> IoLoop<P> {
+    /// [`add_handler_with`](Self::add_handler_with) for the task layer: returns the
+    /// registration's generation (what [`remove_registration`](Self::remove_registration)
+    /// checks). Inlined into its caller, so that a constant `interest` and `mode` fold into
+    /// the poller's call: [`add_slot`](Self::add_slot)'s fast path (a number with no
+    /// handler, in the table already) in place, the rest through `add_slot`.
+    #[inline(always)]
+    pub(crate) fn add_registration(
+        &self,
+        fd: RawFd,
+        interest: Interest,
+        mode: Mode,
+        handler: impl FnMut(&IoLoop<P>, RawFd, Ready) + 'static,
+    ) -> io::Result<u32> {
+        let mut fds = self.inner.fds.borrow_mut();
+        let slot = match usize::try_from(fd).ok().and_then(|i| fds.get_mut(i)) {
+            Some(slot) if !slot.live => slot,
+            _ => {
+                drop(fds);
+                return self.add_slot(fd, interest, mode, Box::new(handler));
+            }
+        };
+        let gen = slot.gen;
+        self.inner
+            .shared
+            .poller
+            .register(fd, pack(gen, fd), interest, mode)?;
+        slot.interest = interest;
+        slot.mode = mode;
+        slot.live = true;
+        slot.handler = Some(Box::new(handler));
+        self.inner.handlers.set(self.inner.handlers.get() + 1);
+        Ok(gen)
+    }
+
+    /// Removes `fd`'s handler if its registration is generation `gen` (what
+    /// [`add_registration`](Self::add_registration) returned), checked and removed in one
+    /// borrow of the table;
+    /// `Ok` with nothing removed if it is not (removed already, or a newer registration of the
+    /// number). Otherwise as [`remove_handler`](Self::remove_handler), whose steps it repeats.
+    #[inline]
+    pub(crate) fn remove_registration(&self, fd: RawFd, gen: u32) -> io::Result<()> {
+        let handler = {
+            let mut fds = self.inner.fds.borrow_mut();
+            match fds.get_mut(fd as usize) {
+                Some(slot) if slot.live && slot.gen == gen => {
+                    slot.gen = slot.gen.wrapping_add(1);
+                    slot.live = false;
+                    slot.handler.take()
+                }
+                _ => return Ok(()),
+            }
+        };
+        self.inner.handlers.set(self.inner.handlers.get() - 1);
+        let res = self.inner.shared.poller.deregister(fd);
+        // Dropped with no borrow held (see `remove_handler`).
+        drop(handler);
+        match res {
+            Err(e) if e.raw_os_error() == Some(libc::EBADF) || !is_open(fd) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
     }
 }
 

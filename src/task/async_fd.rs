@@ -24,7 +24,7 @@
 //!
 //! Nothing polls in a loop, and a wait allocates nothing.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::fmt;
 use std::future::poll_fn;
 use std::io;
@@ -36,7 +36,7 @@ use std::task::{Context, Poll, Waker};
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 
-use super::{current, IoLoop, LoopOps, Poller};
+use super::{add_source, current, IoLoop, LoopOps, Poller};
 use crate::{Interest, Mode, Ready};
 
 /// One direction (read or write) of a source: its cached readiness, its waiting task and
@@ -45,7 +45,9 @@ struct Direction {
     /// Ready as far as we know: set by a report (and at creation: nothing is known, so the
     /// first operation tries the I/O), cleared when the I/O returned `WouldBlock`.
     ready: Cell<bool>,
-    waker: RefCell<Option<Waker>>,
+    /// A `Cell`, not a `RefCell`: a waker is only ever moved in or out, so none is dropped
+    /// or woken while anything is borrowed.
+    waker: Cell<Option<Waker>>,
     /// Bumped each time the reactor reports this direction ready.
     tick: Cell<u64>,
     /// For [`Async::readable`]-style waits: the tick when the current wait began (`None`: no
@@ -57,7 +59,7 @@ impl Default for Direction {
     fn default() -> Self {
         Self {
             ready: Cell::new(true),
-            waker: RefCell::new(None),
+            waker: Cell::new(None),
             tick: Cell::new(0),
             start: Cell::new(None),
         }
@@ -70,19 +72,37 @@ impl Direction {
     fn fire(&self) -> Option<Waker> {
         self.tick.set(self.tick.get().wrapping_add(1));
         self.ready.set(true);
-        self.waker.borrow_mut().take()
+        self.waker.take()
     }
 
     fn waiting(&self) -> bool {
-        self.waker.borrow().is_some()
+        let waker = self.waker.take();
+        let waiting = waker.is_some();
+        self.waker.set(waker);
+        waiting
     }
 
     fn set_waker(&self, waker: &Waker) {
-        let mut slot = self.waker.borrow_mut();
-        match &*slot {
-            Some(old) if old.will_wake(waker) => {}
-            _ => *slot = Some(waker.clone()),
+        let old = self.waker.take();
+        match old {
+            Some(old) if old.will_wake(waker) => self.waker.set(Some(old)),
+            // Another task's waker, dropped here with nothing borrowed.
+            _ => self.waker.set(Some(waker.clone())),
         }
+    }
+
+    /// Forgets the waiting task (a wait that failed).
+    fn clear_waker(&self) {
+        drop(self.waker.take());
+    }
+
+    /// Back to a new source's state: ready, no wait in progress. The waker is already gone
+    /// ([`IoSource::retire`]).
+    fn reset(&mut self) {
+        debug_assert!(!self.waiting(), "a reused source still holds a waker");
+        *self.ready.get_mut() = true;
+        *self.tick.get_mut() = 0;
+        *self.start.get_mut() = None;
     }
 
     /// The I/O of an operation that saw readiness at `tick` returned `WouldBlock` (or showed
@@ -112,9 +132,13 @@ enum ShortIo {
 
 /// The reactor-side state of an [`Async`]: shared with the fd's handler.
 pub(crate) struct IoSource {
+    /// The loop (weak, type-erased). Set when the source is allocated and kept when the
+    /// executor reuses it (the sources table is per loop), so neither making nor dropping
+    /// an `Async` touches its reference count.
+    pub(crate) ops: Rc<dyn LoopOps>,
     pub(crate) fd: RawFd,
     /// The reactor's generation of the registration made for this source
-    /// ([`IoLoop::registration`](crate::IoLoop)): a registration of the same fd number with
+    /// (what `IoLoop::add_registration` returned): a registration of the same fd number with
     /// another generation is not this source's to remove.
     pub(crate) gen: u32,
     /// Registered edge-triggered; else Oneshot.
@@ -153,8 +177,9 @@ impl Wakeups {
 impl IoSource {
     /// A source for `fd`'s registration of generation `gen`, edge-triggered if `edge` (else
     /// Oneshot).
-    pub(crate) fn new(fd: RawFd, gen: u32, edge: bool) -> Self {
+    pub(crate) fn new(ops: Rc<dyn LoopOps>, fd: RawFd, gen: u32, edge: bool) -> Self {
         Self {
+            ops,
             fd,
             gen,
             edge: Cell::new(edge),
@@ -167,18 +192,25 @@ impl IoSource {
     }
 
     /// Takes the wakers out of a source whose `Async` is going away (its registration is
-    /// removed), so that the copy the executor keeps for reuse holds no task.
+    /// removed), so that the copy the executor keeps for reuse holds no task. The caller
+    /// drops them.
     #[inline]
     pub(crate) fn retire(&self) -> [Option<Waker>; 2] {
-        [
-            self.read.waker.borrow_mut().take(),
-            self.write.waker.borrow_mut().take(),
-        ]
+        [self.read.waker.take(), self.write.waker.take()]
     }
 
-    /// Whether [`retire`](Self::retire) left it without wakers (it holds no task).
-    pub(crate) fn is_retired(&self) -> bool {
-        !self.read.waiting() && !self.write.waiting()
+    /// Makes a retired source (its wakers taken) new again for the registration of
+    /// generation `gen` of the same fd number on the same loop: as [`new`](Self::new), in
+    /// place.
+    #[inline]
+    pub(crate) fn reset(&mut self, gen: u32, edge: bool) {
+        self.gen = gen;
+        *self.edge.get_mut() = edge;
+        *self.armed.get_mut() = Interest::empty();
+        self.read.reset();
+        self.write.reset();
+        *self.short_io.get_mut() = ShortIo::Unknown;
+        *self.read_closed.get_mut() = false;
     }
 
     /// Called by the fd's handler: marks ready the directions `ready` covers (errors and
@@ -214,7 +246,7 @@ impl IoSource {
     /// the registration even if it covers `interest`, so that an Edge one reports the current
     /// state anew. An update re-checks readiness in the kernel, so a change that happened
     /// before it (after the `WouldBlock`) is reported, not lost.
-    fn arm(&self, ops: &dyn LoopOps, interest: Interest, again: bool) -> io::Result<()> {
+    fn arm(&self, interest: Interest, again: bool) -> io::Result<()> {
         let armed = self.armed.get();
         if armed.contains(interest) && !again {
             return Ok(());
@@ -224,7 +256,7 @@ impl IoSource {
         } else {
             Mode::Oneshot
         };
-        ops.arm(self.fd, armed | interest, mode)?;
+        self.ops.arm(self.fd, armed | interest, mode)?;
         self.armed.set(armed | interest);
         Ok(())
     }
@@ -346,8 +378,8 @@ fn classify(fd: BorrowedFd<'_>) -> ShortIo {
 /// # std::io::Result::Ok(())
 /// ```
 pub struct Async<T: AsFd> {
+    /// Also how the `Async` reaches its loop ([`IoSource::ops`]).
     source: Rc<IoSource>,
-    ops: Rc<dyn LoopOps>,
     /// `None` only after `into_inner` (and during drop).
     io: Option<T>,
 }
@@ -373,7 +405,7 @@ impl<T: AsFd> Async<T> {
     pub fn new(io: T) -> io::Result<Self> {
         let ops = current().ok_or_else(no_loop)?;
         ioloop_sys::set_nonblocking(io.as_fd())?;
-        Self::register(ops, io)
+        Self::register(&*ops, io)
     }
 
     /// Puts `io`'s fd in non-blocking mode and registers it on `lp`.
@@ -383,7 +415,7 @@ impl<T: AsFd> Async<T> {
     /// As [`new`](Self::new), except for `NotConnected`.
     pub fn with_loop<P: Poller>(lp: &IoLoop<P>, io: T) -> io::Result<Self> {
         ioloop_sys::set_nonblocking(io.as_fd())?;
-        Self::register(lp.ops().clone(), io)
+        Self::register_on(lp, io)
     }
 
     /// Registers `io` on the current loop as it is: the caller has already put its fd in
@@ -413,7 +445,7 @@ impl<T: AsFd> Async<T> {
     /// ```
     pub fn new_nonblocking(io: T) -> io::Result<Self> {
         let ops = current().ok_or_else(no_loop)?;
-        Self::register(ops, io)
+        Self::register(&*ops, io)
     }
 
     /// [`new_nonblocking`](Self::new_nonblocking) on `lp`.
@@ -421,16 +453,27 @@ impl<T: AsFd> Async<T> {
     /// # Errors
     ///
     /// As [`with_loop`](Self::with_loop).
+    #[inline]
     pub fn with_loop_nonblocking<P: Poller>(lp: &IoLoop<P>, io: T) -> io::Result<Self> {
-        Self::register(lp.ops().clone(), io)
+        Self::register_on(lp, io)
     }
 
-    /// Registers `io`, whose fd is already non-blocking.
-    fn register(ops: Rc<dyn LoopOps>, io: T) -> io::Result<Self> {
+    /// Registers `io`, whose fd is already non-blocking, on the loop `ops` reaches.
+    fn register(ops: &dyn LoopOps, io: T) -> io::Result<Self> {
         let source = ops.add_source(io.as_fd().as_raw_fd())?;
         Ok(Self {
             source,
-            ops,
+            io: Some(io),
+        })
+    }
+
+    /// [`register`](Self::register) on a loop of known type: no dynamic call, and no weak
+    /// reference to upgrade.
+    #[inline]
+    fn register_on<P: Poller>(lp: &IoLoop<P>, io: T) -> io::Result<Self> {
+        let source = add_source(lp, io.as_fd().as_raw_fd())?;
+        Ok(Self {
+            source,
             io: Some(io),
         })
     }
@@ -453,7 +496,7 @@ impl<T: AsFd> Async<T> {
     /// What removing the handler reports.
     pub fn into_inner(mut self) -> io::Result<T> {
         let io = self.io.take().expect("Async used after into_inner");
-        self.ops.remove_source(&self.source)?;
+        self.source.ops.remove_source(&self.source)?;
         Ok(io)
     }
 
@@ -490,7 +533,7 @@ impl<T: AsFd> Async<T> {
     ///
     /// As [`readable`](Self::readable).
     pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        poll_dir(&self.source, &*self.ops, Interest::READABLE, cx)
+        poll_dir(&self.source, Interest::READABLE, cx)
     }
 
     /// Polls for writability; see [`poll_readable`](Self::poll_readable).
@@ -499,7 +542,7 @@ impl<T: AsFd> Async<T> {
     ///
     /// As [`readable`](Self::readable).
     pub fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        poll_dir(&self.source, &*self.ops, Interest::WRITABLE, cx)
+        poll_dir(&self.source, Interest::WRITABLE, cx)
     }
 
     /// Runs the non-blocking `op` until it does not return `WouldBlock`, waiting for
@@ -559,7 +602,7 @@ impl<T: AsFd> Async<T> {
         mut op: impl FnMut(&T) -> io::Result<R>,
     ) -> io::Result<R> {
         loop {
-            let tick = poll_fn(|cx| poll_ready(&self.source, &*self.ops, dir, cx)).await?;
+            let tick = poll_fn(|cx| poll_ready(&self.source, dir, cx)).await?;
             match op(self.get_ref()) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.source.dir(dir).clear(tick),
                 res => return res,
@@ -574,7 +617,7 @@ impl<T: AsFd> Async<T> {
         mut op: impl FnMut(&mut T) -> io::Result<R>,
     ) -> io::Result<R> {
         loop {
-            let tick = poll_fn(|cx| poll_ready(&self.source, &*self.ops, dir, cx)).await?;
+            let tick = poll_fn(|cx| poll_ready(&self.source, dir, cx)).await?;
             match op(self.get_mut()) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.source.dir(dir).clear(tick),
                 res => return res,
@@ -585,7 +628,7 @@ impl<T: AsFd> Async<T> {
     /// A new `Async` for `io` on the same loop as `self`.
     fn sibling<U: AsFd>(&self, io: U) -> io::Result<Async<U>> {
         ioloop_sys::set_nonblocking(io.as_fd())?;
-        Async::register(self.ops.clone(), io)
+        Async::register(&*self.source.ops, io)
     }
 }
 
@@ -605,7 +648,7 @@ impl<T: AsFd> Drop for Async<T> {
     fn drop(&mut self) {
         if self.io.is_some() {
             // Deregister before the fd is closed (when `io` drops right after).
-            let _ = self.ops.remove_source(&self.source);
+            let _ = self.source.ops.remove_source(&self.source);
         }
     }
 }
@@ -665,7 +708,7 @@ impl Async<TcpStream> {
         let fd = socket::socket(family, SockType::Stream, SockFlag::empty(), None)?;
         fcntl(fd.as_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
         ioloop_sys::set_nonblocking(fd.as_fd())?;
-        let stream = Async::register(ops, TcpStream::from(fd))?;
+        let stream = Async::register(&*ops, TcpStream::from(fd))?;
         match socket::connect(stream.as_raw_fd(), &SockaddrStorage::from(addr)) {
             Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => {}
             Err(e) => return Err(e.into()),
@@ -748,17 +791,12 @@ impl Async<UdpSocket> {
 /// sure the registration covers the direction ([`IoSource::arm`]: nothing to do in Edge mode
 /// after the direction's first wait) and returns `Pending`.
 #[inline]
-fn poll_ready(
-    src: &IoSource,
-    ops: &dyn LoopOps,
-    interest: Interest,
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<u64>> {
+fn poll_ready(src: &IoSource, interest: Interest, cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
     let dir = src.dir(interest);
     if dir.ready.get() {
         return Poll::Ready(Ok(dir.tick.get()));
     }
-    park(src, dir, ops, interest, cx)
+    park(src, dir, interest, cx)
 }
 
 /// [`poll_ready`]'s not-ready half, out of line so that the ready path stays small.
@@ -766,13 +804,12 @@ fn poll_ready(
 fn park(
     src: &IoSource,
     dir: &Direction,
-    ops: &dyn LoopOps,
     interest: Interest,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<u64>> {
     dir.set_waker(cx.waker());
-    if let Err(e) = src.arm(ops, interest, false) {
-        dir.waker.borrow_mut().take();
+    if let Err(e) = src.arm(interest, false) {
+        dir.clear_waker();
         return Poll::Ready(Err(e));
     }
     Poll::Pending
@@ -785,12 +822,7 @@ fn park(
 /// it updates the registration, which makes the kernel report the current state again (a
 /// cleared readiness needs nothing once the direction is registered: the next change makes
 /// an edge).
-fn poll_dir(
-    src: &IoSource,
-    ops: &dyn LoopOps,
-    interest: Interest,
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<()>> {
+fn poll_dir(src: &IoSource, interest: Interest, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
     let dir = src.dir(interest);
     let fresh = match dir.start.get() {
         Some(start) if start != dir.tick.get() => {
@@ -805,8 +837,8 @@ fn poll_dir(
     };
     dir.set_waker(cx.waker());
     let again = fresh && src.edge.get() && dir.ready.get();
-    if let Err(e) = src.arm(ops, interest, again) {
-        dir.waker.borrow_mut().take();
+    if let Err(e) = src.arm(interest, again) {
+        dir.clear_waker();
         dir.start.set(None);
         return Poll::Ready(Err(e));
     }
@@ -821,7 +853,6 @@ fn poll_dir(
 #[cfg(feature = "futures-io")]
 fn poll_op<X: AsFd>(
     src: &IoSource,
-    ops: &dyn LoopOps,
     interest: Interest,
     len: Option<usize>,
     io: &mut X,
@@ -829,7 +860,7 @@ fn poll_op<X: AsFd>(
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
     loop {
-        let tick = match poll_ready(src, ops, interest, cx) {
+        let tick = match poll_ready(src, interest, cx) {
             Poll::Ready(Ok(tick)) => tick,
             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
             Poll::Pending => return Poll::Pending,
@@ -864,10 +895,10 @@ mod futures_io_impls {
             cx: &mut Context<'_>,
             buf: &mut [u8],
         ) -> Poll<io::Result<usize>> {
-            let Async { source, ops, io } = self.get_mut();
+            let Async { source, io } = self.get_mut();
             let io = io.as_mut().expect("Async used after into_inner");
             let len = Some(buf.len());
-            poll_op(source, &**ops, R, len, io, |io| io.read(buf), cx)
+            poll_op(source, R, len, io, |io| io.read(buf), cx)
         }
     }
 
@@ -883,15 +914,7 @@ mod futures_io_impls {
             let this: &Async<T> = self.get_mut();
             let mut io = this.get_ref();
             let len = Some(buf.len());
-            poll_op(
-                &this.source,
-                &*this.ops,
-                R,
-                len,
-                &mut io,
-                |io| io.read(buf),
-                cx,
-            )
+            poll_op(&this.source, R, len, &mut io, |io| io.read(buf), cx)
         }
     }
 
@@ -901,17 +924,17 @@ mod futures_io_impls {
             cx: &mut Context<'_>,
             buf: &[u8],
         ) -> Poll<io::Result<usize>> {
-            let Async { source, ops, io } = self.get_mut();
+            let Async { source, io } = self.get_mut();
             let io = io.as_mut().expect("Async used after into_inner");
             let len = Some(buf.len());
-            poll_op(source, &**ops, W, len, io, |io| io.write(buf), cx)
+            poll_op(source, W, len, io, |io| io.write(buf), cx)
         }
 
         fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            let Async { source, ops, io } = self.get_mut();
+            let Async { source, io } = self.get_mut();
             let io = io.as_mut().expect("Async used after into_inner");
             let flush = |io: &mut T| io.flush().map(|()| 0);
-            poll_op(source, &**ops, W, None, io, flush, cx).map_ok(drop)
+            poll_op(source, W, None, io, flush, cx).map_ok(drop)
         }
 
         fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -931,22 +954,14 @@ mod futures_io_impls {
             let this: &Async<T> = self.get_mut();
             let mut io = this.get_ref();
             let len = Some(buf.len());
-            poll_op(
-                &this.source,
-                &*this.ops,
-                W,
-                len,
-                &mut io,
-                |io| io.write(buf),
-                cx,
-            )
+            poll_op(&this.source, W, len, &mut io, |io| io.write(buf), cx)
         }
 
         fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
             let this: &Async<T> = self.get_mut();
             let mut io = this.get_ref();
             let flush = |io: &mut &T| io.flush().map(|()| 0);
-            poll_op(&this.source, &*this.ops, W, None, &mut io, flush, cx).map_ok(drop)
+            poll_op(&this.source, W, None, &mut io, flush, cx).map_ok(drop)
         }
 
         fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -1014,6 +1029,34 @@ mod tests {
         let third = Async::with_loop_nonblocking(&lp, &a).unwrap();
         assert!(!Rc::ptr_eq(&third.source, &held));
         assert_eq!(read_after_wait(&lp, &third, &b), b'x');
+    }
+
+    /// An `Async` may outlive its loop (its source keeps only a weak handle): a wait fails
+    /// with `NotConnected`, and dropping it, or `into_inner`, just gives the fd back.
+    #[test]
+    fn async_outlives_its_loop() {
+        struct Noop;
+        impl std::task::Wake for Noop {
+            fn wake(self: std::sync::Arc<Self>) {}
+        }
+        let waker = Waker::from(std::sync::Arc::new(Noop));
+        let mut cx = Context::from_waker(&waker);
+        let (a, _b) = UnixStream::pair().unwrap();
+        let lp = IoLoop::new().unwrap();
+        let first = Async::with_loop(&lp, a.try_clone().unwrap()).unwrap();
+        let second = Async::with_loop(&lp, a).unwrap();
+        drop(lp);
+        match first.poll_readable(&mut cx) {
+            Poll::Ready(Err(e)) => assert_eq!(e.kind(), io::ErrorKind::NotConnected),
+            other => panic!("a wait on a dropped loop: {other:?}"),
+        }
+        assert!(
+            !first.source.read.waiting(),
+            "the failed wait kept its waker"
+        );
+        drop(first);
+        let a = second.into_inner().unwrap();
+        (&a).write_all(b"x").unwrap();
     }
 
     /// An `Async` does not remove a registration of its fd number that is not the one made

@@ -26,7 +26,7 @@ use ioloop_sys::{Notifier, Ready};
 
 use super::async_fd::Wakeups;
 use super::join::{JoinError, JoinHandle, JoinSink, JoinState};
-use super::IoSource;
+use super::{IoSource, LoopOps};
 
 /// Identifies a task: its slot in the table and the slot's generation (a key whose task has
 /// finished never matches the slot's next occupant).
@@ -50,33 +50,51 @@ struct RunQueue {
     thread: ThreadId,
 }
 
+/// The loop running on this thread (the innermost, if nested).
+pub(crate) struct Running {
+    /// The loop, type-erased and weak: the task layer's *current loop*.
+    pub(crate) ops: Rc<dyn LoopOps>,
+    /// Its executor: a wake made on the loop's own thread while it runs queues the task
+    /// there, with no lock and no atomic flag (see [`RunQueue::push`]).
+    pub(crate) executor: Rc<Executor>,
+}
+
 thread_local! {
-    /// The executor of the loop running on this thread (the innermost, if nested): a wake
-    /// made on the loop's own thread while it runs queues the task there, with no lock and no
-    /// atomic flag (see [`RunQueue::push`]).
-    static LOCAL: RefCell<Option<Rc<Executor>>> = const { RefCell::new(None) };
+    /// One thread-local for both halves of [`Running`], so entering and leaving a run is one
+    /// access each.
+    static RUNNING: RefCell<Option<Running>> = const { RefCell::new(None) };
 }
 
-/// Makes `executor` the thread's local executor until the returned value is passed to
-/// [`leave_local`] (the loop's run guard does both).
-pub(crate) fn enter_local(executor: Rc<Executor>) -> Option<Rc<Executor>> {
-    LOCAL.with(|l| l.replace(Some(executor)))
+/// Makes `running` the thread's running loop until the returned value (the one it replaced)
+/// is passed to [`leave`] (the loop's run guard does both).
+pub(crate) fn enter(running: Running) -> Option<Running> {
+    RUNNING.with(|r| r.replace(Some(running)))
 }
 
-/// Restores the local executor [`enter_local`] replaced.
-pub(crate) fn leave_local(prev: Option<Rc<Executor>>) {
+/// Restores the running loop [`enter`] replaced.
+pub(crate) fn leave(prev: Option<Running>) {
     // `replace`, then drop with no borrow held: dropping an executor can wake tasks.
-    let old = LOCAL.try_with(|l| l.replace(prev));
+    let old = RUNNING.try_with(|r| r.replace(prev));
     drop(old);
 }
 
-/// Queues `key` on the local executor if `queue` is its run queue; `false` if it is not
-/// (another thread, or another loop's task).
+/// The current loop's handle, if a loop is running on this thread.
+pub(crate) fn current() -> Option<Rc<dyn LoopOps>> {
+    RUNNING
+        .try_with(|r| r.borrow().as_ref().map(|r| r.ops.clone()))
+        .ok()
+        .flatten()
+}
+
+/// Queues `key` on the running loop's executor if `queue` is its run queue; `false` if it
+/// is not (another thread, or another loop's task).
 #[inline]
 fn push_local(queue: &RunQueue, key: Key) -> bool {
-    LOCAL
-        .try_with(|l| match &*l.borrow() {
-            Some(ex) if std::ptr::eq(Arc::as_ptr(&ex.run_queue), queue) => {
+    RUNNING
+        .try_with(|r| match &*r.borrow() {
+            Some(Running { executor: ex, .. })
+                if std::ptr::eq(Arc::as_ptr(&ex.run_queue), queue) =>
+            {
                 ex.local.borrow_mut().push_back(key);
                 ex.queued.set(true);
                 true
@@ -171,6 +189,18 @@ impl Table {
     }
 }
 
+/// Puts a new source in `entry` (out of line: only a new fd number, or one whose old source
+/// is still held, allocates); returns a new reference to it.
+#[cold]
+#[inline(never)]
+fn new_entry(entry: &mut Option<Rc<IoSource>>, source: IoSource) -> Option<Rc<IoSource>> {
+    let source = Rc::new(source);
+    // The old source (if any) is still held elsewhere: dropping this reference drops no
+    // waker, and the table stays borrowed only by the caller's plain stores.
+    *entry = Some(source.clone());
+    Some(source)
+}
+
 #[cold]
 #[inline(never)]
 fn grow_sources(sources: &mut Vec<Option<Rc<IoSource>>>, idx: usize) {
@@ -218,30 +248,37 @@ impl Executor {
         }
     }
 
-    /// A source for a new registration of `fd` (which just succeeded), recorded as the
-    /// one registered for it. The allocation of the source last recorded for `fd` is reused
-    /// when nothing else holds it any more (its `Async` is gone), as the fd table reuses its
-    /// slots, so registering an fd number again allocates nothing.
+    /// A source for a new registration of `fd` (which just succeeded) on the loop `ops`
+    /// reaches (this executor's), recorded as the one registered for it. The allocation of
+    /// the source last recorded for `fd` is reused when nothing else holds it any more (its
+    /// `Async` is gone), as the fd table reuses its slots, so registering an fd number again
+    /// allocates nothing.
     #[inline]
-    pub(crate) fn new_source(&self, fd: RawFd, gen: u32, edge: bool) -> Rc<IoSource> {
+    pub(crate) fn new_source(
+        &self,
+        fd: RawFd,
+        gen: u32,
+        edge: bool,
+        ops: &Rc<dyn LoopOps>,
+    ) -> Rc<IoSource> {
         let idx = fd as usize;
         let mut sources = self.sources.borrow_mut();
         if sources.len() <= idx {
             grow_sources(&mut sources, idx);
         }
         let entry = &mut sources[idx];
-        match entry.as_mut().and_then(Rc::get_mut) {
+        let source = match entry.as_mut().and_then(Rc::get_mut) {
             // Nothing else holds it (its `Async` is gone, and took its wakers with it when it
-            // went: `remove_source`), so overwriting it runs no waker's code: reused in place.
+            // went: `remove_source`), so resetting it drops no waker: reused in place.
             Some(free) => {
-                debug_assert!(free.is_retired(), "a reused source still holds a waker");
-                *free = IoSource::new(fd, gen, edge);
+                debug_assert!(Rc::ptr_eq(&free.ops, ops), "a source of another loop");
+                free.reset(gen, edge);
+                entry.clone()
             }
             // A still-held source (an `Async` the reactor found stale) stays with its
             // holder; it only leaves the table.
-            None => *entry = Some(Rc::new(IoSource::new(fd, gen, edge))),
-        }
-        let source = entry.clone();
+            None => new_entry(entry, IoSource::new(ops.clone(), fd, gen, edge)),
+        };
         drop(sources);
         source.unwrap_or_else(|| unreachable!("the entry was just filled"))
     }

@@ -45,7 +45,6 @@ mod join;
 mod time;
 
 use std::any::Any;
-use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::os::fd::RawFd;
@@ -125,26 +124,7 @@ impl<P: Poller> LoopOps for WeakLoop<P> {
 
     fn add_source(&self, fd: RawFd) -> io::Result<Rc<IoSource>> {
         let lp = self.upgrade().ok_or_else(loop_gone)?;
-        // The handlers capture nothing, so they cost no allocation: they find the source in
-        // the executor's table, where it goes once the registration stands.
-        let edge = lp.poller().supports(Mode::Edge);
-        let gen = if edge {
-            lp.add_registration(fd, Interest::empty(), Mode::Edge, |lp, fd, ready| {
-                lp.executor().source_ready(fd, ready).wake();
-            })?
-        } else {
-            lp.add_registration(fd, Interest::empty(), Mode::Oneshot, |lp, fd, ready| {
-                let Some(source) = lp.executor().source(fd) else {
-                    return;
-                };
-                let (rest, woken) = source.on_ready(ready);
-                woken.wake();
-                if !rest.is_empty() && lp.update_handler_with(fd, rest, Mode::Oneshot).is_ok() {
-                    source.armed.set(rest);
-                }
-            })?
-        };
-        Ok(lp.executor().new_source(fd, gen, edge))
+        add_source(&lp, fd)
     }
 
     fn arm(&self, fd: RawFd, interest: Interest, mode: Mode) -> io::Result<()> {
@@ -158,46 +138,59 @@ impl<P: Poller> LoopOps for WeakLoop<P> {
         };
         // Only the registration made for this source: the reactor may have dropped it (its
         // fd was found stale or closed) and the number been registered again since.
-        let res = if lp.registration(source.fd) == Some(source.gen) {
-            lp.remove_handler(source.fd)
-        } else {
-            Ok(())
-        };
-        // The executor keeps the source for the fd's next registration: without its wakers.
+        let res = lp.remove_registration(source.fd, source.gen);
+        // The executor keeps the source for the fd's next registration: without its wakers
+        // (dropped here, with nothing borrowed).
         let wakers = source.retire();
         drop(wakers);
         res
     }
 }
 
-thread_local! {
-    /// The loop running on this thread (innermost, if nested).
-    static CURRENT: RefCell<Option<Rc<dyn LoopOps>>> = const { RefCell::new(None) };
+/// [`LoopOps::add_source`] on a loop of known type (what [`Async::with_loop`] calls, with no
+/// weak reference to upgrade).
+#[inline]
+pub(crate) fn add_source<P: Poller>(lp: &IoLoop<P>, fd: RawFd) -> io::Result<Rc<IoSource>> {
+    // The handlers capture nothing, so they cost no allocation: they find the source in
+    // the executor's table, where it goes once the registration stands.
+    let edge = lp.poller().supports(Mode::Edge);
+    let gen = if edge {
+        lp.add_registration(fd, Interest::empty(), Mode::Edge, |lp, fd, ready| {
+            lp.executor().source_ready(fd, ready).wake();
+        })?
+    } else {
+        lp.add_registration(fd, Interest::empty(), Mode::Oneshot, |lp, fd, ready| {
+            let Some(source) = lp.executor().source(fd) else {
+                return;
+            };
+            let (rest, woken) = source.on_ready(ready);
+            woken.wake();
+            if !rest.is_empty() && lp.update_handler_with(fd, rest, Mode::Oneshot).is_ok() {
+                source.armed.set(rest);
+            }
+        })?
+    };
+    Ok(lp.executor().new_source(fd, gen, edge, lp.ops()))
 }
 
 /// Restores the previous current loop (and local executor) when dropped.
-pub(crate) struct CurrentGuard(Option<Rc<dyn LoopOps>>, Option<Rc<Executor>>);
+pub(crate) struct CurrentGuard(Option<executor::Running>);
 
 /// Makes `ops` the thread's current loop, and `executor` the one that wakes on this thread
 /// queue to without a lock, until the guard drops.
 pub(crate) fn enter(ops: Rc<dyn LoopOps>, executor: Rc<Executor>) -> CurrentGuard {
-    CurrentGuard(
-        CURRENT.with(|c| c.replace(Some(ops))),
-        executor::enter_local(executor),
-    )
+    CurrentGuard(executor::enter(executor::Running { ops, executor }))
 }
 
 impl Drop for CurrentGuard {
     fn drop(&mut self) {
-        executor::leave_local(self.1.take());
-        let prev = self.0.take();
-        let _ = CURRENT.try_with(|c| *c.borrow_mut() = prev);
+        executor::leave(self.0.take());
     }
 }
 
 /// The thread's current loop, if one is running.
 pub(crate) fn current() -> Option<Rc<dyn LoopOps>> {
-    CURRENT.try_with(|c| c.borrow().clone()).ok().flatten()
+    executor::current()
 }
 
 #[track_caller]
