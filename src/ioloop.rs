@@ -369,7 +369,9 @@ impl<P: Poller> IoLoop<P> {
 
     /// Registers `fd` with `handler` and returns the registration's generation. The fast path
     /// takes one borrow of the table and makes one system call; an occupied number (a live
-    /// or stale handler) goes through [`add_occupied`](Self::add_occupied).
+    /// or stale handler) goes through [`add_occupied`](Self::add_occupied). Inlined: its
+    /// callers pass constants (the task layer) or box the handler right before.
+    #[inline(always)]
     fn add_slot(
         &self,
         fd: RawFd,
@@ -512,11 +514,20 @@ impl<P: Poller> IoLoop<P> {
     /// `fd < 0`. An fd that was already closed is removed without error.
     pub fn remove_handler(&self, fd: impl HandlerFd) -> io::Result<()> {
         let fd = fd.handler_fd();
+        self.remove_slot(fd, None)
+            .unwrap_or_else(|| Err(if fd < 0 { bad_fd(fd) } else { no_handler(fd) }))
+    }
+
+    /// Removes `fd`'s handler if it has one and, when `gen` is given, its registration is
+    /// that generation; `None` (nothing done) otherwise. An fd already closed is removed
+    /// without error.
+    #[inline(always)]
+    fn remove_slot(&self, fd: RawFd, gen: Option<u32>) -> Option<io::Result<()>> {
         let handler = {
             let mut fds = self.inner.fds.borrow_mut();
-            let Some(slot) = fds.get_mut(fd as usize).filter(|s| s.live) else {
-                return Err(if fd < 0 { bad_fd(fd) } else { no_handler(fd) });
-            };
+            let slot = fds
+                .get_mut(fd as usize)
+                .filter(|s| s.live && gen.map_or(true, |g| g == s.gen))?;
             slot.gen = slot.gen.wrapping_add(1);
             slot.live = false;
             slot.handler.take()
@@ -526,11 +537,11 @@ impl<P: Poller> IoLoop<P> {
         // Dropped with no borrow held: its destructor may use the loop. (If it is running
         // now, dispatch has it and drops it when it returns.)
         drop(handler);
-        match res {
+        Some(match res {
             Err(e) if e.raw_os_error() == Some(libc::EBADF) || !is_open(fd) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             other => other,
-        }
+        })
     }
 
     /// How many fds have a handler.
@@ -1142,9 +1153,8 @@ impl<P: Poller> WeakLoop<P> {
 impl<P: Poller> IoLoop<P> {
     /// [`add_handler_with`](Self::add_handler_with) for the task layer: returns the
     /// registration's generation (what [`remove_registration`](Self::remove_registration)
-    /// checks). Inlined into its caller, so that a constant `interest` and `mode` fold into
-    /// the poller's call: [`add_slot`](Self::add_slot)'s fast path (a number with no
-    /// handler, in the table already) in place, the rest through `add_slot`.
+    /// checks). Inlined with [`add_slot`](Self::add_slot) into its caller, so that a
+    /// constant `interest` and `mode` fold into the poller's call.
     #[inline(always)]
     pub(crate) fn add_registration(
         &self,
@@ -1153,54 +1163,16 @@ impl<P: Poller> IoLoop<P> {
         mode: Mode,
         handler: impl FnMut(&IoLoop<P>, RawFd, Ready) + 'static,
     ) -> io::Result<u32> {
-        let mut fds = self.inner.fds.borrow_mut();
-        let slot = match usize::try_from(fd).ok().and_then(|i| fds.get_mut(i)) {
-            Some(slot) if !slot.live => slot,
-            _ => {
-                drop(fds);
-                return self.add_slot(fd, interest, mode, Box::new(handler));
-            }
-        };
-        let gen = slot.gen;
-        self.inner
-            .shared
-            .poller
-            .register(fd, pack(gen, fd), interest, mode)?;
-        slot.interest = interest;
-        slot.mode = mode;
-        slot.live = true;
-        slot.handler = Some(Box::new(handler));
-        self.inner.handlers.set(self.inner.handlers.get() + 1);
-        Ok(gen)
+        self.add_slot(fd, interest, mode, Box::new(handler))
     }
 
     /// Removes `fd`'s handler if its registration is generation `gen` (what
     /// [`add_registration`](Self::add_registration) returned), checked and removed in one
-    /// borrow of the table;
-    /// `Ok` with nothing removed if it is not (removed already, or a newer registration of the
-    /// number). Otherwise as [`remove_handler`](Self::remove_handler), whose steps it repeats.
+    /// borrow of the table; `Ok` with nothing removed if it is not (removed already, or a
+    /// newer registration of the number). Otherwise as [`remove_handler`](Self::remove_handler).
     #[inline]
     pub(crate) fn remove_registration(&self, fd: RawFd, gen: u32) -> io::Result<()> {
-        let handler = {
-            let mut fds = self.inner.fds.borrow_mut();
-            match fds.get_mut(fd as usize) {
-                Some(slot) if slot.live && slot.gen == gen => {
-                    slot.gen = slot.gen.wrapping_add(1);
-                    slot.live = false;
-                    slot.handler.take()
-                }
-                _ => return Ok(()),
-            }
-        };
-        self.inner.handlers.set(self.inner.handlers.get() - 1);
-        let res = self.inner.shared.poller.deregister(fd);
-        // Dropped with no borrow held (see `remove_handler`).
-        drop(handler);
-        match res {
-            Err(e) if e.raw_os_error() == Some(libc::EBADF) || !is_open(fd) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            other => other,
-        }
+        self.remove_slot(fd, Some(gen)).unwrap_or(Ok(()))
     }
 }
 
