@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | `floor` | `write(eventfd)` (registered `EPOLLET`, never read, as mio does) | `epoll_wait` |
 //! | `mio` | `mio::Waker::wake` | `Poll::poll` |
+//! | `mio-poll` | the same, with mio built on `poll(2)` (a separate build, see [`MIO_ON_POLL`]) | `Poll::poll` |
 //! | `polling` | `Poller::notify` | `Poller::wait` |
 //! | `ioloop-sys-<backend>` | `Notifier::notify` | `Poller::wait` |
 //! | `ioloop-<backend>` | `Handle::add_callback` (B's callback adds A's, which stops A's `run`) | `IoLoop::run` |
@@ -259,8 +260,21 @@ fn reactor<P: Poller>(list: &mut Vec<Contender>) {
     ));
 }
 
+/// Set (at build time) by `benches/run.sh` when it builds this bench with mio on `poll(2)`
+/// (`RUSTFLAGS="--cfg mio_unsupported_force_poll_poll"`): mio's `Waker` is then the one it
+/// has where the OS has no epoll or kqueue, the like-with-like base for ioloop's poll and
+/// select backends, which are the only contenders of that build.
+const MIO_ON_POLL: bool = option_env!("IOLOOP_MIO_POLL").is_some();
+
 fn contenders() -> Vec<Contender> {
     let mut list = Vec::new();
+    if MIO_ON_POLL {
+        pair_contender(&mut list, "mio-poll", mio_side(), mio_side());
+        sys::<ioloop_sys::Poll>(&mut list);
+        sys::<ioloop_sys::Select>(&mut list);
+        reactor::<ioloop_sys::Poll>(&mut list);
+        return list;
+    }
     #[cfg(ioloop_has_epoll)]
     pair_contender(&mut list, "floor", floor::side(), floor::side());
     pair_contender(&mut list, "mio", mio_side(), mio_side());
@@ -274,6 +288,16 @@ fn contenders() -> Vec<Contender> {
 }
 
 fn spec() -> Spec {
+    if MIO_ON_POLL {
+        return Spec::new("waker-mio-poll", "round trip", TRIPS)
+            .clock(Clock::Process)
+            .bases(["mio-poll"])
+            .note(
+                "mio built with `--cfg mio_unsupported_force_poll_poll`: its `Poll` and `Waker` on \
+                 poll(2), as on a system without epoll or kqueue. A level-triggered notifier is read \
+                 on every wake-up, by mio as by ioloop. Threads pinned and CPU time as above.",
+            );
+    }
     Spec::new("waker", "round trip", TRIPS)
         .clock(Clock::Process)
         .bases(["floor", "mio"])

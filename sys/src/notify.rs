@@ -183,6 +183,44 @@ impl Receiver {
     /// two sets the flag and writes, the drain eats the write, and the flag stays set with
     /// nothing readable, so every later notify is coalesced into a wake-up that never comes.
     pub(crate) fn reset(&self) {
+        self.drain();
+        self.notifier.inner.pending.store(false, Ordering::SeqCst);
+    }
+
+    /// A second notifier that wakes through the same file (a duplicate of this receiver's
+    /// fd) with a flag of its own, so that a poller watching one fd serves both;
+    /// [`reset_shared`](Self::reset_shared) consumes their wake-ups and tells them apart.
+    pub(crate) fn sharing(&self) -> io::Result<Self> {
+        let wake = match &self.notifier.inner.wake {
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            Wake::EventFd(fd) => Wake::EventFd(fd.try_clone()?),
+            Wake::Pipe { read, write } => Wake::Pipe {
+                read: read.try_clone()?,
+                write: write.try_clone()?,
+            },
+            #[cfg(any(
+                target_vendor = "apple",
+                target_os = "freebsd",
+                target_os = "dragonfly"
+            ))]
+            Wake::User(kq) => Wake::User(kq.clone()),
+        };
+        Ok(Self::from_wake(wake))
+    }
+
+    /// Consumes the wake-up of the fd this receiver shares with `other` (made by
+    /// [`sharing`](Self::sharing)): drains it once, then re-opens both flags (the order of
+    /// [`reset`](Self::reset), for both); returns whether this receiver's notifier had fired
+    /// (`other`'s wake-ups are the poller's own). A notify of this one that set its flag but
+    /// has not written yet is reported now, and its write makes one spurious round later.
+    pub(crate) fn reset_shared(&self, other: &Receiver) -> bool {
+        self.drain();
+        other.notifier.inner.pending.store(false, Ordering::SeqCst);
+        self.notifier.inner.pending.swap(false, Ordering::SeqCst)
+    }
+
+    /// Reads the pending wake-up out of the fd (all of a pipe's bytes).
+    fn drain(&self) {
         let mut buf = [0u8; 64];
         match &self.notifier.inner.wake {
             #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -197,7 +235,6 @@ impl Receiver {
             ))]
             Wake::User(_) => {}
         }
-        self.notifier.inner.pending.store(false, Ordering::SeqCst);
     }
 }
 

@@ -9,7 +9,10 @@
 //! maps the results, never during the system call. A `register`/`modify`/`deregister` made
 //! while a round is blocked in the kernel wakes it through a second, internal notifier (the
 //! `changed` receiver); that wake-up is not the user's notify, so [`common::wait_loop`] simply
-//! runs another round with the new set, within the same deadline. Every registration carries
+//! runs another round with the new set, within the same deadline. The two notifiers share
+//! one file (`changed` writes to a duplicate of the user's fd, with a flag of its own), so a
+//! round watches one fd for both: every fd in the set costs the kernel a wait-queue entry per
+//! round, and the waker bench measured the second one. Every registration carries
 //! a generation, so a result for an fd whose registration changed during the system call is
 //! dropped instead of being reported with a stale token or to a disarmed oneshot.
 
@@ -23,12 +26,10 @@ use crate::common::{self, Round};
 use crate::notify::Receiver;
 use crate::{Events, Interest, Mode, Notifier, Ready};
 
-/// The generation of the slot that watches the user's notifier.
-const USER_WAKE: u64 = 0;
-/// The generation of the slot that watches the internal "table changed" notifier.
-const TABLE_WAKE: u64 = 1;
+/// The generation of the slot that watches the notifiers' fd.
+const WAKE: u64 = 0;
 /// The first generation a registration gets.
-const FIRST_GEN: u64 = 2;
+const FIRST_GEN: u64 = 1;
 
 /// The longest one system call blocks. macOS `select` fails with `EINVAL` beyond 10^8 s and
 /// other systems have similar limits; [`common::wait_loop`] starts another round when a round
@@ -56,7 +57,8 @@ struct Table {
     waiting: bool,
 }
 
-/// Registrations plus the two notifiers (the user's, and the internal "table changed" one).
+/// Registrations plus the two notifiers (the user's, and the internal "table changed" one),
+/// which wake through one fd.
 pub(crate) struct Registry {
     table: Mutex<Table>,
     /// The user's notifier; its wake-up ends the wait.
@@ -70,31 +72,36 @@ impl std::fmt::Debug for Registry {
         let table = self.lock();
         f.debug_struct("Registry")
             .field("registered", &table.entries.len())
-            .field("wake_fds", &self.wake_fds())
+            .field("wake_fd", &self.wake_fd())
             .finish()
     }
 }
 
 impl Registry {
-    /// An empty table and two fd-based notifiers.
+    /// An empty table and two notifiers on one fd.
     pub(crate) fn new() -> io::Result<Self> {
+        let user = Receiver::new_fd()?;
+        let changed = user.sharing()?;
         Ok(Self {
             table: Mutex::new(Table {
                 entries: BTreeMap::new(),
                 next_gen: FIRST_GEN,
                 waiting: false,
             }),
-            user: Receiver::new_fd()?,
-            changed: Receiver::new_fd()?,
+            user,
+            changed,
         })
     }
 
-    /// The fds of the user's and of the internal notifier, which every round watches.
-    pub(crate) fn wake_fds(&self) -> [RawFd; 2] {
-        [
-            self.user.fd().expect("fd-based notifier"),
-            self.changed.fd().expect("fd-based notifier"),
-        ]
+    /// The fd both notifiers wake, which every round watches.
+    pub(crate) fn wake_fd(&self) -> RawFd {
+        self.user.fd().expect("fd-based notifier")
+    }
+
+    /// Whether `fd` is one of the notifiers' own (the watched fd or the duplicate `changed`
+    /// writes to): never the user's to register.
+    fn is_wake_fd(&self, fd: RawFd) -> bool {
+        fd == self.wake_fd() || Some(fd) == self.changed.fd()
     }
 
     /// The user's notifier.
@@ -114,7 +121,7 @@ impl Registry {
         common::check_registration(fd, token, mode, supported)?;
         common::check_open(fd)?;
         let mut table = self.lock();
-        if table.entries.contains_key(&fd) || self.wake_fds().contains(&fd) {
+        if table.entries.contains_key(&fd) || self.is_wake_fd(fd) {
             return Err(common::already_exists(fd));
         }
         self.wake_round(&table)?;
@@ -173,9 +180,8 @@ impl Registry {
         Ok(())
     }
 
-    /// Starts a round: calls `add(fd, interest, slot)` for the two notifier fds (first, in that
-    /// order) and then for every armed registration, in fd order, and marks the round as
-    /// waiting. `slot` is an opaque tag to hand back to [`InRound::finish`].
+    /// Starts a round: calls `add(fd, interest, slot)` for the notifiers' fd (first) and then
+    /// for every armed registration, in fd order, and marks the round as waiting. `slot` is an opaque tag to hand back to [`InRound::finish`].
     ///
     /// The returned guard clears the waiting mark when dropped or finished.
     pub(crate) fn begin_round(
@@ -183,9 +189,7 @@ impl Registry {
         mut add: impl FnMut(RawFd, Interest, u64) -> io::Result<()>,
     ) -> io::Result<InRound<'_>> {
         let mut table = self.lock();
-        let [user, changed] = self.wake_fds();
-        add(user, Interest::READABLE, USER_WAKE)?;
-        add(changed, Interest::READABLE, TABLE_WAKE)?;
+        add(self.wake_fd(), Interest::READABLE, WAKE)?;
         for (&fd, e) in table.entries.iter().filter(|(_, e)| e.armed) {
             add(fd, e.interest, e.gen)?;
         }
@@ -222,7 +226,7 @@ impl InRound<'_> {
     /// Ends the round and maps its results into `events`.
     ///
     /// `slot(i)` gives `(fd, slot tag, ready)` for the `i`-th fd that `begin_round` added, for
-    /// `i < n` (`n` 0 when the system call reported nothing). The notifier slots are consumed
+    /// `i < n` (`n` 0 when the system call reported nothing). The notifiers' slot is consumed
     /// whatever room `events` has; registrations are reported while there is room, skipping
     /// those whose registration changed during the system call, and disarming oneshots.
     /// `cursor` rotates where reporting starts, so that when `events` fills up the fds left
@@ -239,19 +243,12 @@ impl InRound<'_> {
         let mut table = reg.lock();
         table.waiting = false;
         let mut round = Round { notified: false };
-        let wakes = n.min(2);
-        for i in 0..wakes {
-            let (_, tag, ready) = slot(i);
-            if ready.is_empty() {
-                continue;
-            }
-            match tag {
-                USER_WAKE => {
-                    reg.user.reset();
-                    round.notified = true;
-                }
-                TABLE_WAKE => reg.changed.reset(),
-                _ => debug_assert!(false, "the notifier slots come first"),
+        let wakes = n.min(1);
+        if wakes == 1 {
+            let (_, tag, ready) = slot(0);
+            debug_assert_eq!(tag, WAKE, "the notifiers' slot comes first");
+            if !ready.is_empty() {
+                round.notified = reg.user.reset_shared(&reg.changed);
             }
         }
         let m = n - wakes;

@@ -99,18 +99,17 @@ impl Poller for Select {
 
     fn new() -> io::Result<Self> {
         let reg = Registry::new()?;
-        for fd in reg.wake_fds() {
-            check_settable(fd).map_err(|_| {
-                io::Error::new(
-                    io::ErrorKind::Other,
-                    format!(
-                        "select cannot watch its own notifier: fd {fd} is >= FD_SETSIZE ({}); \
-                         too many fds are open for the select backend",
-                        libc::FD_SETSIZE
-                    ),
-                )
-            })?;
-        }
+        let fd = reg.wake_fd();
+        check_settable(fd).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::Other,
+                format!(
+                    "select cannot watch its own notifier: fd {fd} is >= FD_SETSIZE ({}); \
+                     too many fds are open for the select backend",
+                    libc::FD_SETSIZE
+                ),
+            )
+        })?;
         Ok(Self {
             reg,
             buf: Mutex::new(SelectBuf {
@@ -255,8 +254,69 @@ impl Slot {
     }
 }
 
+/// Linux: `select`/`pselect6` through `syscall(2)`, because glibc's wrappers are pthread
+/// cancellation points (about 60 instructions per call in a multi-threaded process). An
+/// untimed or zero wait uses `select` itself where the architecture has it (x86), as `poll`
+/// does (see `poll.rs`); a finite timeout takes `pselect6` (nanoseconds).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn sys_select(
+    nfds: libc::c_int,
+    read: &mut libc::fd_set,
+    write: &mut libc::fd_set,
+    left: Option<Duration>,
+) -> io::Result<usize> {
+    #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
+    {
+        // SAFETY: an all-zero timeval is a valid zero duration.
+        let mut zero: libc::timeval = unsafe { std::mem::zeroed() };
+        let tv_ptr = match left {
+            None => Some(std::ptr::null_mut()),
+            Some(d) if d.is_zero() => Some(&mut zero as *mut libc::timeval),
+            Some(_) => None,
+        };
+        if let Some(tv_ptr) = tv_ptr {
+            // SAFETY: `read` and `write` are valid, writable fd_sets holding only fds below
+            // `nfds` and FD_SETSIZE; `tv_ptr` is null or points to a live timeval; the
+            // exception set may be null.
+            let n = cvt(unsafe {
+                libc::syscall(
+                    libc::SYS_select,
+                    nfds,
+                    read as *mut libc::fd_set,
+                    write as *mut libc::fd_set,
+                    std::ptr::null_mut::<libc::fd_set>(),
+                    tv_ptr,
+                )
+            })?;
+            return Ok(n.unsigned_abs() as usize);
+        }
+    }
+    let ts = left.map(common::timespec);
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `read` and `write` are valid, writable fd_sets holding only fds below `nfds`
+    // and FD_SETSIZE; `ts_ptr` is null or points to a live timespec; the exception set and
+    // the sigmask argument (a pointer to {sigset, size} in the raw call) may be null.
+    let n = cvt(unsafe {
+        libc::syscall(
+            libc::SYS_pselect6,
+            nfds,
+            read as *mut libc::fd_set,
+            write as *mut libc::fd_set,
+            std::ptr::null_mut::<libc::fd_set>(),
+            ts_ptr,
+            std::ptr::null::<libc::c_void>(),
+        )
+    })?;
+    Ok(n.unsigned_abs() as usize)
+}
+
 /// `pselect` with a `timespec` where the OS has it natively.
-#[cfg(ioloop_timespec_poll)]
+#[cfg(all(
+    ioloop_timespec_poll,
+    not(any(target_os = "linux", target_os = "android"))
+))]
 fn sys_select(
     nfds: libc::c_int,
     read: &mut libc::fd_set,
