@@ -26,7 +26,7 @@ cargo bench --workspace --no-run 2>&1 | tail -n 3
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # bench name, rounds env var, rounds
-for spec in "pingpong PINGPONG_ROUNDS 500" "fanin FANIN_ROUNDS 100" \
+for spec in "pingpong PINGPONG_ROUNDS 500" "fanin FANIN_ROUNDS 300" \
     "idle_scale IDLE_SCALE_ROUNDS 20" "churn CHURN_ROUNDS 200" \
     "waker WAKER_ROUNDS 100" "timers TIMERS_ROUNDS 15"; do
     set -- $spec
