@@ -224,13 +224,14 @@ fn grow<P: Poller>(fds: &mut Vec<FdSlot<P>>, idx: usize) {
 }
 
 impl IoLoop<DefaultPoller> {
-    /// Creates a loop on the [`DefaultPoller`] chosen at build time.
+    /// Creates a loop on the [`DefaultPoller`] chosen at build time, made as
+    /// [`with_backend`](IoLoop::with_backend) makes it (with [`Poller::new_owned`]).
     ///
     /// # Errors
     ///
     /// What the poller's creation reports (fd limit, memory).
     pub fn new() -> io::Result<Self> {
-        Self::with_poller(DefaultPoller::new()?)
+        Self::with_backend()
     }
 }
 

@@ -211,3 +211,70 @@ fn many_wakeups_before_a_wait() {
         p.deregister(a.as_raw_fd()).unwrap();
     }
 }
+
+/// A socket whose poll is removed while the poll's wake-up is still pending (data flooding
+/// in; in owned mode the kernel runs that wake-up's work only in the owner's next wait) is
+/// really closed once its fd is: the next wait, even an untimed one that blocks, lets the
+/// kernel's poll go, so the peer gets a reset. `POLL_REMOVE` refuses such a poll with
+/// `EALREADY`, and the backend then cancels it with `ASYNC_CANCEL`; before that fix the
+/// peer of an owned-mode socket was never reset (a lingering HTTP close hung). Both modes.
+#[test]
+fn removal_racing_a_wakeup_still_closes_the_socket() {
+    use std::net::{TcpListener, TcpStream};
+    for (name, p) in [("new", Uring::new().unwrap()), ("new_owned", owned())] {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let flood = thread::spawn(move || {
+            let mut c = TcpStream::connect(addr).unwrap();
+            // A hang guard, not a timing assertion: a socket left open makes the writes
+            // block for good once the buffers are full.
+            c.set_write_timeout(Some(LONG)).unwrap();
+            let chunk = vec![7u8; 54_000];
+            let mut sent = 0usize;
+            loop {
+                match c.write(&chunk) {
+                    Ok(n) => sent += n,
+                    Err(e) => return (sent, e.kind()),
+                }
+                assert!(sent < 256 << 20, "still accepted after {sent} bytes");
+            }
+        });
+        let (s, _) = l.accept().unwrap();
+        s.set_nonblocking(true).unwrap();
+        let fd = s.as_raw_fd();
+        p.register(fd, 7, Interest::empty(), Mode::Edge).unwrap();
+        p.modify(fd, 7, Interest::READABLE, Mode::Edge).unwrap();
+        // Read 64 KiB, waiting for the edge whenever the socket is empty: the poll is armed
+        // and keeps being woken by the flood. Then remove and close.
+        let mut buf = [0u8; 4096];
+        let mut got = 0;
+        let mut events = Events::with_capacity(8);
+        while got < 64 * 1024 {
+            match (&s).read(&mut buf) {
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    p.wait(&mut events, None).unwrap();
+                }
+                Err(e) => panic!("{name}: read: {e}"),
+            }
+        }
+        p.deregister(fd).unwrap();
+        drop(s);
+        // An untimed wait, ended by a notify once the flooding peer has seen the reset.
+        let n = p.notifier();
+        let peer = thread::spawn(move || {
+            let r = flood.join().unwrap();
+            n.notify().unwrap();
+            r
+        });
+        p.wait(&mut events, None).unwrap();
+        let (sent, kind) = peer.join().unwrap();
+        assert!(
+            matches!(
+                kind,
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+            ),
+            "{name}: the closed socket stayed open: {kind:?} after {sent} bytes"
+        );
+    }
+}

@@ -285,6 +285,21 @@ const TIMEOUT_LOW: u32 = u32::MAX - 2;
 /// ...and the cancel that [`Uring::is_stale`] submits and waits for (never reaped elsewhere:
 /// it is submitted and reaped under the state lock).
 const PROBE_UD: u64 = (u32::MAX - 3) as u64;
+/// ...and the `POLL_REMOVE` of a registration's poll: its `user_data` with this bit set in
+/// the low word (fds are below 2^31, and the values above stay reserved), so that a removal
+/// the kernel refused with `EALREADY` is retried ([`remove_ud`]).
+const REMOVE_BIT: u32 = 1 << 31;
+
+/// The `user_data` of a `POLL_REMOVE` of the poll tagged `target`: `target` with
+/// [`REMOVE_BIT`], or [`INTERNAL_UD`] (not retried) for an fd so high that it would read as
+/// one of the reserved values above (beyond any fd limit Linux allows).
+fn remove_ud(target: u64) -> u64 {
+    if (target as u32) < REMOVE_BIT - 4 {
+        target | u64::from(REMOVE_BIT)
+    } else {
+        INTERNAL_UD
+    }
+}
 
 /// What a completion's `user_data` names.
 enum Ud {
@@ -294,6 +309,10 @@ enum Ud {
     },
     Internal,
     Timeout,
+    /// The completion of a `POLL_REMOVE` of the poll tagged `target` ([`remove_ud`]).
+    Remove {
+        target: u64,
+    },
     User {
         fd: RawFd,
         gen: u32,
@@ -313,6 +332,9 @@ fn decode(ud: u64) -> Ud {
         },
         l if l == u32::MAX - 1 || l == u32::MAX - 3 => Ud::Internal,
         TIMEOUT_LOW => Ud::Timeout,
+        l if l & REMOVE_BIT != 0 => Ud::Remove {
+            target: ud & !u64::from(REMOVE_BIT),
+        },
         _ => match RawFd::try_from(low) {
             Ok(fd) => Ud::User {
                 fd,
@@ -1152,7 +1174,14 @@ impl Uring {
             if n == 0 {
                 return Ok(());
             }
-            match self.enter(n, 0, 0, None) {
+            // Owned mode: GETEVENTS (with nothing to wait for) also runs the completions'
+            // deferred task work, which only the owner's GETEVENTS does.
+            let flags = if self.owner.is_some() {
+                IORING_ENTER_GETEVENTS
+            } else {
+                0
+            };
+            match self.enter(n, 0, flags, None) {
                 Ok(k) if k > 0 => stuck = 0,
                 Ok(_) => stuck += 1,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -1210,7 +1239,7 @@ impl Uring {
                         }
                         false
                     }
-                    Ud::Notify { .. } | Ud::Timeout => true,
+                    Ud::Notify { .. } | Ud::Timeout | Ud::Remove { .. } => true,
                     Ud::User { fd, gen } => match st.table.get(&fd) {
                         Some(e) if e.gen == gen && e.mode == Mode::Edge => {
                             kept |= Self::edge_completion(st, fd, ud, res, flags);
@@ -1439,6 +1468,17 @@ impl Uring {
                 Ok(true)
             }
             Ud::Internal => Ok(false),
+            Ud::Remove { target } => {
+                if res == -libc::EALREADY {
+                    // The poll was being woken (its task work pending, which in owned mode
+                    // runs only in the owner's next wait): `POLL_REMOVE` does not touch a poll
+                    // it cannot take ownership of, and a multishot poll would live on,
+                    // holding its file open after the caller closed the fd. An
+                    // `ASYNC_CANCEL` marks it cancelled whoever owns it.
+                    self.push(st, &async_cancel(target))?;
+                }
+                Ok(false)
+            }
             Ud::Timeout => {
                 if ws.timeout == Some(ud) {
                     ws.timeout = None;
@@ -1643,6 +1683,17 @@ fn poll_remove(target: u64) -> IoUringSqe {
         opcode: IORING_OP_POLL_REMOVE,
         fd: -1,
         addr: target,
+        user_data: remove_ud(target),
+        ..IoUringSqe::default()
+    }
+}
+
+/// An `IORING_OP_ASYNC_CANCEL` of the request tagged `target` (its completion ignored).
+fn async_cancel(target: u64) -> IoUringSqe {
+    IoUringSqe {
+        opcode: IORING_OP_ASYNC_CANCEL,
+        fd: -1,
+        addr: target,
         user_data: INTERNAL_UD,
         ..IoUringSqe::default()
     }
@@ -1705,6 +1756,14 @@ mod tests {
         assert!(matches!(
             decode(u64::from(TIMEOUT_LOW) | 5 << 32),
             Ud::Timeout
+        ));
+        // A removal names its target; an fd too high to mark is not retried.
+        let target = user_ud(7, 0xdead_beef);
+        assert!(matches!(decode(remove_ud(target)), Ud::Remove { target: t } if t == target));
+        assert_eq!(remove_ud(user_ud(i32::MAX, 1)), INTERNAL_UD);
+        assert!(matches!(
+            decode(remove_ud(user_ud(i32::MAX - 4, 1))),
+            Ud::Remove { .. }
         ));
     }
 
