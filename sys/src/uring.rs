@@ -1174,14 +1174,7 @@ impl Uring {
             if n == 0 {
                 return Ok(());
             }
-            // Owned mode: GETEVENTS (with nothing to wait for) also runs the completions'
-            // deferred task work, which only the owner's GETEVENTS does.
-            let flags = if self.owner.is_some() {
-                IORING_ENTER_GETEVENTS
-            } else {
-                0
-            };
-            match self.enter(n, 0, flags, None) {
+            match self.enter(n, 0, 0, None) {
                 Ok(k) if k > 0 => stuck = 0,
                 Ok(_) => stuck += 1,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -2041,13 +2034,7 @@ mod tests {
         // multishot poll because it could not post a CQE with `F_MORE`): reported, and the
         // poll re-armed. Simulated by taking the real poll's end off the CQ and handing over
         // a final POLLIN instead.
-        let cancel = IoUringSqe {
-            opcode: IORING_OP_ASYNC_CANCEL,
-            fd: -1,
-            addr: ud,
-            user_data: INTERNAL_UD,
-            ..IoUringSqe::default()
-        };
+        let cancel = async_cancel(ud);
         {
             let mut st = p.lock();
             p.push(&mut st, &cancel).unwrap();
