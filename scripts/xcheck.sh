@@ -29,6 +29,7 @@ DEFAULT_TARGETS=(
     x86_64-unknown-openbsd
     x86_64-unknown-illumos
     x86_64-unknown-linux-musl
+    aarch64-unknown-linux-gnu
 )
 if [ "$#" -gt 0 ]; then TARGETS=("$@"); else TARGETS=("${DEFAULT_TARGETS[@]}"); fi
 
