@@ -135,6 +135,14 @@ fn wait_loop_timed(
     }
 }
 
+/// A pointer to an optional `timespec`, null for `None` (no limit), as the `ppoll`/`pselect`/
+/// `kevent` family takes it. The pointer is valid while `ts` is.
+#[allow(dead_code)]
+pub(crate) fn timespec_ptr(ts: &Option<libc::timespec>) -> *const libc::timespec {
+    ts.as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec)
+}
+
 /// A duration as a `timespec` (seconds saturate at `time_t::MAX`).
 #[allow(dead_code)]
 #[allow(deprecated)] // musl deprecates the `time_t` alias (64-bit change), not the field type

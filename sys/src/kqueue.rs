@@ -259,9 +259,7 @@ impl Kqueue {
         let max = events.remaining().min(buf.capacity()).max(1);
         let max_c = Count::try_from(max).unwrap_or(Count::MAX);
         let ts = left.map(common::timespec);
-        let ts_ptr = ts
-            .as_ref()
-            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        let ts_ptr = common::timespec_ptr(&ts);
         buf.clear();
         // SAFETY: no changelist; `buf` has room for `max` events (max <= capacity); `ts_ptr`
         // is null or points to a live timespec; `kq` is open (invariant).

@@ -182,6 +182,9 @@ impl Receiver {
     /// The other order (re-open, then drain) loses wake-ups for good: a notify between the
     /// two sets the flag and writes, the drain eats the write, and the flag stays set with
     /// nothing readable, so every later notify is coalesced into a wake-up that never comes.
+    // Used by io_uring's single-shot notifier and kqueue's pipe: poll and select, all that
+    // illumos has, use `reset_shared`.
+    #[cfg_attr(not(any(ioloop_has_uring, ioloop_has_kqueue)), allow(dead_code))]
     pub(crate) fn reset(&self) {
         self.drain();
         self.notifier.inner.pending.store(false, Ordering::SeqCst);

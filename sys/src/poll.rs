@@ -170,9 +170,7 @@ fn sys_poll(fds: &mut [libc::pollfd], left: Option<Duration>) -> io::Result<usiz
         }
     }
     let ts = left.map(common::timespec);
-    let ts_ptr = ts
-        .as_ref()
-        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    let ts_ptr = common::timespec_ptr(&ts);
     // SAFETY: `fds` is valid and writable for `nfds` entries; `ts_ptr` is null (no limit) or
     // points to a live timespec; a null sigmask leaves the signal mask alone (its size is
     // then not read).
@@ -197,9 +195,7 @@ fn sys_poll(fds: &mut [libc::pollfd], left: Option<Duration>) -> io::Result<usiz
 fn sys_poll(fds: &mut [libc::pollfd], left: Option<Duration>) -> io::Result<usize> {
     let nfds = nfds(fds)?;
     let ts = left.map(common::timespec);
-    let ts_ptr = ts
-        .as_ref()
-        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    let ts_ptr = common::timespec_ptr(&ts);
     // SAFETY: `fds` is valid and writable for `nfds` entries; `ts_ptr` is null (no limit) or
     // points to a live timespec; a null sigmask leaves the signal mask alone.
     let n = cvt(unsafe { libc::ppoll(fds.as_mut_ptr(), nfds, ts_ptr, std::ptr::null()) })?;

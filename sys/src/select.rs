@@ -292,9 +292,7 @@ fn sys_select(
         }
     }
     let ts = left.map(common::timespec);
-    let ts_ptr = ts
-        .as_ref()
-        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    let ts_ptr = common::timespec_ptr(&ts);
     // SAFETY: `read` and `write` are valid, writable fd_sets holding only fds below `nfds`
     // and FD_SETSIZE; `ts_ptr` is null or points to a live timespec; the exception set and
     // the sigmask argument (a pointer to {sigset, size} in the raw call) may be null.
@@ -324,9 +322,7 @@ fn sys_select(
     left: Option<Duration>,
 ) -> io::Result<usize> {
     let ts = left.map(common::timespec);
-    let ts_ptr = ts
-        .as_ref()
-        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    let ts_ptr = common::timespec_ptr(&ts);
     // SAFETY: `read` and `write` are valid, writable fd_sets holding only fds below `nfds`
     // and FD_SETSIZE; `ts_ptr` is null or points to a live timespec; the exception set and
     // the sigmask may be null.
