@@ -101,26 +101,28 @@ fn the_first_user_owns_it_not_the_creator() {
     assert_refused(p.deregister(fd), "creator's deregister");
 }
 
-/// A notify from another thread wakes a wait of the owner blocked without a time limit,
-/// many times over, and the wake-ups are consumed (the next non-blocking wait is quiet).
+/// A notify from another thread wakes a wait (the owner's, in owned mode) blocked without a
+/// time limit, many times over, and the wake-ups are consumed (the next non-blocking wait is
+/// quiet). Both constructors.
 #[test]
-fn notify_wakes_a_blocked_owned_wait() {
-    let p = owned();
-    let (tx, rx) = mpsc::channel::<()>();
-    let n = p.notifier();
-    let t = thread::spawn(move || {
-        while rx.recv().is_ok() {
-            n.notify().unwrap();
+fn notify_wakes_a_blocked_wait() {
+    for p in [Uring::new().expect("Uring::new"), owned()] {
+        let (tx, rx) = mpsc::channel::<()>();
+        let n = p.notifier();
+        let t = thread::spawn(move || {
+            while rx.recv().is_ok() {
+                n.notify().unwrap();
+            }
+        });
+        let mut events = Events::with_capacity(8);
+        for _ in 0..1000 {
+            tx.send(()).unwrap();
+            assert_eq!(p.wait(&mut events, None).unwrap(), 0);
         }
-    });
-    let mut events = Events::with_capacity(8);
-    for _ in 0..1000 {
-        tx.send(()).unwrap();
-        assert_eq!(p.wait(&mut events, None).unwrap(), 0);
+        drop(tx);
+        t.join().unwrap();
+        assert_eq!(p.wait(&mut events, Some(Duration::ZERO)).unwrap(), 0);
     }
-    drop(tx);
-    t.join().unwrap();
-    assert_eq!(p.wait(&mut events, Some(Duration::ZERO)).unwrap(), 0);
 }
 
 /// Level, Edge and Oneshot keep their meaning in owned mode.

@@ -143,6 +143,15 @@ pub(crate) fn timespec_ptr(ts: &Option<libc::timespec>) -> *const libc::timespec
         .map_or(std::ptr::null(), |t| t as *const libc::timespec)
 }
 
+/// [`timespec_ptr`] for the raw `ppoll`/`pselect6` system calls, which write the time left
+/// back into the timeout (glibc's wrappers hand them a copy): a pointer that may be written
+/// through while `ts` is borrowed.
+#[allow(dead_code)]
+pub(crate) fn timespec_mut_ptr(ts: &mut Option<libc::timespec>) -> *mut libc::timespec {
+    ts.as_mut()
+        .map_or(std::ptr::null_mut(), |t| t as *mut libc::timespec)
+}
+
 /// A duration as a `timespec` (seconds saturate at `time_t::MAX`).
 #[allow(dead_code)]
 #[allow(deprecated)] // musl deprecates the `time_t` alias (64-bit change), not the field type

@@ -169,11 +169,11 @@ fn sys_poll(fds: &mut [libc::pollfd], left: Option<Duration>) -> io::Result<usiz
             return Ok(n.unsigned_abs() as usize);
         }
     }
-    let ts = left.map(common::timespec);
-    let ts_ptr = common::timespec_ptr(&ts);
+    let mut ts = left.map(common::timespec);
+    let ts_ptr = common::timespec_mut_ptr(&mut ts);
     // SAFETY: `fds` is valid and writable for `nfds` entries; `ts_ptr` is null (no limit) or
-    // points to a live timespec; a null sigmask leaves the signal mask alone (its size is
-    // then not read).
+    // points to a live, writable timespec (the kernel writes the time left into it); a null
+    // sigmask leaves the signal mask alone (its size is then not read).
     let n = cvt(unsafe {
         libc::syscall(
             libc::SYS_ppoll,

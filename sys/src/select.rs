@@ -265,6 +265,37 @@ fn sys_select(
     write: &mut libc::fd_set,
     left: Option<Duration>,
 ) -> io::Result<usize> {
+    /// One raw `select` or `pselect6` call (`nr`): they share their first five arguments,
+    /// the exception set is null, and the sixth (pselect6's sigmask argument, a pointer to
+    /// {sigset, size}) is null, which `select` ignores.
+    ///
+    /// # Safety
+    ///
+    /// `timeout` is null or points to a live, writable `timeval` (`select`) or `timespec`
+    /// (`pselect6`): the kernel writes the time left into it.
+    unsafe fn raw(
+        nr: libc::c_long,
+        nfds: libc::c_int,
+        read: &mut libc::fd_set,
+        write: &mut libc::fd_set,
+        timeout: *mut libc::c_void,
+    ) -> io::Result<usize> {
+        // SAFETY: `read` and `write` are valid, writable fd_sets holding only fds below
+        // `nfds` and FD_SETSIZE (the caller's sets); `timeout` is as this function requires;
+        // the exception set and the sixth argument may be null.
+        let n = cvt(unsafe {
+            libc::syscall(
+                nr,
+                nfds,
+                read as *mut libc::fd_set,
+                write as *mut libc::fd_set,
+                std::ptr::null_mut::<libc::fd_set>(),
+                timeout,
+                std::ptr::null::<libc::c_void>(),
+            )
+        })?;
+        Ok(n.unsigned_abs() as usize)
+    }
     #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
     {
         // SAFETY: an all-zero timeval is a valid zero duration.
@@ -275,39 +306,21 @@ fn sys_select(
             Some(_) => None,
         };
         if let Some(tv_ptr) = tv_ptr {
-            // SAFETY: `read` and `write` are valid, writable fd_sets holding only fds below
-            // `nfds` and FD_SETSIZE; `tv_ptr` is null or points to a live timeval; the
-            // exception set may be null.
-            let n = cvt(unsafe {
-                libc::syscall(
-                    libc::SYS_select,
-                    nfds,
-                    read as *mut libc::fd_set,
-                    write as *mut libc::fd_set,
-                    std::ptr::null_mut::<libc::fd_set>(),
-                    tv_ptr,
-                )
-            })?;
-            return Ok(n.unsigned_abs() as usize);
+            // SAFETY: `tv_ptr` is null or points to `zero`, a live, writable timeval.
+            return unsafe { raw(libc::SYS_select, nfds, read, write, tv_ptr.cast()) };
         }
     }
-    let ts = left.map(common::timespec);
-    let ts_ptr = common::timespec_ptr(&ts);
-    // SAFETY: `read` and `write` are valid, writable fd_sets holding only fds below `nfds`
-    // and FD_SETSIZE; `ts_ptr` is null or points to a live timespec; the exception set and
-    // the sigmask argument (a pointer to {sigset, size} in the raw call) may be null.
-    let n = cvt(unsafe {
-        libc::syscall(
+    let mut ts = left.map(common::timespec);
+    // SAFETY: the pointer is null or points to `ts`, a live, writable timespec.
+    unsafe {
+        raw(
             libc::SYS_pselect6,
             nfds,
-            read as *mut libc::fd_set,
-            write as *mut libc::fd_set,
-            std::ptr::null_mut::<libc::fd_set>(),
-            ts_ptr,
-            std::ptr::null::<libc::c_void>(),
+            read,
+            write,
+            common::timespec_mut_ptr(&mut ts).cast(),
         )
-    })?;
-    Ok(n.unsigned_abs() as usize)
+    }
 }
 
 /// `pselect` with a `timespec` where the OS has it natively.

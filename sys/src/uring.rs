@@ -1844,26 +1844,6 @@ mod tests {
         }
     }
 
-    /// A notify from another thread wakes a wait blocked without a time limit, many times over.
-    #[test]
-    fn notify_wakes_a_blocked_wait_repeatedly() {
-        let p = std::sync::Arc::new(Uring::new().expect("io_uring_setup"));
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let n = p.notifier();
-        let t = std::thread::spawn(move || {
-            while rx.recv().is_ok() {
-                n.notify().unwrap();
-            }
-        });
-        let mut events = Events::with_capacity(8);
-        for _ in 0..1000 {
-            tx.send(()).unwrap();
-            assert_eq!(p.wait(&mut events, None).unwrap(), 0);
-        }
-        drop(tx);
-        t.join().unwrap();
-    }
-
     /// The notifier's multishot poll is submitted by the first waiting thread; once that thread
     /// has exited, the kernel finishes its completions in a worker, and wake-ups still arrive.
     #[test]
