@@ -108,6 +108,57 @@ fn tcp_readable_and_writable<P: Poller>() {
     p.deregister(fd(&client)).unwrap();
 }
 
+/// `Interest::PRIORITY`: TCP urgent data is reported as `Ready::PRIORITY` (level-triggered:
+/// until the urgent byte is read), and only to a registration that asks for it; where
+/// `priority_exact`, never for plain data. kqueue refuses the interest.
+fn tcp_urgent_data_reports_priority<P: Poller>() {
+    use nix::sys::socket::{recv, send as send_flags, MsgFlags};
+    let p = util::poller::<P>();
+    let mut ev = Events::with_capacity(8);
+    let (client, server) = util::tcp_pair();
+    let (client2, server2) = util::tcp_pair();
+    let both = Interest::READABLE | Interest::PRIORITY;
+    if P::NAME == "kqueue" {
+        util::assert_kind(
+            p.register(fd(&server), 8, both, Mode::Level),
+            std::io::ErrorKind::Unsupported,
+            "kqueue register(PRIORITY)",
+        );
+        return;
+    }
+    register(&p, fd(&server), 8, both, Mode::Level);
+    register(&p, fd(&server2), 9, Interest::READABLE, Mode::Level);
+    expect_none(&p, &mut ev);
+    // Plain data: readable, no priority.
+    send(&client, b"abc");
+    let ready = expect_one(&p, &mut ev, 8);
+    if p.priority_exact() {
+        assert_eq!(ready, Ready::READABLE, "plain data");
+    } else {
+        // io_uring: the data's wake-up says POLLPRI too.
+        assert!(ready.contains(Ready::READABLE), "plain data: {ready:?}");
+    }
+    assert_eq!(drain(&server), 3);
+    expect_none(&p, &mut ev);
+    // Urgent data: priority, reported for as long as the urgent byte is unread.
+    send_flags(fd(&client), b"X", MsgFlags::MSG_OOB).unwrap();
+    for _ in 0..2 {
+        let ready = expect_one(&p, &mut ev, 8);
+        assert!(ready.contains(Ready::PRIORITY), "urgent data: {ready:?}");
+    }
+    let mut oob = [0u8; 1];
+    assert_eq!(recv(fd(&server), &mut oob, MsgFlags::MSG_OOB).unwrap(), 1);
+    assert_eq!(&oob, b"X");
+    expect_none(&p, &mut ev);
+    // Without the interest, urgent data is never priority (the data after it is readable).
+    send_flags(fd(&client2), b"Y", MsgFlags::MSG_OOB).unwrap();
+    send(&client2, b"def");
+    let ready = expect_one(&p, &mut ev, 9);
+    assert_eq!(ready, Ready::READABLE, "no PRIORITY interest");
+    p.deregister(fd(&server)).unwrap();
+    p.deregister(fd(&server2)).unwrap();
+}
+
 fn tcp_listener_readable_on_connect<P: Poller>() {
     let p = util::poller::<P>();
     let mut ev = Events::with_capacity(8);
@@ -221,6 +272,7 @@ backend_tests!(
     socketpair_readable_and_writable,
     socketpair_writable_after_full,
     tcp_readable_and_writable,
+    tcp_urgent_data_reports_priority,
     tcp_listener_readable_on_connect,
     several_ready_fds_reported_together,
     capacity_one_loses_nothing,

@@ -119,13 +119,15 @@ impl Direction {
 enum ShortIo {
     /// Not checked yet.
     Unknown,
-    /// A pipe/FIFO or a Unix stream socket: a short transfer moved all there was (or all
-    /// that fit).
+    /// A pipe/FIFO, or a Unix stream socket outside Linux: a short transfer moved all there
+    /// was (or all that fit).
     Drains,
-    /// Any other stream socket (TCP...): a short write filled the buffer, but a short read
-    /// shows nothing: Linux ends a TCP read early at the urgent mark when the peer sends
-    /// out-of-band data (`MSG_OOB`), with the rest of the stream already queued.
-    WritesFill,
+    /// Any other stream socket (TCP; Unix on Linux): a short write filled the buffer; a short read
+    /// drained it unless the read ended at an urgent mark (the peer sent out-of-band data
+    /// with `MSG_OOB`, and the rest of the stream is queued behind the mark). Only a
+    /// registration that reports priority data exactly shows when that can happen (see
+    /// [`IoSource::short_io_drains`]).
+    UrgentAware,
     /// Anything else (datagram or seqpacket sockets, terminals in canonical mode...).
     Opaque,
 }
@@ -143,17 +145,22 @@ pub(crate) struct IoSource {
     pub(crate) gen: u32,
     /// Registered edge-triggered; else Oneshot.
     pub(crate) edge: Cell<bool>,
+    /// Edge, on a poller whose [`Ready::PRIORITY`] is exact
+    /// ([`Poller::priority_exact`](crate::Poller::priority_exact)): waits for reading ask for
+    /// [`Interest::PRIORITY`] too, so that a report shows when urgent data is pending.
+    pri: Cell<bool>,
     /// Oneshot: what the registration is armed for right now. Edge: the directions
     /// registered so far (each is added on its first wait, and stays).
     pub(crate) armed: Cell<Interest>,
     read: Direction,
     write: Direction,
     short_io: Cell<ShortIo>,
-    /// The reactor has reported a hang-up or an error: the read side is at end of file (or
-    /// has an error to return), or soon will be, with no further report to come. A short
-    /// read no longer shows the buffer drained (the end of file or error is still to be
-    /// read).
-    read_closed: Cell<bool>,
+    /// A short read no longer shows the buffer drained. Set once the reactor has reported
+    /// a hang-up or an error (the read side is at end of file, or has an error to return, or
+    /// soon will, with no further report to come: the end of file or error is still to be
+    /// read), or priority data (a read stops at the urgent mark with the rest of the stream
+    /// queued, and no further report to come).
+    read_blind: Cell<bool>,
 }
 
 /// The wakers of a source's directions that a report fired (see [`IoSource::on_ready`]).
@@ -177,17 +184,18 @@ impl Wakeups {
 impl IoSource {
     /// A source for `fd`'s registration of generation `gen`, edge-triggered if `edge` (else
     /// Oneshot).
-    pub(crate) fn new(ops: Rc<dyn LoopOps>, fd: RawFd, gen: u32, edge: bool) -> Self {
+    pub(crate) fn new(ops: Rc<dyn LoopOps>, fd: RawFd, gen: u32, edge: bool, pri: bool) -> Self {
         Self {
             ops,
             fd,
             gen,
             edge: Cell::new(edge),
+            pri: Cell::new(pri),
             armed: Cell::new(Interest::empty()),
             read: Direction::default(),
             write: Direction::default(),
             short_io: Cell::new(ShortIo::Unknown),
-            read_closed: Cell::new(false),
+            read_blind: Cell::new(false),
         }
     }
 
@@ -203,14 +211,15 @@ impl IoSource {
     /// generation `gen` of the same fd number on the same loop: as [`new`](Self::new), in
     /// place.
     #[inline]
-    pub(crate) fn reset(&mut self, gen: u32, edge: bool) {
+    pub(crate) fn reset(&mut self, gen: u32, edge: bool, pri: bool) {
         self.gen = gen;
         *self.edge.get_mut() = edge;
+        *self.pri.get_mut() = pri;
         *self.armed.get_mut() = Interest::empty();
         self.read.reset();
         self.write.reset();
         *self.short_io.get_mut() = ShortIo::Unknown;
-        *self.read_closed.get_mut() = false;
+        *self.read_blind.get_mut() = false;
     }
 
     /// Called by the fd's handler: marks ready the directions `ready` covers (errors and
@@ -223,12 +232,12 @@ impl IoSource {
             self.armed.set(Interest::empty());
         }
         let both = ready.intersects(Ready::ERROR | Ready::HUP);
-        if both {
-            self.read_closed.set(true);
+        if both || ready.contains(Ready::PRIORITY) {
+            self.read_blind.set(true);
         }
         let mut rest = Interest::empty();
         let mut woken = Wakeups::default();
-        if both || ready.contains(Ready::READABLE) {
+        if both || ready.intersects(Ready::READABLE | Ready::PRIORITY) {
             woken.0[0] = self.read.fire();
         } else if !edge && self.read.waiting() {
             rest |= Interest::READABLE;
@@ -256,8 +265,12 @@ impl IoSource {
         } else {
             Mode::Oneshot
         };
-        self.ops.arm(self.fd, armed | interest, mode)?;
-        self.armed.set(armed | interest);
+        let mut want = armed | interest;
+        if self.pri.get() && want.contains(Interest::READABLE) {
+            want |= Interest::PRIORITY;
+        }
+        self.ops.arm(self.fd, want, mode)?;
+        self.armed.set(want);
         Ok(())
     }
 
@@ -272,21 +285,32 @@ impl IoSource {
 
     /// Whether a transfer of `0 < n < len` bytes in direction `interest` shows the buffer
     /// drained (reads) or full (writes), so readiness can be cleared without another
-    /// `WouldBlock` round. Never for a read once a hang-up or an error has been reported: an
-    /// end of file (or error) that came with the last data has no report of its own, so
-    /// clearing the readiness after that data would leave the reader waiting for good. True for
-    /// writes on stream sockets and pipes, and for reads on pipes and Unix stream sockets,
-    /// which is what tokio relies on for its TCP, Unix stream and pipe types
-    /// (`PollEvented::poll_read`/`poll_write`, tokio-rs/tokio#5866): their read copies until
-    /// the buffer is empty and their write until it is full, and any later change makes a new
-    /// edge. Not for reads on other stream sockets: a TCP read ends at the urgent mark when
-    /// the peer sent out-of-band data, with the rest queued and no further edge (tokio hangs
-    /// there); nor for datagram or seqpacket sockets (one message per read) nor terminals
-    /// (one line per read in canonical mode). Checked once per source, on the first short
-    /// transfer (`fstat`, plus `getsockopt(SO_TYPE)` and `getsockname` for a socket).
+    /// `WouldBlock` round. True for writes on stream sockets and pipes, and for reads on
+    /// pipes and stream sockets, which is what tokio relies on for its TCP, Unix stream and
+    /// pipe types (`PollEvented::poll_read`/`poll_write`, tokio-rs/tokio#5866): their read
+    /// copies until the buffer is empty and their write until it is full, and any later
+    /// change makes a new edge. Not for datagram or seqpacket sockets (one message per read)
+    /// nor terminals (one line per read in canonical mode). Checked once per source, on the
+    /// first short transfer (`fstat`, plus `getsockopt(SO_TYPE)` and `getsockname` for a
+    /// socket).
+    ///
+    /// Two things end a stream read early with data left and no further edge to come, so
+    /// reads infer nothing once the reactor has reported either ([`read_blind`]): an end of
+    /// file (or error) that came with the last data (a hang-up or an error report), and an
+    /// urgent mark (a priority report: TCP, and Unix stream sockets since Linux 5.15, end a
+    /// read at out-of-band data, with the rest queued; tokio hangs there). The kernel
+    /// computes a report's priority bit when the wait collects it, and new data after that
+    /// makes a new report, so a short read after a report without it did drain the buffer.
+    /// That needs exact priority reports: a TCP read infers nothing on an edge-triggered
+    /// registration without them (kqueue, io_uring). A Oneshot registration (poll, select)
+    /// is checked anew when re-armed, so a wrong inference there costs one more wait, never
+    /// a hang.
+    ///
+    /// [`read_blind`]: Self::read_blind
     #[inline]
     fn short_io_drains(&self, interest: Interest, fd: BorrowedFd<'_>) -> bool {
-        if interest == Interest::READABLE && self.read_closed.get() {
+        let read = interest == Interest::READABLE;
+        if read && self.read_blind.get() {
             return false;
         }
         if self.short_io.get() == ShortIo::Unknown {
@@ -294,7 +318,7 @@ impl IoSource {
         }
         match self.short_io.get() {
             ShortIo::Drains => true,
-            ShortIo::WritesFill => interest == Interest::WRITABLE,
+            ShortIo::UrgentAware => !read || self.pri.get() || !self.edge.get(),
             ShortIo::Unknown | ShortIo::Opaque => false,
         }
     }
@@ -320,8 +344,11 @@ fn classify(fd: BorrowedFd<'_>) -> ShortIo {
     }
     let raw = fd.as_raw_fd();
     match getsockname::<SockaddrStorage>(raw).map(|a| a.family()) {
-        Ok(Some(AddressFamily::Unix)) => ShortIo::Drains,
-        _ => ShortIo::WritesFill,
+        // Linux 5.15+ has out-of-band data on Unix stream sockets too.
+        Ok(Some(AddressFamily::Unix)) if !cfg!(any(target_os = "linux", target_os = "android")) => {
+            ShortIo::Drains
+        }
+        _ => ShortIo::UrgentAware,
     }
 }
 
@@ -338,19 +365,21 @@ fn classify(fd: BorrowedFd<'_>) -> ShortIo {
 /// One task at a time may wait for each direction: a second reader replaces the first one's
 /// waker (one reader task and one writer task at once is fine).
 ///
-/// Through the `futures-io` traits, a write on a stream socket or a pipe, and a read on a
-/// pipe or a Unix stream socket, that moves fewer bytes than asked is taken to mean the
-/// kernel buffer is full (drained), as tokio does, which saves the call that would only
-/// return `WouldBlock`; for reads the inference is dropped once the reactor has reported a
-/// hang-up or an error, so an end of file that comes with the last data is still read. A TCP
-/// read infers nothing: Linux ends it early at the urgent mark when the peer sends
-/// out-of-band data (`MSG_OOB`), with the rest of the stream queued behind it. A few cases
-/// break the inference for a Unix stream socket too: Linux ends a read early at data that
-/// carries file descriptors (`SCM_RIGHTS`), with `SO_PASSCRED` set at data from another
-/// writer, and (Linux 5.15+) at out-of-band data the peer sent with `MSG_OOB`; and a pipe
-/// whose writer is in packet mode (`O_DIRECT`, which `pipe2` sets on the write end only)
-/// gives one packet per read. Read such a socket or pipe with [`read_with`](Self::read_with)
-/// (and `recvmsg` for the fds), which infers nothing from a short read.
+/// Through the `futures-io` traits, a read or write on a stream socket or a pipe that moves
+/// fewer bytes than asked is taken to mean the kernel buffer is drained (or full), as tokio
+/// does, which saves the call that would only return `WouldBlock`. Reads drop the inference
+/// for good once the reactor has reported a hang-up or an error (an end of file that comes
+/// with the last data is still read) or priority data: TCP, and Unix stream sockets on
+/// Linux 5.15+, end a read early at the urgent mark when the peer sends out-of-band data
+/// (`MSG_OOB`), with the rest of the stream queued behind it, so the source asks for
+/// [`Interest::PRIORITY`] with its reads. Where the poller's priority reports are not exact
+/// ([`Poller::priority_exact`](crate::Poller::priority_exact): io_uring; kqueue has none),
+/// a TCP read (or a Unix one on Linux) infers nothing. A few cases still break the
+/// inference: a Unix stream read ends early at data that carries file descriptors
+/// (`SCM_RIGHTS`) and, with `SO_PASSCRED` set, at data from another writer; a pipe whose
+/// writer is in packet mode (`O_DIRECT`, which `pipe2` sets on the write end only) gives one
+/// packet per read. Read such a socket or pipe with [`read_with`](Self::read_with) (and
+/// `recvmsg` for the fds), which infers nothing from a short read.
 ///
 /// An `Async` belongs to the loop's thread (it is not `Send`). Dropping it removes the fd's
 /// handler, then closes the fd. It keeps only a weak reference to its loop: if the loop is

@@ -259,6 +259,7 @@ impl Executor {
         fd: RawFd,
         gen: u32,
         edge: bool,
+        pri: bool,
         ops: &Rc<dyn LoopOps>,
     ) -> Rc<IoSource> {
         let idx = fd as usize;
@@ -272,12 +273,12 @@ impl Executor {
             // went: `remove_source`), so resetting it drops no waker: reused in place.
             Some(free) => {
                 debug_assert!(Rc::ptr_eq(&free.ops, ops), "a source of another loop");
-                free.reset(gen, edge);
+                free.reset(gen, edge, pri);
                 entry.clone()
             }
             // A still-held source (an `Async` the reactor found stale) stays with its
             // holder; it only leaves the table.
-            None => new_entry(entry, IoSource::new(ops.clone(), fd, gen, edge)),
+            None => new_entry(entry, IoSource::new(ops.clone(), fd, gen, edge, pri)),
         };
         drop(sources);
         source.unwrap_or_else(|| unreachable!("the entry was just filled"))

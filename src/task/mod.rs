@@ -170,7 +170,8 @@ pub(crate) fn add_source<P: Poller>(lp: &IoLoop<P>, fd: RawFd) -> io::Result<Rc<
             }
         })?
     };
-    Ok(lp.executor().new_source(fd, gen, edge, lp.ops()))
+    let pri = edge && lp.poller().priority_exact();
+    Ok(lp.executor().new_source(fd, gen, edge, pri, lp.ops()))
 }
 
 /// Restores the previous current loop (and local executor) when dropped.

@@ -68,6 +68,10 @@ impl Poller for Epoll {
         true
     }
 
+    fn priority_exact(&self) -> bool {
+        true
+    }
+
     // register/deregister: the checks and the error paths are out of line (cold), so the
     // fast path is the system call and two comparisons, inlined into the caller.
     #[inline]
@@ -323,6 +327,9 @@ fn epoll_flags(interest: Interest, mode: Mode) -> u32 {
     }
     if interest.contains(Interest::WRITABLE) {
         f |= libc::EPOLLOUT;
+    }
+    if interest.contains(Interest::PRIORITY) {
+        f |= libc::EPOLLPRI;
     }
     f |= match mode {
         Mode::Level => 0,

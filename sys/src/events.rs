@@ -107,10 +107,11 @@ impl std::fmt::Debug for Event {
 pub(crate) mod epoll {
     use crate::Ready;
 
-    pub(crate) const READABLE: u32 = (libc::EPOLLIN | libc::EPOLLPRI) as u32;
+    pub(crate) const READABLE: u32 = libc::EPOLLIN as u32;
     pub(crate) const WRITABLE: u32 = libc::EPOLLOUT as u32;
     pub(crate) const ERROR: u32 = libc::EPOLLERR as u32;
     pub(crate) const HUP: u32 = (libc::EPOLLHUP | libc::EPOLLRDHUP) as u32;
+    pub(crate) const PRIORITY: u32 = libc::EPOLLPRI as u32;
 
     /// The kernel's flags as [`Ready`].
     #[inline]
@@ -128,6 +129,9 @@ pub(crate) mod epoll {
         if flags & HUP != 0 {
             r |= Ready::HUP.bits();
         }
+        if flags & PRIORITY != 0 {
+            r |= Ready::PRIORITY.bits();
+        }
         Ready::from_bits_retain(r)
     }
 
@@ -136,7 +140,7 @@ pub(crate) mod epoll {
     pub(crate) const fn from_ready(ready: Ready) -> u32 {
         let mut f = 0;
         if ready.contains(Ready::READABLE) {
-            f |= libc::EPOLLIN as u32;
+            f |= READABLE;
         }
         if ready.contains(Ready::WRITABLE) {
             f |= WRITABLE;
@@ -146,6 +150,9 @@ pub(crate) mod epoll {
         }
         if ready.contains(Ready::HUP) {
             f |= libc::EPOLLHUP as u32;
+        }
+        if ready.contains(Ready::PRIORITY) {
+            f |= PRIORITY;
         }
         f
     }
@@ -335,10 +342,11 @@ mod tests {
                 u64: 1,
             })
         };
-        assert_eq!(ev(libc::EPOLLPRI).ready(), Ready::READABLE);
+        assert_eq!(ev(libc::EPOLLPRI).ready(), Ready::PRIORITY);
         assert_eq!(ev(libc::EPOLLRDHUP).ready(), Ready::HUP);
         assert_eq!(
-            ev(libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLERR | libc::EPOLLHUP).ready(),
+            ev(libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLERR | libc::EPOLLHUP | libc::EPOLLPRI)
+                .ready(),
             Ready::all()
         );
         assert_eq!(ev(0).ready(), Ready::empty());

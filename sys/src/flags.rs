@@ -18,6 +18,14 @@ bitflags! {
         const READABLE = 0b01;
         /// Wake when the fd can be written without blocking.
         const WRITABLE = 0b10;
+        /// Wake when the fd has priority data: TCP or (Linux 5.15+) Unix stream out-of-band
+        /// data (`MSG_OOB`), a changed sysfs attribute or cgroup file, a mount table that
+        /// changed. Reported as [`Ready::PRIORITY`]. `EPOLLPRI`/`POLLPRI`, or select's
+        /// exception set; on io_uring it can be spurious (see
+        /// [`Poller::priority_exact`](crate::Poller::priority_exact)); kqueue has no such
+        /// filter, and its `register`/`modify` refuse this flag with
+        /// [`ErrorKind::Unsupported`](std::io::ErrorKind::Unsupported).
+        const PRIORITY = 0b100;
     }
 }
 
@@ -28,14 +36,16 @@ bitflags! {
     ///
     /// | flag | epoll | kqueue | io_uring | poll | select |
     /// |---|---|---|---|---|---|
-    /// | `READABLE` | `EPOLLIN`, `EPOLLPRI` | `EVFILT_READ` | `POLLIN`, `POLLPRI` | `POLLIN`, `POLLPRI` | in the read set |
+    /// | `READABLE` | `EPOLLIN` | `EVFILT_READ` | `POLLIN` | `POLLIN` | in the read set |
     /// | `WRITABLE` | `EPOLLOUT` | `EVFILT_WRITE` | `POLLOUT` | `POLLOUT` | in the write set |
     /// | `ERROR` | `EPOLLERR` | `EV_ERROR`, or `EV_EOF` with `fflags` set | `POLLERR`, `POLLNVAL` | `POLLERR`, `POLLNVAL` | `EBADF` (fd closed behind the poller's back) |
     /// | `HUP` | `EPOLLHUP`, `EPOLLRDHUP` | `EV_EOF` | `POLLHUP`, `POLLRDHUP` | `POLLHUP` (`POLLRDHUP` on Linux) | never: a closed peer shows as `READABLE` with `read` returning 0 |
+    /// | `PRIORITY` | `EPOLLPRI` | never (see [`Interest::PRIORITY`]) | `POLLPRI` | `POLLPRI` | in the exception set |
     ///
     /// kqueue reports reading and writing as separate events; the kqueue backend merges the two
     /// for one fd when they arrive in the same wait, so one event per fd is the rule everywhere.
-    /// `ERROR` and `HUP` are reported whatever the interest was.
+    /// `ERROR` and `HUP` are reported whatever the interest was; `PRIORITY` only to a
+    /// registration with [`Interest::PRIORITY`].
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
     pub struct Ready: u8 {
         /// The fd can be read (or is at end of file).
@@ -46,6 +56,9 @@ bitflags! {
         const ERROR = 0b0100;
         /// The peer hung up (both directions, or its write side).
         const HUP = 0b1000;
+        /// Priority data is pending (see [`Interest::PRIORITY`]). For a TCP socket: urgent
+        /// data was received and a read stops at its mark.
+        const PRIORITY = 0b1_0000;
     }
 }
 

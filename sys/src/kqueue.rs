@@ -154,6 +154,7 @@ impl Poller for Kqueue {
 
     fn register(&self, fd: RawFd, token: u64, interest: Interest, mode: Mode) -> io::Result<()> {
         common::check_registration(fd, token, mode, true)?;
+        refuse_priority(interest)?;
         let mut table = self.table();
         if table.fds.contains_key(&fd) || Some(fd) == self.wake.fd() {
             return Err(common::already_exists(fd));
@@ -185,6 +186,7 @@ impl Poller for Kqueue {
 
     fn modify(&self, fd: RawFd, token: u64, interest: Interest, mode: Mode) -> io::Result<()> {
         common::check_registration(fd, token, mode, true)?;
+        refuse_priority(interest)?;
         let mut table = self.table();
         let old = match table.fds.get(&fd) {
             Some(entry) => *entry,
@@ -366,6 +368,18 @@ fn new_wake(kq: &Arc<OwnedFd>) -> io::Result<Receiver> {
     );
     submit(kq.as_raw_fd(), changes.as_slice())?;
     Ok(Receiver::new_user(Arc::clone(kq)))
+}
+
+/// kqueue has no filter for priority (out-of-band) data: [`Interest::PRIORITY`] is
+/// `Unsupported` rather than silently never reported.
+fn refuse_priority(interest: Interest) -> io::Result<()> {
+    if interest.contains(Interest::PRIORITY) {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "kqueue cannot watch for priority data (Interest::PRIORITY)",
+        ));
+    }
+    Ok(())
 }
 
 /// The notifier: a pipe whose read end is watched (level-triggered) with `EVFILT_READ`.

@@ -200,6 +200,16 @@ pub trait Poller: Send + Sync + Sized + 'static {
     /// Whether this poller can register in `mode`.
     fn supports(&self, mode: Mode) -> bool;
 
+    /// Whether [`Ready::PRIORITY`] is exact here: reported only while priority data is
+    /// pending (as of the wait), so that an event without it shows none was. True for epoll,
+    /// poll and select. False for io_uring, whose poll completions carry the wake-up's own
+    /// mask, and a socket's wake-up for any new data says `POLLPRI` (priority can be
+    /// spurious there), and for kqueue, which refuses [`Interest::PRIORITY`]. The default is
+    /// false.
+    fn priority_exact(&self) -> bool {
+        false
+    }
+
     /// Starts watching `fd` for `interest`; events carry `token`.
     ///
     /// An empty `interest` is allowed: the fd then only reports [`Ready::ERROR`] and

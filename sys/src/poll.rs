@@ -89,6 +89,10 @@ impl Poller for Poll {
         mode != Mode::Edge
     }
 
+    fn priority_exact(&self) -> bool {
+        true
+    }
+
     fn register(&self, fd: RawFd, token: u64, interest: Interest, mode: Mode) -> io::Result<()> {
         self.reg
             .register(fd, token, interest, mode, self.supports(mode))
@@ -229,16 +233,22 @@ fn poll_flags(interest: Interest) -> libc::c_short {
     if interest.contains(Interest::WRITABLE) {
         f |= libc::POLLOUT;
     }
+    if interest.contains(Interest::PRIORITY) {
+        f |= libc::POLLPRI;
+    }
     f
 }
 
 fn ready_from(revents: libc::c_short) -> Ready {
     let mut r = Ready::empty();
-    if revents & (libc::POLLIN | libc::POLLPRI) != 0 {
+    if revents & libc::POLLIN != 0 {
         r |= Ready::READABLE;
     }
     if revents & libc::POLLOUT != 0 {
         r |= Ready::WRITABLE;
+    }
+    if revents & libc::POLLPRI != 0 {
+        r |= Ready::PRIORITY;
     }
     if revents & (libc::POLLERR | libc::POLLNVAL) != 0 {
         r |= Ready::ERROR;

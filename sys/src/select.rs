@@ -25,6 +25,8 @@ use crate::{Events, Interest, Mode, Notifier, Poller, Ready};
 /// * Timeouts: `pselect(2)` takes a `timespec` on Linux, Android, FreeBSD, DragonFly, NetBSD
 ///   and OpenBSD; elsewhere `select(2)` takes a `timeval`, rounded *up* to whole microseconds
 ///   so a wait never ends early.
+/// * [`Interest::PRIORITY`] is the exception set (Linux puts `POLLPRI` there), passed only
+///   while some registration asks for it.
 /// * No [`Ready::HUP`]: select has no such set; a closed peer shows as [`Ready::READABLE`]
 ///   with `read` returning 0. Registrations with an empty interest are in no set and report
 ///   nothing.
@@ -70,6 +72,10 @@ pub struct Select {
 struct SelectBuf {
     read: libc::fd_set,
     write: libc::fd_set,
+    /// The exception set ([`Interest::PRIORITY`]); `use_except`: some slot of this round
+    /// asks for it (else select gets a null pointer for it, and looks at nothing).
+    except: libc::fd_set,
+    use_except: bool,
     /// The fds of this round, in the order `begin_round` gave them.
     slots: Vec<Slot>,
     /// Where reporting starts (see `InRound::finish`).
@@ -115,6 +121,8 @@ impl Poller for Select {
             buf: Mutex::new(SelectBuf {
                 read: empty_set(),
                 write: empty_set(),
+                except: empty_set(),
+                use_except: false,
                 slots: Vec::new(),
                 cursor: 0,
             }),
@@ -123,6 +131,10 @@ impl Poller for Select {
 
     fn supports(&self, mode: Mode) -> bool {
         mode != Mode::Edge
+    }
+
+    fn priority_exact(&self) -> bool {
+        true
     }
 
     fn register(&self, fd: RawFd, token: u64, interest: Interest, mode: Mode) -> io::Result<()> {
@@ -182,13 +194,16 @@ impl Select {
         let SelectBuf {
             read,
             write,
+            except,
+            use_except,
             slots,
             cursor,
         } = buf;
+        let except = use_except.then_some(&*except);
         let count = if n == 0 { 0 } else { slots.len() };
         Ok(round.finish(events, cursor, count, |i| {
             let s = slots[i];
-            (s.fd, s.tag, s.ready(read, write))
+            (s.fd, s.tag, s.ready(read, write, except))
         }))
     }
 }
@@ -198,6 +213,10 @@ impl SelectBuf {
     fn select(&mut self, left: Option<Duration>) -> io::Result<usize> {
         fd_zero(&mut self.read);
         fd_zero(&mut self.write);
+        if self.use_except {
+            fd_zero(&mut self.except);
+            self.use_except = false;
+        }
         let mut nfds = 0;
         for s in self.slots.iter().filter(|s| !s.bad) {
             if s.interest.contains(Interest::READABLE) {
@@ -206,11 +225,16 @@ impl SelectBuf {
             if s.interest.contains(Interest::WRITABLE) {
                 fd_set(&mut self.write, s.fd)?;
             }
+            if s.interest.contains(Interest::PRIORITY) {
+                fd_set(&mut self.except, s.fd)?;
+                self.use_except = true;
+            }
             if !s.interest.is_empty() {
                 nfds = nfds.max(s.fd + 1);
             }
         }
-        sys_select(nfds, &mut self.read, &mut self.write, left)
+        let except = self.use_except.then_some(&mut self.except);
+        sys_select(nfds, &mut self.read, &mut self.write, except, left)
     }
 
     /// After `EBADF` (`err`): marks the slots whose fd is closed, then selects the others
@@ -239,7 +263,12 @@ impl SelectBuf {
 }
 
 impl Slot {
-    fn ready(&self, read: &libc::fd_set, write: &libc::fd_set) -> Ready {
+    fn ready(
+        &self,
+        read: &libc::fd_set,
+        write: &libc::fd_set,
+        except: Option<&libc::fd_set>,
+    ) -> Ready {
         if self.bad {
             return Ready::ERROR;
         }
@@ -249,6 +278,9 @@ impl Slot {
         }
         if fd_isset(write, self.fd) {
             r |= Ready::WRITABLE;
+        }
+        if except.is_some_and(|e| fd_isset(e, self.fd)) {
+            r |= Ready::PRIORITY;
         }
         r
     }
@@ -263,11 +295,13 @@ fn sys_select(
     nfds: libc::c_int,
     read: &mut libc::fd_set,
     write: &mut libc::fd_set,
+    except: Option<&mut libc::fd_set>,
     left: Option<Duration>,
 ) -> io::Result<usize> {
+    let except = except.map_or(std::ptr::null_mut(), |e| e as *mut libc::fd_set);
     /// One raw `select` or `pselect6` call (`nr`): they share their first five arguments,
-    /// the exception set is null, and the sixth (pselect6's sigmask argument, a pointer to
-    /// {sigset, size}) is null, which `select` ignores.
+    /// and the sixth (pselect6's sigmask argument, a pointer to {sigset, size}) is null,
+    /// which `select` ignores.
     ///
     /// # Safety
     ///
@@ -278,18 +312,19 @@ fn sys_select(
         nfds: libc::c_int,
         read: &mut libc::fd_set,
         write: &mut libc::fd_set,
+        except: *mut libc::fd_set,
         timeout: *mut libc::c_void,
     ) -> io::Result<usize> {
         // SAFETY: `read` and `write` are valid, writable fd_sets holding only fds below
-        // `nfds` and FD_SETSIZE (the caller's sets); `timeout` is as this function requires;
-        // the exception set and the sixth argument may be null.
+        // `nfds` and FD_SETSIZE (the caller's sets), `except` is null or such a set;
+        // `timeout` is as this function requires; the sixth argument may be null.
         let n = cvt(unsafe {
             libc::syscall(
                 nr,
                 nfds,
                 read as *mut libc::fd_set,
                 write as *mut libc::fd_set,
-                std::ptr::null_mut::<libc::fd_set>(),
+                except,
                 timeout,
                 std::ptr::null::<libc::c_void>(),
             )
@@ -306,18 +341,21 @@ fn sys_select(
             Some(_) => None,
         };
         if let Some(tv_ptr) = tv_ptr {
-            // SAFETY: `tv_ptr` is null or points to `zero`, a live, writable timeval.
-            return unsafe { raw(libc::SYS_select, nfds, read, write, tv_ptr.cast()) };
+            // SAFETY: `except` is null or the caller's set; `tv_ptr` is null or points to
+            // `zero`, a live, writable timeval.
+            return unsafe { raw(libc::SYS_select, nfds, read, write, except, tv_ptr.cast()) };
         }
     }
     let mut ts = left.map(common::timespec);
-    // SAFETY: the pointer is null or points to `ts`, a live, writable timespec.
+    // SAFETY: `except` is null or the caller's set; the timeout pointer is null or points
+    // to `ts`, a live, writable timespec.
     unsafe {
         raw(
             libc::SYS_pselect6,
             nfds,
             read,
             write,
+            except,
             common::timespec_mut_ptr(&mut ts).cast(),
         )
     }
@@ -332,23 +370,16 @@ fn sys_select(
     nfds: libc::c_int,
     read: &mut libc::fd_set,
     write: &mut libc::fd_set,
+    except: Option<&mut libc::fd_set>,
     left: Option<Duration>,
 ) -> io::Result<usize> {
+    let except = except.map_or(std::ptr::null_mut(), |e| e as *mut libc::fd_set);
     let ts = left.map(common::timespec);
     let ts_ptr = common::timespec_ptr(&ts);
     // SAFETY: `read` and `write` are valid, writable fd_sets holding only fds below `nfds`
-    // and FD_SETSIZE; `ts_ptr` is null or points to a live timespec; the exception set and
-    // the sigmask may be null.
-    let n = cvt(unsafe {
-        libc::pselect(
-            nfds,
-            read,
-            write,
-            std::ptr::null_mut(),
-            ts_ptr,
-            std::ptr::null(),
-        )
-    })?;
+    // and FD_SETSIZE, `except` is null or such a set; `ts_ptr` is null or points to a live
+    // timespec; the sigmask may be null.
+    let n = cvt(unsafe { libc::pselect(nfds, read, write, except, ts_ptr, std::ptr::null()) })?;
     Ok(n.unsigned_abs() as usize)
 }
 
@@ -359,16 +390,18 @@ fn sys_select(
     nfds: libc::c_int,
     read: &mut libc::fd_set,
     write: &mut libc::fd_set,
+    except: Option<&mut libc::fd_set>,
     left: Option<Duration>,
 ) -> io::Result<usize> {
+    let except = except.map_or(std::ptr::null_mut(), |e| e as *mut libc::fd_set);
     let mut tv = left.map(timeval_round_up);
     let tv_ptr = tv
         .as_mut()
         .map_or(std::ptr::null_mut(), |t| t as *mut libc::timeval);
     // SAFETY: `read` and `write` are valid, writable fd_sets holding only fds below `nfds`
-    // and FD_SETSIZE; `tv_ptr` is null or points to a live timeval; the exception set may be
-    // null.
-    let n = cvt(unsafe { libc::select(nfds, read, write, std::ptr::null_mut(), tv_ptr) })?;
+    // and FD_SETSIZE, `except` is null or such a set; `tv_ptr` is null or points to a live
+    // timeval.
+    let n = cvt(unsafe { libc::select(nfds, read, write, except, tv_ptr) })?;
     Ok(n.unsigned_abs() as usize)
 }
 

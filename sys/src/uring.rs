@@ -1700,17 +1700,23 @@ fn poll_flags(interest: Interest) -> u32 {
     if interest.contains(Interest::WRITABLE) {
         f |= libc::POLLOUT;
     }
+    if interest.contains(Interest::PRIORITY) {
+        f |= libc::POLLPRI;
+    }
     f.unsigned_abs().into()
 }
 
 fn ready_from(mask: u32) -> Ready {
     let has = |flag: libc::c_short| mask & u32::from(flag.unsigned_abs()) != 0;
     let mut r = Ready::empty();
-    if has(libc::POLLIN) || has(libc::POLLPRI) {
+    if has(libc::POLLIN) {
         r |= Ready::READABLE;
     }
     if has(libc::POLLOUT) {
         r |= Ready::WRITABLE;
+    }
+    if has(libc::POLLPRI) {
+        r |= Ready::PRIORITY;
     }
     if has(libc::POLLERR) || has(libc::POLLNVAL) {
         r |= Ready::ERROR;
