@@ -5,8 +5,8 @@
 #   RUNS=5 DURATION=20s benches/http.sh
 #
 # Builds examples/http_hello.rs and examples/http_mio.rs in release, then for each run drives
-# every server in turn (ioloop, tasks, mio, mio-sr, ioloop... so drift hits all alike)
-# with wrk, twice: plain keep-alive (one request in flight per connection) and pipelined
+# every server in turn (ioloop, tasks, mio, mio-sr; the next run starts with tasks, and so
+# on, so drift hits all alike) with wrk, twice: plain keep-alive (one request in flight per connection) and pipelined
 # (DEPTH requests per write, through a small Lua script). The server runs on CPU 0 and wrk on
 # CPU 1 (taskset), one wrk thread, CONNS connections.
 #
@@ -15,8 +15,9 @@
 # wrk completed. Loopback req/s carry about ±10 % noise, and on a 2-core box wrk is the
 # bottleneck (the server idles 20-35 % of the time), so req/s mostly measure wrk; CPU µs/req is
 # what the event loop's own cost moves. Ratios are to mio (the reference: edge-triggered, reads
-# drained to WouldBlock as mio's docs require): above 1.00 is better for req/s, below 1.00 is
-# better for µs/req. mio-sr is http_mio --short-read, mio with tokio's shortcut (a short read
+# drained to WouldBlock as mio's docs require), paired: each run's figure over mio's in the
+# same run, reported as the median and the range over the runs; above 1.00 is better for
+# req/s, below 1.00 is better for µs/req. mio-sr is http_mio --short-read, mio with tokio's shortcut (a short read
 # ends the draining), which saves the read that returns WouldBlock.
 #
 # Environment: RUNS (3), DURATION (10s), CONNS (64), DEPTH (16), WARMUP (2s),
@@ -116,17 +117,31 @@ run_one() {
         'BEGIN { printf "%.3f", t * 1e6 / hz / n }')
     printf '%-9s %-10s run %d: %10.0f req/s  %7s us/req CPU  (%d requests)\n' \
         "$name" "$load" "$run" "$rps" "$us" "$requests" >&2
-    echo "$load $name $rps $us" >>"$tmp/results"
+    echo "$load $name $run $rps $us" >>"$tmp/results"
 }
 
 echo "wrk -t1 -c$CONNS -d$DURATION (pipelined: depth $DEPTH), server on CPU $SERVER_CPU," \
     "wrk on CPU $WRK_CPU, $RUNS interleaved runs" >&2
+# server_args NAME: the command line of a server.
+server_args() {
+    case $1 in
+        ioloop) echo "$bin/http_hello" ;;
+        tasks) echo "$bin/http_hello --tasks" ;;
+        mio) echo "$bin/http_mio" ;;
+        mio-sr) echo "$bin/http_mio --short-read" ;;
+    esac
+}
+
+servers=(ioloop tasks mio mio-sr)
 for run in $(seq 1 "$RUNS"); do
     for load in keep-alive pipelined; do
-        run_one ioloop "$load" "$bin/http_hello"
-        run_one tasks "$load" "$bin/http_hello" --tasks
-        run_one mio "$load" "$bin/http_mio"
-        run_one mio-sr "$load" "$bin/http_mio" --short-read
+        # Each run starts one server further along, so that no server always runs first
+        # (or always right after the same one).
+        for i in 0 1 2 3; do
+            name=${servers[$(((run - 1 + i) % 4))]}
+            # shellcheck disable=SC2046
+            run_one "$name" "$load" $(server_args "$name")
+        done
     done
 done
 
@@ -142,24 +157,41 @@ function median(a, n,    i, j, t) {
 {
     k = $1 SUBSEP $2
     n[k]++
-    rps[k, n[k]] = $3
-    us[k, n[k]] = $4
+    rps[k, n[k]] = $4
+    us[k, n[k]] = $5
+    run_rps[$1, $2, $3] = $4
+    run_us[$1, $2, $3] = $5
+    if ($3 > nruns) nruns = $3
 }
 END {
     split("keep-alive pipelined", loads, " ")
     split("ioloop tasks mio mio-sr", servers, " ")
-    printf "%-10s %-7s %12s %11s %10s %10s\n", "load", "server", "req/s", "CPU us/req", "req/s x", "us/req x"
+    printf "%-10s %-7s %10s %10s %16s %16s\n", "load", "server", "req/s", "CPU us/req",
+        "req/s x mio", "us/req x mio"
     for (l = 1; l <= 2; l++) {
         for (s = 1; s <= 4; s++) {
             k = loads[l] SUBSEP servers[s]
-            delete a; delete b
+            delete a; delete b; delete ra; delete ub
             for (i = 1; i <= n[k]; i++) { a[i] = rps[k, i]; b[i] = us[k, i] }
-            mr[s] = median(a, n[k]); mu[s] = median(b, n[k])
-        }
-        for (s = 1; s <= 4; s++) {
-            printf "%-10s %-7s %12.0f %11.3f %10.2f %10.2f\n", loads[l], servers[s], mr[s], mu[s],
-                mr[s] / mr[3], mu[s] / mu[3]
+            # Paired: the value of each run over the value of mio in the same run.
+            m = 0
+            for (r = 1; r <= nruns; r++) {
+                if ((loads[l], servers[s], r) in run_rps && (loads[l], "mio", r) in run_rps) {
+                    m++
+                    ra[m] = run_rps[loads[l], servers[s], r] / run_rps[loads[l], "mio", r]
+                    ub[m] = run_us[loads[l], servers[s], r] / run_us[loads[l], "mio", r]
+                }
+            }
+            lo_r = hi_r = median(ra, m); lo_u = hi_u = median(ub, m)
+            for (i = 1; i <= m; i++) {
+                if (ra[i] < lo_r) lo_r = ra[i]; if (ra[i] > hi_r) hi_r = ra[i]
+                if (ub[i] < lo_u) lo_u = ub[i]; if (ub[i] > hi_u) hi_u = ub[i]
+            }
+            printf "%-10s %-7s %10.0f %10.3f %5.2f %4.2f-%4.2f %5.2f %4.2f-%4.2f\n", loads[l],
+                servers[s], median(a, n[k]), median(b, n[k]), median(ra, m), lo_r, hi_r,
+                median(ub, m), lo_u, hi_u
         }
     }
-    printf "(medians of %d runs; x = ratio to mio)\n", runs
+    printf "(medians of %d runs; x mio = median and range of the per-run ratios to mio,\n", runs
+    printf " each run timing every server in turn, in a rotating order)\n"
 }' "$tmp/results"

@@ -17,6 +17,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use ioloop::{Async, Interest, IoLoop, TimeoutId};
 
 #[path = "common/http.rs"]
@@ -198,12 +199,13 @@ async fn accept_tasks(addr: SocketAddr) -> io::Result<()> {
     }
 }
 
+/// Through futures-io: a short read shows the socket drained (see [`Async`]), so the next
+/// read waits for new data instead of reading just to hear `WouldBlock`.
 async fn serve_task(stream: Async<TcpStream>) -> io::Result<()> {
     let mut http = Http::new();
-    let mut drained = false;
     loop {
         while !http.output().is_empty() {
-            match stream.write_with(|mut s| s.write(http.output())).await? {
+            match (&stream).write(http.output()).await? {
                 0 => return Err(io::ErrorKind::WriteZero.into()),
                 n => http.wrote(n),
             }
@@ -211,25 +213,10 @@ async fn serve_task(stream: Async<TcpStream>) -> io::Result<()> {
         if http.done() {
             return linger_task(&stream, &mut http).await;
         }
-        if drained {
-            // The last read was short, so the socket was empty: wait for readiness instead
-            // of trying a read that would only say WouldBlock.
-            stream.readable().await?;
+        match (&stream).read(http.read_buf()).await? {
+            0 => http.eof(),
+            n => http.filled(n),
         }
-        let mut room = 0;
-        let n = stream
-            .read_with(|mut s| {
-                let buf = http.read_buf();
-                room = buf.len();
-                s.read(buf)
-            })
-            .await?;
-        if n == 0 {
-            http.eof();
-        } else {
-            http.filled(n);
-        }
-        drained = n < room;
     }
 }
 
