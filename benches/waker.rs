@@ -8,6 +8,7 @@
 //! | `floor` | `write(eventfd)` (registered `EPOLLET`, never read, as mio does) | `epoll_wait` |
 //! | `mio` | `mio::Waker::wake` | `Poll::poll` |
 //! | `mio-poll` | the same, with mio built on `poll(2)` (a separate build, see [`MIO_ON_POLL`]) | `Poll::poll` |
+//! | `floor-poll`, `floor-select` | `write(eventfd)` (mio-poll build only) | raw `poll(2)` / `select(2)` on the eventfd, then `read` it (level-triggered) |
 //! | `polling` | `Poller::notify` | `Poller::wait` |
 //! | `ioloop-sys-<backend>` | `Notifier::notify` | `Poller::wait` |
 //! | `ioloop-<backend>` | `Handle::add_callback` (B's callback adds A's, which stops A's `run`) | `IoLoop::run` |
@@ -128,6 +129,102 @@ mod floor {
     }
 
     impl Wake for FloorWake {
+        #[inline]
+        fn wake(&self) {
+            let one = 1u64;
+            // SAFETY: `one` is a live 8-byte buffer; the eventfd is open (owned here).
+            let n = unsafe { libc::write(self.0.as_raw_fd(), std::ptr::addr_of!(one).cast(), 8) };
+            assert_eq!(n, 8, "eventfd write: {}", std::io::Error::last_os_error());
+        }
+    }
+}
+
+// ---- raw poll(2) / select(2) + eventfd (the mio-poll build) --------------------------------
+
+/// The level-triggered floors: one eventfd, waited for with `poll(2)` or `select(2)` and
+/// read on every wake-up (a level-triggered notifier must be reset), as mio on poll(2) and
+/// ioloop's poll and select backends do, with nothing else around the system calls.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod level_floor {
+    use super::{Side, Wake};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::sync::Arc;
+
+    pub struct LevelSide {
+        efd: Arc<OwnedFd>,
+        select: bool,
+    }
+    pub struct LevelWake(Arc<OwnedFd>);
+
+    /// A new eventfd, waited for with select(2) if `select`, else poll(2), and its waker.
+    pub fn side(select: bool) -> (LevelSide, LevelWake) {
+        // SAFETY: eventfd takes no pointers.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        assert!(fd >= 0, "eventfd: {}", std::io::Error::last_os_error());
+        assert!(
+            (fd as usize) < libc::FD_SETSIZE,
+            "eventfd {fd} past FD_SETSIZE"
+        );
+        // SAFETY: `fd` was just created and nothing else owns it.
+        let efd = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
+        (
+            LevelSide {
+                efd: efd.clone(),
+                select,
+            },
+            LevelWake(efd),
+        )
+    }
+
+    impl LevelSide {
+        fn wait_once(&self) -> i32 {
+            let fd = self.efd.as_raw_fd();
+            if self.select {
+                // SAFETY: an all-zero fd_set is the empty set.
+                let mut set: libc::fd_set = unsafe { std::mem::zeroed() };
+                // SAFETY: `fd` < FD_SETSIZE (checked at creation); `set` is a valid fd_set.
+                unsafe { libc::FD_SET(fd, &mut set) };
+                // SAFETY: `set` is a valid fd_set holding `fd` only; the other sets and the
+                // timeout may be null.
+                unsafe {
+                    libc::select(
+                        fd + 1,
+                        &mut set,
+                        std::ptr::null_mut(),
+                        std::ptr::null_mut(),
+                        std::ptr::null_mut(),
+                    )
+                }
+            } else {
+                let mut pfd = libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: `pfd` is one valid pollfd.
+                unsafe { libc::poll(&mut pfd, 1, -1) }
+            }
+        }
+    }
+
+    impl Side for LevelSide {
+        #[inline]
+        fn wait(&mut self) {
+            while self.wait_once() <= 0 {}
+            let mut count = 0u64;
+            // SAFETY: `count` is a live 8-byte buffer; the eventfd is open (owned here).
+            let n = unsafe {
+                libc::read(
+                    self.efd.as_raw_fd(),
+                    std::ptr::addr_of_mut!(count).cast(),
+                    8,
+                )
+            };
+            assert_eq!(n, 8, "eventfd read: {}", std::io::Error::last_os_error());
+        }
+    }
+
+    impl Wake for LevelWake {
         #[inline]
         fn wake(&self) {
             let one = 1u64;
@@ -270,6 +367,13 @@ fn contenders() -> Vec<Contender> {
     let mut list = Vec::new();
     if MIO_ON_POLL {
         pair_contender(&mut list, "mio-poll", mio_side(), mio_side());
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            let (a, b) = (level_floor::side(false), level_floor::side(false));
+            pair_contender(&mut list, "floor-poll", a, b);
+            let (a, b) = (level_floor::side(true), level_floor::side(true));
+            pair_contender(&mut list, "floor-select", a, b);
+        }
         sys::<ioloop_sys::Poll>(&mut list);
         sys::<ioloop_sys::Select>(&mut list);
         reactor::<ioloop_sys::Poll>(&mut list);
@@ -291,11 +395,13 @@ fn spec() -> Spec {
     if MIO_ON_POLL {
         return Spec::new("waker-mio-poll", "round trip", TRIPS)
             .clock(Clock::Process)
-            .bases(["mio-poll"])
+            .bases(["mio-poll", "floor-poll", "floor-select"])
             .note(
                 "mio built with `--cfg mio_unsupported_force_poll_poll`: its `Poll` and `Waker` on \
                  poll(2), as on a system without epoll or kqueue. A level-triggered notifier is read \
-                 on every wake-up, by mio as by ioloop. Threads pinned and CPU time as above.",
+                 on every wake-up, by mio as by ioloop. `floor-poll` and `floor-select`: one eventfd \
+                 waited for with raw `poll(2)` / `select(2)` and read on each wake-up, nothing else. \
+                 Threads pinned and CPU time as above.",
             );
     }
     Spec::new("waker", "round trip", TRIPS)

@@ -70,16 +70,97 @@ pub struct Select {
 }
 
 struct SelectBuf {
-    read: libc::fd_set,
-    write: libc::fd_set,
-    /// The exception set ([`Interest::PRIORITY`]); `use_except`: some slot of this round
-    /// asks for it (else select gets a null pointer for it, and looks at nothing).
-    except: libc::fd_set,
-    use_except: bool,
+    sets: FdSets,
     /// The fds of this round, in the order `begin_round` gave them.
     slots: Vec<Slot>,
     /// Where reporting starts (see `InRound::finish`).
     cursor: usize,
+}
+
+/// The read, write and exception ([`Interest::PRIORITY`]) sets of a round. A set no slot of
+/// the round asks for is passed to select as a null pointer (the kernel then copies and
+/// scans one set less) and left as it was: `used` says which sets hold this round's fds.
+struct FdSets {
+    read: libc::fd_set,
+    write: libc::fd_set,
+    except: libc::fd_set,
+    used: Interest,
+}
+
+impl FdSets {
+    fn new() -> Self {
+        Self {
+            read: empty_set(),
+            write: empty_set(),
+            except: empty_set(),
+            used: Interest::empty(),
+        }
+    }
+
+    /// The set of `which` (one flag).
+    fn set_mut(&mut self, which: Interest) -> &mut libc::fd_set {
+        if which == Interest::READABLE {
+            &mut self.read
+        } else if which == Interest::WRITABLE {
+            &mut self.write
+        } else {
+            &mut self.except
+        }
+    }
+
+    /// Empties the sets and fills them with the slots' fds (bad ones left out); returns
+    /// `nfds`.
+    fn fill(&mut self, slots: &[Slot]) -> io::Result<libc::c_int> {
+        let mut want = Interest::empty();
+        for s in slots.iter().filter(|s| !s.bad) {
+            want |= s.interest;
+        }
+        for which in [Interest::READABLE, Interest::WRITABLE, Interest::PRIORITY] {
+            if want.contains(which) {
+                fd_zero(self.set_mut(which));
+            }
+        }
+        self.used = want;
+        let mut nfds = 0;
+        for s in slots.iter().filter(|s| !s.bad && !s.interest.is_empty()) {
+            for which in [Interest::READABLE, Interest::WRITABLE, Interest::PRIORITY] {
+                if s.interest.contains(which) {
+                    fd_set(self.set_mut(which), s.fd)?;
+                }
+            }
+            nfds = nfds.max(s.fd + 1);
+        }
+        Ok(nfds)
+    }
+
+    /// The sets as select's arguments: null for a set not in use.
+    fn ptrs(&mut self) -> [*mut libc::fd_set; 3] {
+        let used = self.used;
+        let ptr = |set: &mut libc::fd_set, which| {
+            if used.contains(which) {
+                set as *mut libc::fd_set
+            } else {
+                std::ptr::null_mut()
+            }
+        };
+        [
+            ptr(&mut self.read, Interest::READABLE),
+            ptr(&mut self.write, Interest::WRITABLE),
+            ptr(&mut self.except, Interest::PRIORITY),
+        ]
+    }
+
+    /// Whether select left `fd` in the set of `which` (one flag).
+    fn has(&self, which: Interest, fd: RawFd) -> bool {
+        let set = if which == Interest::READABLE {
+            &self.read
+        } else if which == Interest::WRITABLE {
+            &self.write
+        } else {
+            &self.except
+        };
+        self.used.contains(which) && fd_isset(set, fd)
+    }
 }
 
 impl std::fmt::Debug for SelectBuf {
@@ -119,10 +200,7 @@ impl Poller for Select {
         Ok(Self {
             reg,
             buf: Mutex::new(SelectBuf {
-                read: empty_set(),
-                write: empty_set(),
-                except: empty_set(),
-                use_except: false,
+                sets: FdSets::new(),
                 slots: Vec::new(),
                 cursor: 0,
             }),
@@ -192,18 +270,14 @@ impl Select {
             other => other?,
         };
         let SelectBuf {
-            read,
-            write,
-            except,
-            use_except,
+            sets,
             slots,
             cursor,
         } = buf;
-        let except = use_except.then_some(&*except);
         let count = if n == 0 { 0 } else { slots.len() };
         Ok(round.finish(events, cursor, count, |i| {
             let s = slots[i];
-            (s.fd, s.tag, s.ready(read, write, except))
+            (s.fd, s.tag, s.ready(sets))
         }))
     }
 }
@@ -211,30 +285,8 @@ impl Select {
 impl SelectBuf {
     /// Fills the sets from the slots (leaving out bad ones) and selects; returns the count.
     fn select(&mut self, left: Option<Duration>) -> io::Result<usize> {
-        fd_zero(&mut self.read);
-        fd_zero(&mut self.write);
-        if self.use_except {
-            fd_zero(&mut self.except);
-            self.use_except = false;
-        }
-        let mut nfds = 0;
-        for s in self.slots.iter().filter(|s| !s.bad) {
-            if s.interest.contains(Interest::READABLE) {
-                fd_set(&mut self.read, s.fd)?;
-            }
-            if s.interest.contains(Interest::WRITABLE) {
-                fd_set(&mut self.write, s.fd)?;
-            }
-            if s.interest.contains(Interest::PRIORITY) {
-                fd_set(&mut self.except, s.fd)?;
-                self.use_except = true;
-            }
-            if !s.interest.is_empty() {
-                nfds = nfds.max(s.fd + 1);
-            }
-        }
-        let except = self.use_except.then_some(&mut self.except);
-        sys_select(nfds, &mut self.read, &mut self.write, except, left)
+        let nfds = self.sets.fill(&self.slots)?;
+        sys_select(nfds, &mut self.sets, left)
     }
 
     /// After `EBADF` (`err`): marks the slots whose fd is closed, then selects the others
@@ -263,23 +315,18 @@ impl SelectBuf {
 }
 
 impl Slot {
-    fn ready(
-        &self,
-        read: &libc::fd_set,
-        write: &libc::fd_set,
-        except: Option<&libc::fd_set>,
-    ) -> Ready {
+    fn ready(&self, sets: &FdSets) -> Ready {
         if self.bad {
             return Ready::ERROR;
         }
         let mut r = Ready::empty();
-        if fd_isset(read, self.fd) {
+        if sets.has(Interest::READABLE, self.fd) {
             r |= Ready::READABLE;
         }
-        if fd_isset(write, self.fd) {
+        if sets.has(Interest::WRITABLE, self.fd) {
             r |= Ready::WRITABLE;
         }
-        if except.is_some_and(|e| fd_isset(e, self.fd)) {
+        if sets.has(Interest::PRIORITY, self.fd) {
             r |= Ready::PRIORITY;
         }
         r
@@ -291,39 +338,34 @@ impl Slot {
 /// untimed or zero wait uses `select` itself where the architecture has it (x86), as `poll`
 /// does (see `poll.rs`); a finite timeout takes `pselect6` (nanoseconds).
 #[cfg(any(target_os = "linux", target_os = "android"))]
-fn sys_select(
-    nfds: libc::c_int,
-    read: &mut libc::fd_set,
-    write: &mut libc::fd_set,
-    except: Option<&mut libc::fd_set>,
-    left: Option<Duration>,
-) -> io::Result<usize> {
-    let except = except.map_or(std::ptr::null_mut(), |e| e as *mut libc::fd_set);
+fn sys_select(nfds: libc::c_int, sets: &mut FdSets, left: Option<Duration>) -> io::Result<usize> {
+    // Null, or `sets`' own live sets, holding only fds below FD_SETSIZE (and `nfds`, which
+    // is at most FD_SETSIZE: the kernel reads no further than the end of a set).
+    let [read, write, except] = sets.ptrs();
     /// One raw `select` or `pselect6` call (`nr`): they share their first five arguments,
     /// and the sixth (pselect6's sigmask argument, a pointer to {sigset, size}) is null,
     /// which `select` ignores.
     ///
     /// # Safety
     ///
-    /// `timeout` is null or points to a live, writable `timeval` (`select`) or `timespec`
-    /// (`pselect6`): the kernel writes the time left into it.
+    /// Each set is null or points to a live, writable `fd_set`. `timeout` is null or points
+    /// to a live, writable `timeval` (`select`) or `timespec` (`pselect6`): the kernel
+    /// writes the time left into it.
     unsafe fn raw(
         nr: libc::c_long,
         nfds: libc::c_int,
-        read: &mut libc::fd_set,
-        write: &mut libc::fd_set,
-        except: *mut libc::fd_set,
+        [read, write, except]: [*mut libc::fd_set; 3],
         timeout: *mut libc::c_void,
     ) -> io::Result<usize> {
-        // SAFETY: `read` and `write` are valid, writable fd_sets holding only fds below
-        // `nfds` and FD_SETSIZE (the caller's sets), `except` is null or such a set;
-        // `timeout` is as this function requires; the sixth argument may be null.
+        // SAFETY: each set is null or a valid, writable fd_set (from `FdSets::ptrs`, as the
+        // caller requires); `timeout` is as this function requires; the sixth argument may
+        // be null.
         let n = cvt(unsafe {
             libc::syscall(
                 nr,
                 nfds,
-                read as *mut libc::fd_set,
-                write as *mut libc::fd_set,
+                read,
+                write,
                 except,
                 timeout,
                 std::ptr::null::<libc::c_void>(),
@@ -341,21 +383,19 @@ fn sys_select(
             Some(_) => None,
         };
         if let Some(tv_ptr) = tv_ptr {
-            // SAFETY: `except` is null or the caller's set; `tv_ptr` is null or points to
+            // SAFETY: the sets are null or `sets`' own; `tv_ptr` is null or points to
             // `zero`, a live, writable timeval.
-            return unsafe { raw(libc::SYS_select, nfds, read, write, except, tv_ptr.cast()) };
+            return unsafe { raw(libc::SYS_select, nfds, [read, write, except], tv_ptr.cast()) };
         }
     }
     let mut ts = left.map(common::timespec);
-    // SAFETY: `except` is null or the caller's set; the timeout pointer is null or points
-    // to `ts`, a live, writable timespec.
+    // SAFETY: the sets are null or `sets`' own; the timeout pointer is null or points to
+    // `ts`, a live, writable timespec.
     unsafe {
         raw(
             libc::SYS_pselect6,
             nfds,
-            read,
-            write,
-            except,
+            [read, write, except],
             common::timespec_mut_ptr(&mut ts).cast(),
         )
     }
@@ -366,19 +406,14 @@ fn sys_select(
     ioloop_timespec_poll,
     not(any(target_os = "linux", target_os = "android"))
 ))]
-fn sys_select(
-    nfds: libc::c_int,
-    read: &mut libc::fd_set,
-    write: &mut libc::fd_set,
-    except: Option<&mut libc::fd_set>,
-    left: Option<Duration>,
-) -> io::Result<usize> {
-    let except = except.map_or(std::ptr::null_mut(), |e| e as *mut libc::fd_set);
+fn sys_select(nfds: libc::c_int, sets: &mut FdSets, left: Option<Duration>) -> io::Result<usize> {
+    // Null, or `sets`' own live sets, holding only fds below FD_SETSIZE (and `nfds`, which
+    // is at most FD_SETSIZE: the kernel reads no further than the end of a set).
+    let [read, write, except] = sets.ptrs();
     let ts = left.map(common::timespec);
     let ts_ptr = common::timespec_ptr(&ts);
-    // SAFETY: `read` and `write` are valid, writable fd_sets holding only fds below `nfds`
-    // and FD_SETSIZE, `except` is null or such a set; `ts_ptr` is null or points to a live
-    // timespec; the sigmask may be null.
+    // SAFETY: the sets are null or `sets`' own live fd_sets; `ts_ptr` is null or points
+    // to a live timespec; the sigmask may be null.
     let n = cvt(unsafe { libc::pselect(nfds, read, write, except, ts_ptr, std::ptr::null()) })?;
     Ok(n.unsigned_abs() as usize)
 }
@@ -386,21 +421,16 @@ fn sys_select(
 /// `select` with a `timeval` rounded up to whole microseconds (macOS's `pselect` is a
 /// wrapper around it anyway).
 #[cfg(not(ioloop_timespec_poll))]
-fn sys_select(
-    nfds: libc::c_int,
-    read: &mut libc::fd_set,
-    write: &mut libc::fd_set,
-    except: Option<&mut libc::fd_set>,
-    left: Option<Duration>,
-) -> io::Result<usize> {
-    let except = except.map_or(std::ptr::null_mut(), |e| e as *mut libc::fd_set);
+fn sys_select(nfds: libc::c_int, sets: &mut FdSets, left: Option<Duration>) -> io::Result<usize> {
+    // Null, or `sets`' own live sets, holding only fds below FD_SETSIZE (and `nfds`, which
+    // is at most FD_SETSIZE: the kernel reads no further than the end of a set).
+    let [read, write, except] = sets.ptrs();
     let mut tv = left.map(timeval_round_up);
     let tv_ptr = tv
         .as_mut()
         .map_or(std::ptr::null_mut(), |t| t as *mut libc::timeval);
-    // SAFETY: `read` and `write` are valid, writable fd_sets holding only fds below `nfds`
-    // and FD_SETSIZE, `except` is null or such a set; `tv_ptr` is null or points to a live
-    // timeval.
+    // SAFETY: the sets are null or `sets`' own live fd_sets; `tv_ptr` is null or points
+    // to a live timeval.
     let n = cvt(unsafe { libc::select(nfds, read, write, except, tv_ptr) })?;
     Ok(n.unsigned_abs() as usize)
 }
