@@ -162,6 +162,14 @@ if ctl is not None:
     doc.append(f"fanin's control, `mio-control` (mio's code again, on its own socketpairs), measured "
                f"{ctl:.3f} x mio in this run: the size of the noise that the placement of a "
                "contender's sockets alone makes in that workload.\n")
+fs = ratio("waker-mio-poll", "floor-select", "mio-poll")
+ss = ratio("waker-mio-poll", "ioloop-sys-select", "floor-select")
+sp = ratio("waker-mio-poll", "ioloop-sys-poll", "floor-poll")
+if None not in (fs, ss, sp):
+    doc.append(f"select's waker against its floor: `floor-select` (raw `select(2)` on an eventfd, read "
+               f"on each wake-up) is {fs:.3f} x mio on poll(2) by itself, so no select loop can meet "
+               f"that goal; ioloop-sys-select is {ss:.3f} x floor-select, as ioloop-sys-poll is "
+               f"{sp:.3f} x floor-poll.\n")
 if growth:
     doc.append("poll and select (no goal; the growth of the per-hop time with the idle fds registered):\n")
     doc.append("| contender | x own/10 |")
