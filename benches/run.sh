@@ -162,6 +162,12 @@ if ctl is not None:
     doc.append(f"fanin's control, `mio-control` (mio's code again, on its own socketpairs), measured "
                f"{ctl:.3f} x mio in this run: the size of the noise that the placement of a "
                "contender's sockets alone makes in that workload.\n")
+fu = ratio("waker", "floor-uring", "mio")
+su = ratio("waker", "ioloop-sys-uring", "floor-uring")
+if None not in (fu, su):
+    doc.append(f"io_uring's waker against its floor: `floor-uring` (a raw ring set up as owned mode, a "
+               f"multishot poll of an eventfd) is {fu:.3f} x mio; ioloop-sys-uring is {su:.3f} x "
+               "floor-uring.\n")
 fs = ratio("waker-mio-poll", "floor-select", "mio-poll")
 ss = ratio("waker-mio-poll", "ioloop-sys-select", "floor-select")
 sp = ratio("waker-mio-poll", "ioloop-sys-poll", "floor-poll")

@@ -6,6 +6,7 @@
 //! | id | wake | wait |
 //! |---|---|---|
 //! | `floor` | `write(eventfd)` (registered `EPOLLET`, never read, as mio does) | `epoll_wait` |
+//! | `floor-uring` | `write(eventfd)` | `io_uring_enter(GETEVENTS)` on a ring set up as ioloop's owned mode, with a multishot poll of the eventfd (never read) |
 //! | `mio` | `mio::Waker::wake` | `Poll::poll` |
 //! | `mio-poll` | the same, with mio built on `poll(2)` (a separate build, see [`MIO_ON_POLL`]) | `Poll::poll` |
 //! | `floor-poll`, `floor-select` | `write(eventfd)` (mio-poll build only) | raw `poll(2)` / `select(2)` on the eventfd, then `read` it (level-triggered) |
@@ -129,6 +130,102 @@ mod floor {
     }
 
     impl Wake for FloorWake {
+        #[inline]
+        fn wake(&self) {
+            let one = 1u64;
+            // SAFETY: `one` is a live 8-byte buffer; the eventfd is open (owned here).
+            let n = unsafe { libc::write(self.0.as_raw_fd(), std::ptr::addr_of!(one).cast(), 8) };
+            assert_eq!(n, 8, "eventfd write: {}", std::io::Error::last_os_error());
+        }
+    }
+}
+
+// ---- raw io_uring + eventfd ---------------------------------------------------------------
+
+/// The io_uring floor: one ring per side, set up as ioloop's owned mode is
+/// (`SINGLE_ISSUER | DEFER_TASKRUN | TASKRUN_FLAG`, enabled by the thread that waits), with a
+/// multishot poll of an eventfd that is never read, through the `io-uring` crate: the cost
+/// of a wake-up through io_uring itself, against `floor` (epoll).
+#[cfg(ioloop_has_uring)]
+mod uring_floor {
+    use super::{Side, Wake};
+    use io_uring::{cqueue, opcode, types, IoUring};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::sync::Arc;
+
+    pub struct UringSide {
+        ring: IoUring,
+        efd: Arc<OwnedFd>,
+        armed: bool,
+        enabled: bool,
+    }
+    pub struct UringWake(Arc<OwnedFd>);
+
+    /// A disabled ring and a new eventfd (the ring is enabled and the poll armed by the
+    /// first wait, on the waiting thread).
+    pub fn side() -> (UringSide, UringWake) {
+        // SAFETY: eventfd takes no pointers.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        assert!(fd >= 0, "eventfd: {}", std::io::Error::last_os_error());
+        // SAFETY: `fd` was just created and nothing else owns it.
+        let efd = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
+        let ring = IoUring::builder()
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_taskrun_flag()
+            .setup_r_disabled()
+            .build(8)
+            .expect("io_uring setup (Linux 6.1+)");
+        (
+            UringSide {
+                ring,
+                efd: efd.clone(),
+                armed: false,
+                enabled: false,
+            },
+            UringWake(efd),
+        )
+    }
+
+    impl Side for UringSide {
+        #[inline]
+        fn wait(&mut self) {
+            if !self.enabled {
+                self.ring
+                    .submitter()
+                    .register_enable_rings()
+                    .expect("enable ring");
+                self.enabled = true;
+            }
+            loop {
+                if !self.armed {
+                    let poll =
+                        opcode::PollAdd::new(types::Fd(self.efd.as_raw_fd()), libc::POLLIN as u32)
+                            .multi(true)
+                            .build()
+                            .user_data(1);
+                    // SAFETY: the poll refers to the eventfd, which this side keeps open
+                    // for as long as the ring lives.
+                    unsafe { self.ring.submission().push(&poll) }.expect("SQ full");
+                    self.armed = true;
+                }
+                self.ring.submit_and_wait(1).expect("io_uring_enter");
+                let mut woken = false;
+                for cqe in self.ring.completion() {
+                    assert!(cqe.result() > 0, "poll: {}", cqe.result());
+                    woken = true;
+                    if !cqueue::more(cqe.flags()) {
+                        self.armed = false;
+                    }
+                }
+                if woken {
+                    return;
+                }
+            }
+        }
+    }
+
+    impl Wake for UringWake {
         #[inline]
         fn wake(&self) {
             let one = 1u64;
@@ -381,6 +478,13 @@ fn contenders() -> Vec<Contender> {
     }
     #[cfg(ioloop_has_epoll)]
     pair_contender(&mut list, "floor", floor::side(), floor::side());
+    #[cfg(ioloop_has_uring)]
+    pair_contender(
+        &mut list,
+        "floor-uring",
+        uring_floor::side(),
+        uring_floor::side(),
+    );
     pair_contender(&mut list, "mio", mio_side(), mio_side());
     pair_contender(&mut list, "polling", polling_side(), polling_side());
     common::every_sys_backend!(sys(&mut list));
@@ -406,7 +510,7 @@ fn spec() -> Spec {
     }
     Spec::new("waker", "round trip", TRIPS)
         .clock(Clock::Process)
-        .bases(["floor", "mio"])
+        .bases(["floor", "mio", "floor-uring"])
         .note(
             "A round trip: thread A wakes thread B (blocked in its wait), B wakes A (blocked in its own). \
              Both threads are pinned to one CPU (so a round trip includes two context switches, and no \
