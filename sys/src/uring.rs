@@ -33,6 +33,11 @@
 //!   its eventfd, removed at once, to learn whether the kernel takes them (older kernels
 //!   refuse `IORING_POLL_ADD_MULTI` with `EINVAL`): there [`supports`](Poller::supports)
 //!   says `false` for Edge from the start and registering with it is `Unsupported`.
+//! * [`Interest::PRIORITY`] asks for `POLLPRI`, but a completion carries the mask of the
+//!   wake-up that triggered it, and a socket's wake-up for any new data says `POLLPRI` (and
+//!   `POLLIN`): [`Ready::PRIORITY`] can be spurious here, so
+//!   [`priority_exact`](Poller::priority_exact) is false. A poll that finds the fd ready
+//!   when it is armed reports the file's own state, which is exact.
 //! * A poll request holds a reference to the open file, like epoll it watches the open file
 //!   description; `register` checks that the fd is open (`EBADF`). `is_stale` asks the kernel
 //!   whether the poll still watches the file open at its number: an `IORING_OP_ASYNC_CANCEL`
