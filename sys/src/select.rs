@@ -77,55 +77,44 @@ struct SelectBuf {
     cursor: usize,
 }
 
-/// The read, write and exception ([`Interest::PRIORITY`]) sets of a round. A set no slot of
-/// the round asks for is passed to select as a null pointer (the kernel then copies and
-/// scans one set less) and left as it was: `used` says which sets hold this round's fds.
+/// The sets select takes, in its argument order (read, write, exception), with the
+/// interest that puts an fd in each and what each reports.
+const KINDS: [(Interest, Ready); 3] = [
+    (Interest::READABLE, Ready::READABLE),
+    (Interest::WRITABLE, Ready::WRITABLE),
+    (Interest::PRIORITY, Ready::PRIORITY),
+];
+
+/// The read, write and exception ([`Interest::PRIORITY`]) sets of a round, as [`KINDS`]. A
+/// set no slot of the round asks for is passed to select as a null pointer (the kernel then
+/// copies and scans one set less) and left as it was: `used` says which sets hold this
+/// round's fds.
 struct FdSets {
-    read: libc::fd_set,
-    write: libc::fd_set,
-    except: libc::fd_set,
+    sets: [libc::fd_set; 3],
     used: Interest,
 }
 
 impl FdSets {
     fn new() -> Self {
         Self {
-            read: empty_set(),
-            write: empty_set(),
-            except: empty_set(),
+            sets: [empty_set(), empty_set(), empty_set()],
             used: Interest::empty(),
         }
     }
 
-    /// The set of `which` (one flag).
-    fn set_mut(&mut self, which: Interest) -> &mut libc::fd_set {
-        if which == Interest::READABLE {
-            &mut self.read
-        } else if which == Interest::WRITABLE {
-            &mut self.write
-        } else {
-            &mut self.except
-        }
-    }
-
-    /// Empties the sets and fills them with the slots' fds (bad ones left out); returns
-    /// `nfds`.
+    /// Fills the sets with the slots' fds (bad ones left out), emptying each set before its
+    /// first fd; returns `nfds`.
     fn fill(&mut self, slots: &[Slot]) -> io::Result<libc::c_int> {
-        let mut want = Interest::empty();
-        for s in slots.iter().filter(|s| !s.bad) {
-            want |= s.interest;
-        }
-        for which in [Interest::READABLE, Interest::WRITABLE, Interest::PRIORITY] {
-            if want.contains(which) {
-                fd_zero(self.set_mut(which));
-            }
-        }
-        self.used = want;
+        self.used = Interest::empty();
         let mut nfds = 0;
         for s in slots.iter().filter(|s| !s.bad && !s.interest.is_empty()) {
-            for which in [Interest::READABLE, Interest::WRITABLE, Interest::PRIORITY] {
+            for (set, (which, _)) in self.sets.iter_mut().zip(KINDS) {
                 if s.interest.contains(which) {
-                    fd_set(self.set_mut(which), s.fd)?;
+                    if !self.used.contains(which) {
+                        fd_zero(set);
+                        self.used |= which;
+                    }
+                    fd_set(set, s.fd)?;
                 }
             }
             nfds = nfds.max(s.fd + 1);
@@ -135,31 +124,24 @@ impl FdSets {
 
     /// The sets as select's arguments: null for a set not in use.
     fn ptrs(&mut self) -> [*mut libc::fd_set; 3] {
-        let used = self.used;
-        let ptr = |set: &mut libc::fd_set, which| {
-            if used.contains(which) {
-                set as *mut libc::fd_set
-            } else {
-                std::ptr::null_mut()
+        let mut ptrs = [std::ptr::null_mut(); 3];
+        for ((ptr, set), (which, _)) in ptrs.iter_mut().zip(&mut self.sets).zip(KINDS) {
+            if self.used.contains(which) {
+                *ptr = set;
             }
-        };
-        [
-            ptr(&mut self.read, Interest::READABLE),
-            ptr(&mut self.write, Interest::WRITABLE),
-            ptr(&mut self.except, Interest::PRIORITY),
-        ]
+        }
+        ptrs
     }
 
-    /// Whether select left `fd` in the set of `which` (one flag).
-    fn has(&self, which: Interest, fd: RawFd) -> bool {
-        let set = if which == Interest::READABLE {
-            &self.read
-        } else if which == Interest::WRITABLE {
-            &self.write
-        } else {
-            &self.except
-        };
-        self.used.contains(which) && fd_isset(set, fd)
+    /// What select reported for `fd`: the sets in use that it left `fd` in.
+    fn ready(&self, fd: RawFd) -> Ready {
+        let mut r = Ready::empty();
+        for (set, (which, ready)) in self.sets.iter().zip(KINDS) {
+            if self.used.contains(which) && fd_isset(set, fd) {
+                r |= ready;
+            }
+        }
+        r
     }
 }
 
@@ -319,17 +301,7 @@ impl Slot {
         if self.bad {
             return Ready::ERROR;
         }
-        let mut r = Ready::empty();
-        if sets.has(Interest::READABLE, self.fd) {
-            r |= Ready::READABLE;
-        }
-        if sets.has(Interest::WRITABLE, self.fd) {
-            r |= Ready::WRITABLE;
-        }
-        if sets.has(Interest::PRIORITY, self.fd) {
-            r |= Ready::PRIORITY;
-        }
-        r
+        sets.ready(self.fd)
     }
 }
 
