@@ -99,43 +99,60 @@ fn pair_contender(
     ));
 }
 
-// ---- raw epoll + eventfd -------------------------------------------------------------------
+// ---- the floors' eventfd --------------------------------------------------------------------
 
-#[cfg(ioloop_has_epoll)]
-mod floor {
-    use super::{Side, Wake};
+/// The eventfd each floor waits on, and the waker that writes to it.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod eventfd {
+    use super::Wake;
     use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
     use std::sync::Arc;
 
-    pub struct FloorSide(super::common::RawEpoll);
-    pub struct FloorWake(Arc<OwnedFd>);
-
-    /// An epoll instance watching a new eventfd, edge-triggered, and the eventfd.
-    pub fn side() -> (FloorSide, FloorWake) {
+    /// A non-blocking eventfd, shared by a side (which waits on it) and its waker.
+    pub fn new() -> Arc<OwnedFd> {
         // SAFETY: eventfd takes no pointers.
         let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
         assert!(fd >= 0, "eventfd: {}", std::io::Error::last_os_error());
         // SAFETY: `fd` was just created and nothing else owns it.
-        let efd = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
-        let ep = super::common::RawEpoll::new(1);
-        ep.add(efd.as_raw_fd(), 0, libc::EPOLLIN | libc::EPOLLET);
-        (FloorSide(ep), FloorWake(efd))
+        Arc::new(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 
-    impl Side for FloorSide {
-        #[inline]
-        fn wait(&mut self) {
-            while self.0.wait().is_empty() {}
-        }
-    }
+    /// Wakes by adding 1 to the eventfd.
+    pub struct EventFdWake(pub Arc<OwnedFd>);
 
-    impl Wake for FloorWake {
+    impl Wake for EventFdWake {
         #[inline]
         fn wake(&self) {
             let one = 1u64;
             // SAFETY: `one` is a live 8-byte buffer; the eventfd is open (owned here).
             let n = unsafe { libc::write(self.0.as_raw_fd(), std::ptr::addr_of!(one).cast(), 8) };
             assert_eq!(n, 8, "eventfd write: {}", std::io::Error::last_os_error());
+        }
+    }
+}
+
+// ---- raw epoll + eventfd -------------------------------------------------------------------
+
+#[cfg(ioloop_has_epoll)]
+mod floor {
+    use super::eventfd::{self, EventFdWake};
+    use super::Side;
+    use std::os::fd::AsRawFd;
+
+    pub struct FloorSide(super::common::RawEpoll);
+
+    /// An epoll instance watching a new eventfd, edge-triggered, and the eventfd's waker.
+    pub fn side() -> (FloorSide, EventFdWake) {
+        let efd = eventfd::new();
+        let ep = super::common::RawEpoll::new(1);
+        ep.add(efd.as_raw_fd(), 0, libc::EPOLLIN | libc::EPOLLET);
+        (FloorSide(ep), EventFdWake(efd))
+    }
+
+    impl Side for FloorSide {
+        #[inline]
+        fn wait(&mut self) {
+            while self.0.wait().is_empty() {}
         }
     }
 }
@@ -148,9 +165,10 @@ mod floor {
 /// of a wake-up through io_uring itself, against `floor` (epoll).
 #[cfg(ioloop_has_uring)]
 mod uring_floor {
-    use super::{Side, Wake};
+    use super::eventfd::{self, EventFdWake};
+    use super::Side;
     use io_uring::{cqueue, opcode, types, IoUring};
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::fd::{AsRawFd, OwnedFd};
     use std::sync::Arc;
 
     pub struct UringSide {
@@ -159,16 +177,11 @@ mod uring_floor {
         armed: bool,
         enabled: bool,
     }
-    pub struct UringWake(Arc<OwnedFd>);
 
     /// A disabled ring and a new eventfd (the ring is enabled and the poll armed by the
     /// first wait, on the waiting thread).
-    pub fn side() -> (UringSide, UringWake) {
-        // SAFETY: eventfd takes no pointers.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        assert!(fd >= 0, "eventfd: {}", std::io::Error::last_os_error());
-        // SAFETY: `fd` was just created and nothing else owns it.
-        let efd = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
+    pub fn side() -> (UringSide, EventFdWake) {
+        let efd = eventfd::new();
         let ring = IoUring::builder()
             .setup_single_issuer()
             .setup_defer_taskrun()
@@ -183,7 +196,7 @@ mod uring_floor {
                 armed: false,
                 enabled: false,
             },
-            UringWake(efd),
+            EventFdWake(efd),
         )
     }
 
@@ -224,16 +237,6 @@ mod uring_floor {
             }
         }
     }
-
-    impl Wake for UringWake {
-        #[inline]
-        fn wake(&self) {
-            let one = 1u64;
-            // SAFETY: `one` is a live 8-byte buffer; the eventfd is open (owned here).
-            let n = unsafe { libc::write(self.0.as_raw_fd(), std::ptr::addr_of!(one).cast(), 8) };
-            assert_eq!(n, 8, "eventfd write: {}", std::io::Error::last_os_error());
-        }
-    }
 }
 
 // ---- raw poll(2) / select(2) + eventfd (the mio-poll build) --------------------------------
@@ -243,33 +246,30 @@ mod uring_floor {
 /// ioloop's poll and select backends do, with nothing else around the system calls.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod level_floor {
-    use super::{Side, Wake};
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use super::eventfd::{self, EventFdWake};
+    use super::Side;
+    use std::os::fd::{AsRawFd, OwnedFd};
     use std::sync::Arc;
 
     pub struct LevelSide {
         efd: Arc<OwnedFd>,
         select: bool,
     }
-    pub struct LevelWake(Arc<OwnedFd>);
 
     /// A new eventfd, waited for with select(2) if `select`, else poll(2), and its waker.
-    pub fn side(select: bool) -> (LevelSide, LevelWake) {
-        // SAFETY: eventfd takes no pointers.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        assert!(fd >= 0, "eventfd: {}", std::io::Error::last_os_error());
+    pub fn side(select: bool) -> (LevelSide, EventFdWake) {
+        let efd = eventfd::new();
+        let fd = efd.as_raw_fd();
         assert!(
             (fd as usize) < libc::FD_SETSIZE,
             "eventfd {fd} past FD_SETSIZE"
         );
-        // SAFETY: `fd` was just created and nothing else owns it.
-        let efd = Arc::new(unsafe { OwnedFd::from_raw_fd(fd) });
         (
             LevelSide {
                 efd: efd.clone(),
                 select,
             },
-            LevelWake(efd),
+            EventFdWake(efd),
         )
     }
 
@@ -318,16 +318,6 @@ mod level_floor {
                 )
             };
             assert_eq!(n, 8, "eventfd read: {}", std::io::Error::last_os_error());
-        }
-    }
-
-    impl Wake for LevelWake {
-        #[inline]
-        fn wake(&self) {
-            let one = 1u64;
-            // SAFETY: `one` is a live 8-byte buffer; the eventfd is open (owned here).
-            let n = unsafe { libc::write(self.0.as_raw_fd(), std::ptr::addr_of!(one).cast(), 8) };
-            assert_eq!(n, 8, "eventfd write: {}", std::io::Error::last_os_error());
         }
     }
 }
