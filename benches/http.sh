@@ -6,8 +6,8 @@
 #
 # Builds examples/http_hello.rs and examples/http_mio.rs in release, then for each run drives
 # every server in turn (ioloop, tasks, mio, mio-sr; the next run starts with tasks, and so
-# on, so drift hits all alike) with wrk, twice: plain keep-alive (one request in flight per connection) and pipelined
-# (DEPTH requests per write, through a small Lua script). The server runs on CPU 0 and wrk on
+# on, so drift hits all alike) with wrk, twice: plain keep-alive (one request in flight per
+# connection) and pipelined (DEPTH requests per write, through a small Lua script). The server runs on CPU 0 and wrk on
 # CPU 1 (taskset), one wrk thread, CONNS connections.
 #
 # Reported per server: median req/s, and median server CPU time per request — utime + stime
@@ -17,8 +17,8 @@
 # what the event loop's own cost moves. Ratios are to mio (the reference: edge-triggered, reads
 # drained to WouldBlock as mio's docs require), paired: each run's figure over mio's in the
 # same run, reported as the median and the range over the runs; above 1.00 is better for
-# req/s, below 1.00 is better for µs/req. mio-sr is http_mio --short-read, mio with tokio's shortcut (a short read
-# ends the draining), which saves the read that returns WouldBlock.
+# req/s, below 1.00 is better for µs/req. mio-sr is http_mio --short-read, mio with tokio's
+# shortcut (a short read ends the draining), which saves the read that returns WouldBlock.
 #
 # Environment: RUNS (3), DURATION (10s), CONNS (64), DEPTH (16), WARMUP (2s),
 # SERVER_CPU (0), WRK_CPU (1).
