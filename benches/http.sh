@@ -7,8 +7,8 @@
 # Builds examples/http_hello.rs and examples/http_mio.rs in release, then for each run drives
 # every server in turn (ioloop, tasks, mio, mio-sr; the next run starts with tasks, and so
 # on, so drift hits all alike) with wrk, twice: plain keep-alive (one request in flight per
-# connection) and pipelined (DEPTH requests per write, through a small Lua script). The server runs on CPU 0 and wrk on
-# CPU 1 (taskset), one wrk thread, CONNS connections.
+# connection) and pipelined (DEPTH requests per write, through a small Lua script). The
+# server runs on CPU 0 and wrk on CPU 1 (taskset), one wrk thread, CONNS connections.
 #
 # Reported per server: median req/s, and median server CPU time per request — utime + stime
 # from /proc/PID/stat before and after the measured run (clock ticks), divided by the requests
