@@ -71,7 +71,8 @@ pub enum Mode {
     /// Report once, then stay disarmed until [`Poller::modify`](crate::Poller::modify) re-arms
     /// the fd. poll and select emulate this by disarming the fd after a report.
     Oneshot,
-    /// Report when readiness changes (`EPOLLET`, `EV_CLEAR`); only on epoll and kqueue,
-    /// see [`Poller::supports`](crate::Poller::supports).
+    /// Report when readiness changes (`EPOLLET`, `EV_CLEAR`, io_uring's multishot poll);
+    /// on epoll, kqueue and io_uring (Linux 5.13+), see
+    /// [`Poller::supports`](crate::Poller::supports).
     Edge,
 }
