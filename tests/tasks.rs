@@ -1088,6 +1088,8 @@ impl std::os::fd::AsFd for CountedReads {
 /// whose priority reports are not exact (io_uring): there a short read infers nothing and
 /// the next one reads on to the `WouldBlock`.
 fn short_stream_read_infers_drained<P: Poller>() {
+    use nix::poll::{PollFd, PollFlags};
+    use std::os::fd::AsFd;
     let lp = new_loop::<P>();
     let edge_blind = lp.poller().supports(ioloop::Mode::Edge) && !lp.poller().priority_exact();
     let reads_to_park = if edge_blind { 2 } else { 1 };
@@ -1095,13 +1097,17 @@ fn short_stream_read_infers_drained<P: Poller>() {
         for kind in ["tcp", "unix"] {
             let (ours, theirs) = stream_pair(kind);
             let mut theirs = std::fs::File::from(theirs);
+            theirs.write_all(b"abc").unwrap();
+            // Until the bytes are there (loopback may hand them over a little later), so that
+            // the first read takes all three.
+            let mut pfd = [PollFd::new(ours.as_fd(), PollFlags::POLLIN)];
+            assert_eq!(nix::poll::poll(&mut pfd, 10_000u16).unwrap(), 1, "{kind}");
             let reads = Rc::new(Cell::new(0));
             let counted = CountedReads {
                 fd: std::fs::File::from(ours),
                 reads: reads.clone(),
             };
             let mut r = Async::new(counted).unwrap();
-            theirs.write_all(b"abc").unwrap();
             let mut buf = [0u8; 64];
             assert_eq!(r.read(&mut buf).await.unwrap(), 3, "{kind}");
             assert_eq!(reads.get(), 1, "{kind}");
