@@ -1375,14 +1375,10 @@ impl Uring {
         let notified = self.reap(&mut st, ws, events)?;
         if let Some(ud) = ws.timeout.take() {
             // The wait ended before its timeout: cancel it (submitted with the next call).
-            let sqe = IoUringSqe {
-                opcode: IORING_OP_TIMEOUT_REMOVE,
-                fd: -1,
-                addr: ud,
-                user_data: INTERNAL_UD,
-                ..IoUringSqe::default()
-            };
-            self.push(&mut st, &sqe)?;
+            self.push(
+                &mut st,
+                &aimed_at(IORING_OP_TIMEOUT_REMOVE, ud, INTERNAL_UD),
+            )?;
         }
         Ok(Round { notified })
     }
@@ -1675,26 +1671,26 @@ fn poll_add(fd: RawFd, interest: Interest, user_data: u64) -> IoUringSqe {
     }
 }
 
-/// An `IORING_OP_POLL_REMOVE` of the poll tagged `target`.
-fn poll_remove(target: u64) -> IoUringSqe {
+/// A request (`opcode`: a poll or timeout removal, a cancel) aimed at the request tagged
+/// `target`, tagged `user_data` itself.
+fn aimed_at(opcode: u8, target: u64, user_data: u64) -> IoUringSqe {
     IoUringSqe {
-        opcode: IORING_OP_POLL_REMOVE,
+        opcode,
         fd: -1,
         addr: target,
-        user_data: remove_ud(target),
+        user_data,
         ..IoUringSqe::default()
     }
 }
 
+/// An `IORING_OP_POLL_REMOVE` of the poll tagged `target`.
+fn poll_remove(target: u64) -> IoUringSqe {
+    aimed_at(IORING_OP_POLL_REMOVE, target, remove_ud(target))
+}
+
 /// An `IORING_OP_ASYNC_CANCEL` of the request tagged `target` (its completion ignored).
 fn async_cancel(target: u64) -> IoUringSqe {
-    IoUringSqe {
-        opcode: IORING_OP_ASYNC_CANCEL,
-        fd: -1,
-        addr: target,
-        user_data: INTERNAL_UD,
-        ..IoUringSqe::default()
-    }
+    aimed_at(IORING_OP_ASYNC_CANCEL, target, INTERNAL_UD)
 }
 
 fn poll_flags(interest: Interest) -> u32 {
@@ -1995,13 +1991,7 @@ mod tests {
                 assert_eq!(poll_now(&p, &mut events), [(1, Ready::READABLE)]);
                 assert!(poll_now(&p, &mut events).is_empty());
             }
-            let cancel = IoUringSqe {
-                opcode: IORING_OP_ASYNC_CANCEL,
-                fd: -1,
-                addr: ud,
-                user_data: PROBE_UD,
-                ..IoUringSqe::default()
-            };
+            let cancel = aimed_at(IORING_OP_ASYNC_CANCEL, ud, PROBE_UD);
             let found = p.probe(&mut p.lock(), &cancel).unwrap();
             assert_eq!(found, 0, "the multishot poll was in flight");
             let reported: Vec<_> = (0..4).flat_map(|_| poll_now(&p, &mut events)).collect();
