@@ -21,6 +21,10 @@
 //! * `cargo bench --bench waker`: criterion, wall clock.
 //! * `WAKER_ROUNDS=100 [WAKER_FILTER=a,b,..] cargo bench --bench waker`: interleaved runner
 //!   (process CPU time).
+//! * `WAKER_SELF=1` with either: one thread wakes itself and waits (which returns at once;
+//!   no reactor contenders), [`TRIPS`] times per iteration: the user-space instructions of one
+//!   wake-up and one wait, for `valgrind --tool=callgrind`, which cannot run a thread blocked
+//!   in `io_uring_enter(2)` while another thread wakes it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -47,6 +51,11 @@ trait Wake: Send + Sync + 'static {
     fn wake(&self);
 }
 
+/// `WAKER_SELF=1`: every side wakes itself (see the module docs).
+fn self_wake() -> bool {
+    std::env::var("WAKER_SELF").is_ok_and(|v| v == "1")
+}
+
 /// B's thread, stopped and joined on drop.
 struct Peer {
     stop: Arc<AtomicBool>,
@@ -65,13 +74,27 @@ impl Drop for Peer {
 }
 
 /// A contender from two sides and their wakers: B runs on its own thread and answers every
-/// wake-up with one of A.
+/// wake-up with one of A. With `WAKER_SELF=1`, A wakes itself instead (see the module docs).
 fn pair_contender(
     list: &mut Vec<Contender>,
     id: &str,
     (mut a, wake_a): (impl Side, impl Wake),
     (mut b, wake_b): (impl Side, impl Wake),
 ) {
+    if self_wake() {
+        // One thread: A wakes itself and waits, which returns at once.
+        drop((b, wake_b));
+        list.push((
+            id.to_owned(),
+            Box::new(move || {
+                for _ in 0..TRIPS {
+                    wake_a.wake();
+                    a.wait();
+                }
+            }),
+        ));
+        return;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let stop2 = stop.clone();
     let thread = std::thread::spawn(move || loop {
@@ -463,7 +486,9 @@ fn contenders() -> Vec<Contender> {
         }
         sys::<ioloop_sys::Poll>(&mut list);
         sys::<ioloop_sys::Select>(&mut list);
-        reactor::<ioloop_sys::Poll>(&mut list);
+        if !self_wake() {
+            reactor::<ioloop_sys::Poll>(&mut list);
+        }
         return list;
     }
     #[cfg(ioloop_has_epoll)]
@@ -478,6 +503,9 @@ fn contenders() -> Vec<Contender> {
     pair_contender(&mut list, "mio", mio_side(), mio_side());
     pair_contender(&mut list, "polling", polling_side(), polling_side());
     common::every_sys_backend!(sys(&mut list));
+    if self_wake() {
+        return list;
+    }
     reactor::<ioloop::DefaultPoller>(&mut list);
     #[cfg(ioloop_has_uring)]
     reactor::<ioloop_sys::Uring>(&mut list);
