@@ -141,8 +141,13 @@ report() {
         echo "warning: $2 $3:" >&2
         grep -E 'Socket errors|Non-2xx' "$1" >&2
     fi
-    # "1234 requests in 5.00s, ..." (wrk prints ms for short runs, never here).
-    awk '/ requests in / { t = $4; sub(/s,?$/, "", t); print $1, t }' "$1"
+    # "1234 requests in 5.00s, ..." (wrk's unit: us, ms, s, m or h).
+    awk '/ requests in / {
+        t = $4; sub(/,$/, "", t)
+        u = t; sub(/^[0-9.]+/, "", u)
+        f = u == "us" ? 1e-6 : u == "ms" ? 1e-3 : u == "m" ? 60 : u == "h" ? 3600 : 1
+        print $1, t * f
+    }' "$1"
 }
 
 # cap_setup: two CPU cgroups ("a" and "b") capped at CAP % of a CPU each; sets cg[a] and
