@@ -612,11 +612,17 @@ pub fn env_run(bench: &str, list: impl FnOnce() -> Vec<Contender>, spec: &Spec) 
 }
 
 /// `list` without the contenders whose id contains none of the comma-separated substrings
-/// of `$<BENCH>_FILTER` (if set), e.g. `PINGPONG_FILTER=floor,mio,epoll-edge`.
+/// of `$<BENCH>_FILTER` (if set), e.g. `PINGPONG_FILTER=floor,mio,epoll-edge`; `=id` keeps
+/// that id only (`WAKER_FILTER==floor`: not `floor-uring`).
 pub fn filtered(bench: &str, list: Vec<Contender>) -> Vec<Contender> {
     let filter = std::env::var(format!("{bench}_FILTER")).unwrap_or_default();
     list.into_iter()
-        .filter(|(id, _)| filter.split(',').any(|f| id.contains(f)))
+        .filter(|(id, _)| {
+            filter.split(',').any(|f| match f.strip_prefix('=') {
+                Some(exact) => id == exact,
+                None => id.contains(f),
+            })
+        })
         .collect()
 }
 
