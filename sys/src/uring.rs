@@ -1338,11 +1338,16 @@ impl Uring {
             ws.timeout = Some(ud);
         }
         let to_submit = st.ring.sq_pending();
-        st.waiting = min_complete == 1;
-        drop(st);
-
         // The blocking call, without the state lock, so other threads can register and
-        // submit meanwhile; their completions wake this call.
+        // submit meanwhile; their completions wake this call. In owned mode only this
+        // thread may take the lock (every other caller fails `claim` first), so it is kept.
+        let held = if self.owner.is_some() {
+            Some(st)
+        } else {
+            st.waiting = min_complete == 1;
+            drop(st);
+            None
+        };
         let arg = IoUringGeteventsArg {
             sigmask: 0,
             sigmask_sz: 0,
@@ -1367,11 +1372,17 @@ impl Uring {
             Err(e) => return Err(e),
         }
 
-        let mut st = self.lock();
-        st.waiting = false;
-        if self.owner.is_some() {
-            self.run_deferred(&st)?;
-        }
+        let mut st = match held {
+            Some(st) => {
+                self.run_deferred(&st)?;
+                st
+            }
+            None => {
+                let mut st = self.lock();
+                st.waiting = false;
+                st
+            }
+        };
         let notified = self.reap(&mut st, ws, events)?;
         if let Some(ud) = ws.timeout.take() {
             // The wait ended before its timeout: cancel it (submitted with the next call).
@@ -1429,7 +1440,10 @@ impl Uring {
         Ok(notified)
     }
 
-    /// Handles one completion; returns whether it was the notifier's.
+    /// Handles one completion; returns whether it was the notifier's. The notifier's
+    /// multishot poll, the completion of every cross-thread wake-up, is handled inline; the
+    /// rest out of line.
+    #[inline]
     fn complete(
         &self,
         st: &mut State,
@@ -1439,13 +1453,27 @@ impl Uring {
         res: i32,
         flags: u32,
     ) -> io::Result<bool> {
+        if ud == NOTIFY_MULTI_UD && flags & IORING_CQE_F_MORE != 0 {
+            // One eventfd write, one completion; the poll stays armed and the counter is
+            // never read, as with epoll's EPOLLET (see `push_notify`).
+            self.wake.reset_edge();
+            return Ok(true);
+        }
+        self.complete_other(st, ws, events, ud, res, flags)
+    }
+
+    /// [`complete`](Self::complete) for all but a live multishot notifier poll.
+    #[inline(never)]
+    fn complete_other(
+        &self,
+        st: &mut State,
+        ws: &mut WaitState,
+        events: &mut Events,
+        ud: u64,
+        res: i32,
+        flags: u32,
+    ) -> io::Result<bool> {
         match decode(ud) {
-            Ud::Notify { multi: true } if flags & IORING_CQE_F_MORE != 0 => {
-                // One eventfd write, one completion; the poll stays armed and the counter is
-                // never read, as with epoll's EPOLLET (see `push_notify`).
-                self.wake.reset_edge();
-                Ok(true)
-            }
             Ud::Notify { multi: true } if res == -libc::EINVAL => {
                 // No multishot poll before Linux 5.13: a single-shot poll from now on.
                 st.notify_by_poll = true;
