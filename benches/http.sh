@@ -31,8 +31,8 @@
 #   the server's CPU per request is what its event loop moves.
 #
 # Reported per server: median req/s and median server CPU time per request (from
-# /proc/PID/task/*/schedstat before and after the run, divided by the requests wrk
-# completed), and the ratios to mio, paired: each run's figure over mio's in the same run
+# /proc/PID/task/*/schedstat, or /proc/PID/stat where there is none, before and after the
+# run, divided by the requests wrk completed), and the ratios to mio, paired: each run's figure over mio's in the same run
 # (capped: the simultaneous mio), as the median and the range over the runs. Above 1.00 is
 # better for req/s, below 1.00 is better for µs/req.
 #
@@ -117,10 +117,20 @@ start() {
     addr[$name]=$(sed -n 's/^listening on //p' "$tmp/listen.$name")
 }
 
-# cpu_ns NAME: the CPU time of all of the server's threads so far, in ns (the first field of
-# each thread's schedstat).
+# cpu_ns NAME: the CPU time of all of the server's threads so far, in ns: the first field of
+# each thread's schedstat, or (a kernel without schedstat) utime + stime from /proc/PID/stat,
+# fields 14 and 15 counted after the ")" that ends the command name, in clock ticks.
+clk_tck=$(getconf CLK_TCK)
 cpu_ns() {
-    local f t rest sum=0
+    local f t rest sum=0 stat
+    if [ ! -e "/proc/${pid[$1]}/schedstat" ]; then
+        stat=$(<"/proc/${pid[$1]}/stat")
+        stat=${stat##*) }
+        # shellcheck disable=SC2086
+        set -- $stat
+        echo $(((${12} + ${13}) * 1000000000 / clk_tck))
+        return
+    fi
     for f in /proc/"${pid[$1]}"/task/*/schedstat; do
         read -r t rest <"$f"
         sum=$((sum + t))

@@ -491,7 +491,8 @@ struct State {
     /// to take effect in it. Otherwise they stay queued and the next wait submits them in its
     /// own `io_uring_enter`, so a poll samples readiness when the wait starts (as epoll does),
     /// not when the fd was registered: a POLLOUT snapshot taken at `register` would hide data
-    /// or a hang-up that arrives before the wait.
+    /// or a hang-up that arrives before the wait. Never set in owned mode, whose wait keeps
+    /// the lock (only the owner thread registers, and it is the one waiting).
     waiting: bool,
 }
 
