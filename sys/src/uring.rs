@@ -440,6 +440,8 @@ pub struct Uring {
     /// DEFER_TASKRUN`, set up disabled): the thread that enabled the ring, with the errno of
     /// that `IORING_REGISTER_ENABLE_RINGS` (0: enabled). Set once, by the first call that
     /// enters the ring ([`Uring::claim`]); from then on only that thread may make such calls.
+    /// Owned mode implies `ext_arg` (see [`Uring::build_owned`]): its wait
+    /// ([`Uring::wait_owned`]) never submits a fallback timeout.
     owner: Option<OnceLock<(ThreadId, i32)>>,
 }
 
@@ -881,7 +883,9 @@ impl Poller for Uring {
     }
 
     fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
-        self.claim()?;
+        if self.claim()? {
+            return self.wait_owned(events, timeout);
+        }
         let mut ws = self.waiter.lock().unwrap_or_else(|p| p.into_inner());
         common::wait_loop(events, timeout, |events, left| {
             self.wait_once(&mut ws, events, left)
@@ -940,6 +944,11 @@ impl Uring {
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Self::build(false),
             Err(e) => return Err(e),
         };
+        if p.features & IORING_FEAT_EXT_ARG == 0 {
+            // Every kernel with these flags (6.1) has EXT_ARG (5.11); owned mode's wait
+            // relies on it (see `owner`), so a kernel without gets the shared ring.
+            return Self::build(false);
+        }
         let mut poller = Self::with_ring(ring_fd, &p, false, Some(OnceLock::new()))?;
         poller.multishot = true;
         poller.push_notify(&mut poller.lock())?;
@@ -1001,10 +1010,10 @@ impl Uring {
     /// such call enables the ring (`IORING_REGISTER_ENABLE_RINGS`), which makes its thread
     /// the ring's `SINGLE_ISSUER` owner; afterwards, calls from another thread fail with
     /// `Unsupported` instead of the kernel's bare `EEXIST`. Free otherwise. One atomic load
-    /// and a thread-local read once claimed.
-    fn claim(&self) -> io::Result<()> {
+    /// and a thread-local read once claimed. Returns whether the poller is in owned mode.
+    fn claim(&self) -> io::Result<bool> {
         let Some(owner) = &self.owner else {
-            return Ok(());
+            return Ok(false);
         };
         let me = current_thread();
         let &(id, errno) = owner.get_or_init(|| {
@@ -1032,14 +1041,24 @@ impl Uring {
         if errno != 0 {
             return Err(io::Error::from_raw_os_error(errno));
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Owned mode, after a wait's `io_uring_enter`: one call runs at most 20 items of
     /// deferred task work (Linux 6.13+), so while the kernel says more is pending
     /// (`IORING_SQ_TASKRUN`) it enters again without waiting, for one wait to report what
     /// is ready; bounded by [`TASKRUN_ROUNDS`] and by the room left in the CQ.
+    #[inline]
     fn run_deferred(&self, st: &State) -> io::Result<()> {
+        if st.ring.load(st.ring.sq_flags, Ordering::Acquire) & IORING_SQ_TASKRUN == 0 {
+            return Ok(());
+        }
+        self.run_deferred_more(st)
+    }
+
+    /// [`run_deferred`](Self::run_deferred) once the kernel says task work is pending.
+    #[inline(never)]
+    fn run_deferred_more(&self, st: &State) -> io::Result<()> {
         for _ in 0..TASKRUN_ROUNDS {
             let pending = st.ring.load(st.ring.sq_flags, Ordering::Acquire) & IORING_SQ_TASKRUN;
             if pending == 0
@@ -1340,15 +1359,9 @@ impl Uring {
         }
         let to_submit = st.ring.sq_pending();
         // The blocking call, without the state lock, so other threads can register and
-        // submit meanwhile; their completions wake this call. In owned mode only this
-        // thread may take the lock (every other caller fails `claim` first), so it is kept.
-        let held = if self.owner.is_some() {
-            Some(st)
-        } else {
-            st.waiting = min_complete == 1;
-            drop(st);
-            None
-        };
+        // submit meanwhile; their completions wake this call.
+        st.waiting = min_complete == 1;
+        drop(st);
         let arg = IoUringGeteventsArg {
             sigmask: 0,
             sigmask_sz: 0,
@@ -1373,18 +1386,9 @@ impl Uring {
             Err(e) => return Err(e),
         }
 
-        let mut st = match held {
-            Some(st) => {
-                self.run_deferred(&st)?;
-                st
-            }
-            None => {
-                let mut st = self.lock();
-                st.waiting = false;
-                st
-            }
-        };
-        let notified = self.reap(&mut st, ws, events)?;
+        let mut st = self.lock();
+        st.waiting = false;
+        let notified = self.reap(&mut st, &mut ws.timeout, events)?;
         if let Some(ud) = ws.timeout.take() {
             // The wait ended before its timeout: cancel it (submitted with the next call).
             self.push(
@@ -1392,6 +1396,63 @@ impl Uring {
                 &aimed_at(IORING_OP_TIMEOUT_REMOVE, ud, INTERNAL_UD),
             )?;
         }
+        Ok(Round { notified })
+    }
+
+    /// [`Poller::wait`] in owned mode: the state lock is taken once and kept across
+    /// `io_uring_enter` (only the owner thread may take it: every other caller fails
+    /// [`claim`](Self::claim) first), and a timed wait passes its timeout to the kernel
+    /// (`IORING_ENTER_EXT_ARG`, which owned mode implies), so the waiter state of
+    /// [`wait_once`](Self::wait_once) is not needed.
+    fn wait_owned(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
+        let mut st = self.lock();
+        common::wait_loop(events, timeout, |events, left| {
+            self.wait_once_owned(&mut st, events, left)
+        })
+    }
+
+    /// One round of [`wait_owned`](Self::wait_owned): as [`wait_once`](Self::wait_once),
+    /// then [`run_deferred`](Self::run_deferred) for the task work the kernel left.
+    #[inline(always)]
+    fn wait_once_owned(
+        &self,
+        st: &mut State,
+        events: &mut Events,
+        left: Option<Duration>,
+    ) -> io::Result<Round> {
+        if !st.rearm.is_empty() {
+            self.flush_rearm(st)?;
+        }
+        let ready_now = !st.stash.is_empty() || !st.ready.is_empty() || st.ring.cq_len() > 0;
+        let block = !(ready_now || left == Some(Duration::ZERO));
+        let ts;
+        let arg;
+        let (flags, arg) = match left {
+            Some(d) if block => {
+                ts = kernel_timespec(d);
+                arg = IoUringGeteventsArg {
+                    sigmask: 0,
+                    sigmask_sz: 0,
+                    pad: 0,
+                    ts: (&ts as *const KernelTimespec) as u64,
+                };
+                (IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, Some(&arg))
+            }
+            _ => (IORING_ENTER_GETEVENTS, None),
+        };
+        match self.enter(st.ring.sq_pending(), u32::from(block), flags, arg) {
+            Ok(_) => {}
+            // As in `wait_once`.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) => {}
+            Err(e) => return Err(e),
+        }
+        self.run_deferred(st)?;
+        // No fallback timeout in owned mode: a timeout completion is never ours.
+        let notified = self.reap(st, &mut None, events)?;
         Ok(Round { notified })
     }
 
@@ -1403,16 +1464,25 @@ impl Uring {
     /// Once it is full, the rest of the CQ is moved aside ([`Uring::stash_cq`]: Edge
     /// completions merge into their entries, the others wait in the stash), so that an Edge
     /// fd reported now is not reported again by the next wait for a wake-up that came before
-    /// this one.
-    fn reap(&self, st: &mut State, ws: &mut WaitState, events: &mut Events) -> io::Result<bool> {
+    /// this one. `timeout` is the waiter's fallback timeout ([`WaitState::timeout`]), cleared
+    /// when its completion arrives.
+    #[inline(always)]
+    fn reap(
+        &self,
+        st: &mut State,
+        timeout: &mut Option<u64>,
+        events: &mut Events,
+    ) -> io::Result<bool> {
         let mut notified = false;
-        let mut used = 0;
-        while used < st.stash.len() && events.remaining() > st.ready.len() {
-            let (ud, res, flags) = st.stash[used];
-            used += 1;
-            notified |= self.complete(st, ws, events, ud, res, flags)?;
+        if !st.stash.is_empty() {
+            let mut used = 0;
+            while used < st.stash.len() && events.remaining() > st.ready.len() {
+                let (ud, res, flags) = st.stash[used];
+                used += 1;
+                notified |= self.complete(st, timeout, events, ud, res, flags)?;
+            }
+            st.stash.drain(..used);
         }
-        st.stash.drain(..used);
         loop {
             if events.remaining() <= st.ready.len() {
                 self.stash_cq(st, &mut None)?;
@@ -1420,7 +1490,7 @@ impl Uring {
             }
             match st.ring.pop() {
                 Some((ud, res, flags)) => {
-                    notified |= self.complete(st, ws, events, ud, res, flags)?;
+                    notified |= self.complete(st, timeout, events, ud, res, flags)?;
                 }
                 None if st.ring.overflowed() => {
                     cvt_retry_io(|| self.enter(0, 0, IORING_ENTER_GETEVENTS, None))?;
@@ -1448,7 +1518,7 @@ impl Uring {
     fn complete(
         &self,
         st: &mut State,
-        ws: &mut WaitState,
+        timeout: &mut Option<u64>,
         events: &mut Events,
         ud: u64,
         res: i32,
@@ -1460,7 +1530,7 @@ impl Uring {
             self.wake.reset_edge();
             return Ok(true);
         }
-        self.complete_other(st, ws, events, ud, res, flags)
+        self.complete_other(st, timeout, events, ud, res, flags)
     }
 
     /// [`complete`](Self::complete) for all but a live multishot notifier poll.
@@ -1468,7 +1538,7 @@ impl Uring {
     fn complete_other(
         &self,
         st: &mut State,
-        ws: &mut WaitState,
+        timeout: &mut Option<u64>,
         events: &mut Events,
         ud: u64,
         res: i32,
@@ -1503,8 +1573,8 @@ impl Uring {
                 Ok(false)
             }
             Ud::Timeout => {
-                if ws.timeout == Some(ud) {
-                    ws.timeout = None;
+                if *timeout == Some(ud) {
+                    *timeout = None;
                 }
                 Ok(false)
             }
