@@ -25,6 +25,9 @@
 //!   no reactor contenders), [`TRIPS`] times per iteration: the user-space instructions of one
 //!   wake-up and one wait, for `valgrind --tool=callgrind`, which cannot run a thread blocked
 //!   in `io_uring_enter(2)` while another thread wakes it.
+//! * With `WAKER_FILTER` set, the contenders it leaves out are not set up at all (no peer
+//!   thread, in criterion's mode too), so callgrind can also count a threaded contender
+//!   that does not use io_uring: `WAKER_FILTER==ioloop-epoll WAKER_ROUNDS=2`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -81,6 +84,9 @@ fn pair_contender(
     (mut a, wake_a): (impl Side, impl Wake),
     (mut b, wake_b): (impl Side, impl Wake),
 ) {
+    if !common::wanted("WAKER", id) {
+        return; // no peer thread for a contender filtered out (see the module docs)
+    }
     if self_wake() {
         // One thread: A wakes itself and waits, which returns at once.
         drop((b, wake_b));
@@ -426,6 +432,9 @@ fn sys<P: Poller>(list: &mut Vec<Contender>) {
 /// Two loops: B runs on its thread; each round trip, A's thread adds a callback to B, whose
 /// callback adds one to A that stops A's `run`.
 fn reactor<P: Poller>(list: &mut Vec<Contender>) {
+    if !common::wanted("WAKER", &format!("ioloop-{}", P::NAME)) {
+        return;
+    }
     let lp_a = IoLoop::<P>::with_backend().unwrap_or_else(|e| panic!("IoLoop: {e}"));
     let ha = lp_a.handle();
     let (tx, rx) = std::sync::mpsc::channel();

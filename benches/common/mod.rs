@@ -615,15 +615,18 @@ pub fn env_run(bench: &str, list: impl FnOnce() -> Vec<Contender>, spec: &Spec) 
 /// of `$<BENCH>_FILTER` (if set), e.g. `PINGPONG_FILTER=floor,mio,epoll-edge`; `=id` keeps
 /// that id only (`WAKER_FILTER==floor`: not `floor-uring`).
 pub fn filtered(bench: &str, list: Vec<Contender>) -> Vec<Contender> {
-    let filter = std::env::var(format!("{bench}_FILTER")).unwrap_or_default();
     list.into_iter()
-        .filter(|(id, _)| {
-            filter.split(',').any(|f| match f.strip_prefix('=') {
-                Some(exact) => id == exact,
-                None => id.contains(f),
-            })
-        })
+        .filter(|(id, _)| wanted(bench, id))
         .collect()
+}
+
+/// Whether `$<BENCH>_FILTER` (see [`filtered`]) keeps contender `id`; true if it is unset.
+pub fn wanted(bench: &str, id: &str) -> bool {
+    let filter = std::env::var(format!("{bench}_FILTER")).unwrap_or_default();
+    filter.split(',').any(|f| match f.strip_prefix('=') {
+        Some(exact) => id == exact,
+        None => id.contains(f),
+    })
 }
 
 /// Raises the soft `RLIMIT_NOFILE` to at least `n` (capped at the hard limit); returns the

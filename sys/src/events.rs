@@ -268,6 +268,11 @@ impl Events {
         unsafe { self.list.set_len(len + n) };
         let new = &self.list[len..];
         match new.iter().position(|e| e.token() == crate::RESERVED_TOKEN) {
+            // The usual case: the notifier's event is the last one (often the only one).
+            Some(i) if len + i + 1 == self.list.len() => {
+                self.list.truncate(len + i);
+                Ok(true)
+            }
             Some(i) => {
                 self.list.remove(len + i);
                 // Usually the only one; `Epoll::is_stale`'s brief probe registration, if
