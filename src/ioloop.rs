@@ -848,17 +848,20 @@ impl<P: Poller> IoLoop<P> {
 
     fn run_callbacks(&self) {
         let inner = &*self.inner;
-        {
-            let mut running = inner.running.borrow_mut();
-            if running.is_empty() {
-                std::mem::swap(&mut *running, &mut *inner.callbacks.borrow_mut());
+        // Without the hint both local queues are empty (only other threads queued work).
+        if inner.hints.get() & CALLBACKS != 0 {
+            {
+                let mut running = inner.running.borrow_mut();
+                if running.is_empty() {
+                    std::mem::swap(&mut *running, &mut *inner.callbacks.borrow_mut());
+                }
             }
-        }
-        loop {
-            let next = inner.running.borrow_mut().pop_front();
-            match next {
-                Some(cb) => cb.call(self),
-                None => break,
+            loop {
+                let next = inner.running.borrow_mut().pop_front();
+                match next {
+                    Some(cb) => cb.call(self),
+                    None => break,
+                }
             }
         }
         if inner.shared.remote_pending.load(Ordering::SeqCst)
