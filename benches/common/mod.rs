@@ -369,6 +369,8 @@ pub struct Row {
     pub cpu: f64,
     /// Per [`Spec::bases`] column: the median of the paired per-round CPU ratios.
     pub ratios: Vec<Option<f64>>,
+    /// Per column, a 95 % confidence interval of that median ([`median_ci`]).
+    pub ci: Vec<Option<(f64, f64)>>,
 }
 
 /// This process's CPU time (all threads, user + system), `CLOCK_PROCESS_CPUTIME_ID`.
@@ -386,6 +388,20 @@ fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// A distribution-free 95 % confidence interval of the median of `v`: the order statistics
+/// of ranks `n/2 -+ 0.98 sqrt(n)` (the binomial's normal approximation, which holds for the
+/// tens of rounds and more that the runners take). It says how well this run pins the
+/// median down; a later run on a machine in another state may still land outside it.
+fn median_ci(v: &[f64]) -> (f64, f64) {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len() as f64;
+    let half = 0.98 * n.sqrt();
+    let lo = (n / 2.0 - half).floor().max(0.0) as usize;
+    let hi = ((n / 2.0 + half).ceil() as usize).min(v.len() - 1);
+    (v[lo], v[hi])
 }
 
 /// The per-round samples of an interleaved measurement ([`sample`]): round `r` of every
@@ -413,23 +429,28 @@ impl Samples {
     pub fn rows(&self, spec: &Spec) -> Vec<Row> {
         let pos = |id: &str| self.ids.iter().position(|x| x == id);
         (0..self.ids.len())
-            .map(|i| Row {
-                id: self.ids[i].clone(),
-                wall: median(&self.wall[i]),
-                cpu: median(&self.cpu[i]),
-                ratios: spec
+            .map(|i| {
+                let paired: Vec<Option<Vec<f64>>> = spec
                     .bases
                     .iter()
                     .map(|b| {
                         let j = pos(&(b.of)(&self.ids[i])?)?;
-                        let r: Vec<f64> = self.cpu[i]
-                            .iter()
-                            .zip(&self.cpu[j])
-                            .map(|(c, f)| c / f)
-                            .collect();
-                        Some(median(&r))
+                        Some(
+                            self.cpu[i]
+                                .iter()
+                                .zip(&self.cpu[j])
+                                .map(|(c, f)| c / f)
+                                .collect(),
+                        )
                     })
-                    .collect(),
+                    .collect();
+                Row {
+                    id: self.ids[i].clone(),
+                    wall: median(&self.wall[i]),
+                    cpu: median(&self.cpu[i]),
+                    ratios: paired.iter().map(|r| r.as_deref().map(median)).collect(),
+                    ci: paired.iter().map(|r| r.as_deref().map(median_ci)).collect(),
+                }
             })
             .collect()
     }
@@ -479,7 +500,8 @@ pub fn sample(mut list: Vec<Contender>, rounds: usize, spec: &Spec) -> Samples {
 /// file as a markdown table (title, then one row per contender: CPU and wall ns per element,
 /// elements per second from the CPU median, and the ratio columns), then the spec's notes.
 /// With `IOLOOP_BENCH_TSV=<file>` it appends one line per row: title, id, CPU ns, wall ns,
-/// then `label=ratio` per ratio column (what `benches/run.sh` checks the goals with).
+/// then `label=ratio`, `label~lo=..` and `label~hi=..` (the median's 95 % interval) per
+/// ratio column (what `benches/run.sh` checks the goals with).
 pub fn report(spec: &Spec, rows: &[Row], rounds: usize) {
     if rows.is_empty() {
         return;
@@ -517,9 +539,9 @@ pub fn report(spec: &Spec, rows: &[Row], rounds: usize) {
         let mut tsv = String::new();
         for r in rows {
             tsv += &format!("{}\t{}\t{}\t{}", spec.title, r.id, r.cpu, r.wall);
-            for (b, x) in spec.bases.iter().zip(&r.ratios) {
-                if let Some(x) = x {
-                    tsv += &format!("\t{}={x}", b.label);
+            for ((b, x), ci) in spec.bases.iter().zip(&r.ratios).zip(&r.ci) {
+                if let (Some(x), Some((lo, hi))) = (x, ci) {
+                    tsv += &format!("\t{l}={x}\t{l}~lo={lo}\t{l}~hi={hi}", l = b.label);
                 }
             }
             tsv += "\n";
