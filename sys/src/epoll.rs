@@ -201,8 +201,7 @@ impl Epoll {
             Some(d) => return self.sys_wait_timed(out, max, d),
         };
         // SAFETY: `out` has room for `max` events (the caller's array).
-        let n = cvt(unsafe { epoll_wait(self.epfd.as_raw_fd(), out, max, ms) })?;
-        Ok(n.unsigned_abs() as usize)
+        unsafe { epoll_wait(self.epfd.as_raw_fd(), out, max, ms) }
     }
 
     /// A finite, non-zero timeout: `epoll_pwait2` (nanoseconds) when the kernel has it, else
@@ -218,25 +217,22 @@ impl Epoll {
         let epfd = self.epfd.as_raw_fd();
         if PWAIT2.load(Ordering::Relaxed) != 2 {
             let ts = common::timespec(left);
+            let args = [
+                epfd as usize,
+                out as usize,
+                max as usize,
+                &ts as *const libc::timespec as usize,
+                0,
+                0,
+            ];
             // SAFETY: `out` has room for `max` events (the caller's array); `ts` is a live
-            // timespec; a null sigmask means "leave it alone".
-            let r = unsafe {
-                libc::syscall(
-                    libc::SYS_epoll_pwait2,
-                    epfd,
-                    out,
-                    max,
-                    &ts as *const libc::timespec,
-                    std::ptr::null::<libc::sigset_t>(),
-                    0usize,
-                )
-            };
-            match cvt(r) {
+            // timespec; the null (0) sigmask means "leave it alone".
+            match unsafe { crate::syscall::syscall6(libc::SYS_epoll_pwait2, args) } {
                 Ok(n) => {
                     if PWAIT2.load(Ordering::Relaxed) == 0 {
                         PWAIT2.store(1, Ordering::Relaxed);
                     }
-                    return Ok(n.unsigned_abs() as usize);
+                    return Ok(n);
                 }
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
                     PWAIT2.store(2, Ordering::Relaxed);
@@ -246,8 +242,7 @@ impl Epoll {
         }
         let ms = common::millis_round_up(Some(left));
         // SAFETY: `out` has room for `max` events (the caller's array).
-        let n = cvt(unsafe { epoll_wait(epfd, out, max, ms) })?;
-        Ok(n.unsigned_abs() as usize)
+        unsafe { epoll_wait(epfd, out, max, ms) }
     }
 }
 
@@ -260,35 +255,28 @@ const SYS_EPOLL_WAIT: libc::c_long = libc::SYS_epoll_wait;
 #[cfg(not(any(target_arch = "x86_64", target_arch = "x86")))]
 const SYS_EPOLL_WAIT: libc::c_long = libc::SYS_epoll_pwait;
 
-/// `epoll_wait(2)` through `syscall(2)` ([`SYS_EPOLL_WAIT`]): glibc's `epoll_wait` is a
-/// pthread cancellation point, and in a process with more than one thread each call pays for
-/// switching asynchronous cancellation on and off (about 60 instructions) for a feature Rust
-/// code cannot use. The raw return value.
+/// `epoll_wait(2)` as a raw system call ([`SYS_EPOLL_WAIT`], through
+/// [`syscall6`](crate::syscall::syscall6), inlined into the waiting loop where it can be):
+/// glibc's `epoll_wait` is a pthread cancellation point, and in a process with more than one
+/// thread each call pays for switching asynchronous cancellation on and off (about 60
+/// instructions) for a feature Rust code cannot use. Returns the count.
 ///
 /// # Safety
 ///
 /// `out` must be valid for writes of `max` events.
-#[inline]
+#[inline(always)]
 unsafe fn epoll_wait(
     epfd: RawFd,
     out: *mut libc::epoll_event,
     max: libc::c_int,
     ms: libc::c_int,
-) -> libc::c_long {
+) -> io::Result<usize> {
+    // Integer arguments are passed sign-extended; the kernel reads the low 32 bits.
+    let args = [epfd as usize, out as usize, max as usize, ms as usize, 0, 0];
     // SAFETY: `out` has room for `max` events (this function's contract); a bad `epfd` is
-    // an error return, not undefined behaviour. For `epoll_pwait` a null sigmask means
+    // an error return, not undefined behaviour. For `epoll_pwait` the null (0) sigmask means
     // "leave the mask alone" (its size is then not read); `epoll_wait` ignores both.
-    unsafe {
-        libc::syscall(
-            SYS_EPOLL_WAIT,
-            epfd,
-            out,
-            max,
-            ms,
-            std::ptr::null::<libc::sigset_t>(),
-            0usize,
-        )
-    }
+    unsafe { crate::syscall::syscall6(SYS_EPOLL_WAIT, args) }
 }
 
 /// `register`'s refusals (a negative fd, the reserved token), out of line.

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::common::{self, Round};
 use crate::registry::{self, Registry};
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
 use crate::syscall::cvt;
 use crate::{Events, Interest, Mode, Notifier, Poller, Ready};
 
@@ -167,28 +168,33 @@ fn sys_poll(fds: &mut [libc::pollfd], left: Option<Duration>) -> io::Result<usiz
             Some(_) => None,
         };
         if let Some(ms) = ms {
+            let args = [
+                fds.as_mut_ptr() as usize,
+                nfds as usize,
+                ms as usize,
+                0,
+                0,
+                0,
+            ];
             // SAFETY: `fds` is valid and writable for `nfds` entries; `poll` takes
             // (struct pollfd *, nfds_t, int).
-            let n = cvt(unsafe { libc::syscall(libc::SYS_poll, fds.as_mut_ptr(), nfds, ms) })?;
-            return Ok(n.unsigned_abs() as usize);
+            return unsafe { crate::syscall::syscall6(libc::SYS_poll, args) };
         }
     }
     let mut ts = left.map(common::timespec);
     let ts_ptr = common::timespec_mut_ptr(&mut ts);
+    let args = [
+        fds.as_mut_ptr() as usize,
+        nfds as usize,
+        ts_ptr as usize,
+        0,
+        0,
+        0,
+    ];
     // SAFETY: `fds` is valid and writable for `nfds` entries; `ts_ptr` is null (no limit) or
-    // points to a live, writable timespec (the kernel writes the time left into it); a null
-    // sigmask leaves the signal mask alone (its size is then not read).
-    let n = cvt(unsafe {
-        libc::syscall(
-            libc::SYS_ppoll,
-            fds.as_mut_ptr(),
-            nfds,
-            ts_ptr,
-            std::ptr::null::<libc::sigset_t>(),
-            0usize,
-        )
-    })?;
-    Ok(n.unsigned_abs() as usize)
+    // points to a live, writable timespec (the kernel writes the time left into it); the
+    // null (0) sigmask leaves the signal mask alone (its size is then not read).
+    unsafe { crate::syscall::syscall6(libc::SYS_ppoll, args) }
 }
 
 /// `ppoll` with a `timespec` where the OS has it; returns how many entries have `revents`.

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::common::{self, Round};
 use crate::registry::{self, Registry};
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
 use crate::syscall::cvt;
 use crate::{Events, Interest, Mode, Notifier, Poller, Ready};
 
@@ -329,21 +330,18 @@ fn sys_select(nfds: libc::c_int, sets: &mut FdSets, left: Option<Duration>) -> i
         [read, write, except]: [*mut libc::fd_set; 3],
         timeout: *mut libc::c_void,
     ) -> io::Result<usize> {
+        let args = [
+            nfds as usize,
+            read as usize,
+            write as usize,
+            except as usize,
+            timeout as usize,
+            0,
+        ];
         // SAFETY: each set is null or a valid, writable fd_set (from `FdSets::ptrs`, as the
         // caller requires); `timeout` is as this function requires; the sixth argument may
-        // be null.
-        let n = cvt(unsafe {
-            libc::syscall(
-                nr,
-                nfds,
-                read,
-                write,
-                except,
-                timeout,
-                std::ptr::null::<libc::c_void>(),
-            )
-        })?;
-        Ok(n.unsigned_abs() as usize)
+        // be null (0).
+        unsafe { crate::syscall::syscall6(nr, args) }
     }
     #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
     {

@@ -2,6 +2,8 @@
 //!
 //! `unsafe` and its `// SAFETY:` line stay at each call site; these helpers only turn the C
 //! convention (-1 and `errno`) into [`io::Result`], and retry `EINTR` where that is right.
+//! On Linux, [`syscall6`] makes a raw system call (the instruction inlined where the
+//! workspace knows the architecture's convention) and returns the same `io::Result`.
 
 use std::io;
 
@@ -36,4 +38,108 @@ pub(crate) fn cvt_retry<T: MinusOne>(mut f: impl FnMut() -> T) -> io::Result<T> 
             other => return other,
         }
     }
+}
+
+/// One system call, `nr` with up to six arguments (unused ones 0), as `io::Result`: the
+/// kernel's `-errno` or -1 and `errno` become the error. No `EINTR` retry (see
+/// [`cvt_retry`] for that).
+///
+/// Linux and Android only. On x86_64 and aarch64 the `syscall`/`svc` instruction is inlined
+/// into the caller ([`raw`]); on the other architectures this is `libc::syscall`. Why: a `ret` that unwinds across a system
+/// call can be costly. On CPUs whose kernel refills the return-stack predictor on the way
+/// out (AMD's SRSO "safe RET" mitigation, common on cloud VMs) the first such `ret` cost
+/// ~46 ns on the machine of BENCHMARKS.md, libc's own wrapper's `ret` included; inlined into
+/// a loop that waits (the reactor's), no frame unwinds across the call at all.
+///
+/// # Safety
+///
+/// As for the system call `nr` with these arguments: pointers valid for what it reads and
+/// writes, fds it may use.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[inline(always)]
+pub(crate) unsafe fn syscall6(nr: libc::c_long, args: [usize; 6]) -> io::Result<usize> {
+    #[cfg(all(
+        any(target_os = "linux", target_os = "android"),
+        any(target_arch = "x86_64", target_arch = "aarch64")
+    ))]
+    {
+        // SAFETY: the caller's contract.
+        let ret = unsafe { raw(nr, args) };
+        if (-4095..0).contains(&ret) {
+            Err(io::Error::from_raw_os_error(-ret as i32))
+        } else {
+            Ok(ret as usize)
+        }
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        let [a, b, c, d, e, f] = args;
+        // SAFETY: the caller's contract; `syscall(2)` passes the six words through.
+        cvt(unsafe { libc::syscall(nr, a, b, c, d, e, f) }).map(|r| r as usize)
+    }
+}
+
+/// The raw system call of [`syscall6`]: the kernel's result, `-errno` on failure.
+///
+/// # Safety
+///
+/// As for [`syscall6`].
+#[cfg(all(
+    any(target_os = "linux", target_os = "android"),
+    target_arch = "x86_64"
+))]
+#[inline(always)]
+unsafe fn raw(nr: libc::c_long, args: [usize; 6]) -> isize {
+    let ret: isize;
+    // SAFETY: the x86_64 Linux convention: number in rax, arguments in rdi, rsi, rdx, r10,
+    // r8, r9; the result in rax; the kernel clobbers rcx and r11 and no other register, and
+    // uses no user stack. Memory (no `nomem`: the kernel may read and write it) is the
+    // caller's contract.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") nr as isize => ret,
+            in("rdi") args[0],
+            in("rsi") args[1],
+            in("rdx") args[2],
+            in("r10") args[3],
+            in("r8") args[4],
+            in("r9") args[5],
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret
+}
+
+/// As the x86_64 version.
+///
+/// # Safety
+///
+/// As for [`syscall6`].
+#[cfg(all(
+    any(target_os = "linux", target_os = "android"),
+    target_arch = "aarch64"
+))]
+#[inline(always)]
+unsafe fn raw(nr: libc::c_long, args: [usize; 6]) -> isize {
+    let ret: isize;
+    // SAFETY: the aarch64 Linux convention: number in x8, arguments in x0-x5, the result in
+    // x0; `svc 0` preserves every other register and uses no user stack. Memory is the
+    // caller's contract.
+    unsafe {
+        std::arch::asm!(
+            "svc 0",
+            in("x8") nr,
+            inlateout("x0") args[0] as isize => ret,
+            in("x1") args[1],
+            in("x2") args[2],
+            in("x3") args[3],
+            in("x4") args[4],
+            in("x5") args[5],
+            options(nostack),
+        );
+    }
+    ret
 }

@@ -1142,20 +1142,18 @@ impl Uring {
             ),
             None => (ptr::null(), 0),
         };
+        let args = [
+            self.ring_fd.as_raw_fd() as usize,
+            to_submit as usize,
+            min_complete as usize,
+            flags as usize,
+            argp as usize,
+            argsz,
+        ];
         // SAFETY: `ring_fd` is our ring (invariant); `argp` is null (no sigmask) or, with
         // IORING_ENTER_EXT_ARG, a live io_uring_getevents_arg of `argsz` bytes whose `ts`
         // points to a live timespec; the kernel copies both before returning.
-        let n = cvt(unsafe {
-            libc::syscall(
-                libc::SYS_io_uring_enter,
-                self.ring_fd.as_raw_fd(),
-                to_submit,
-                min_complete,
-                flags,
-                argp,
-                argsz,
-            )
-        })?;
+        let n = unsafe { crate::syscall::syscall6(libc::SYS_io_uring_enter, args) }?;
         Ok(u32::try_from(n).unwrap_or(0))
     }
 
