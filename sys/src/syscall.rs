@@ -143,3 +143,47 @@ unsafe fn raw(nr: libc::c_long, args: [usize; 6]) -> isize {
     }
     ret
 }
+
+#[cfg(all(test, any(target_os = "linux", target_os = "android")))]
+mod tests {
+    use super::syscall6;
+    use std::io;
+
+    #[test]
+    fn results_and_errors_come_back_as_libc_gives_them() {
+        // SAFETY: getpid takes no arguments and cannot fail.
+        let pid = unsafe { syscall6(libc::SYS_getpid, [0; 6]) }.unwrap();
+        assert_eq!(pid, std::process::id() as usize);
+        // fd -1, passed sign-extended as callers do: the kernel reads the low 32 bits.
+        let bad = -1i32 as usize;
+        // SAFETY: F_GETFD takes no pointer; fd -1 is not open.
+        let err = unsafe { syscall6(libc::SYS_fcntl, [bad, libc::F_GETFD as usize, 0, 0, 0, 0]) }
+            .unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EBADF));
+        // SAFETY: as above.
+        let errno = unsafe { libc::fcntl(-1, libc::F_GETFD) };
+        assert_eq!(errno, -1);
+        assert_eq!(io::Error::last_os_error().raw_os_error(), Some(libc::EBADF));
+    }
+
+    #[test]
+    fn pointer_arguments_reach_the_kernel() {
+        let mut fds = [0 as libc::c_int; 2];
+        let args = [fds.as_mut_ptr() as usize, libc::O_CLOEXEC as usize, 0, 0, 0, 0];
+        // SAFETY: pipe2 writes two ints to a live, writable array of two.
+        unsafe { syscall6(libc::SYS_pipe2, args) }.unwrap();
+        let msg = *b"ok";
+        let w = [fds[1] as usize, msg.as_ptr() as usize, msg.len(), 0, 0, 0];
+        // SAFETY: `msg` is live and readable for its length; fds[1] is the pipe's write end.
+        assert_eq!(unsafe { syscall6(libc::SYS_write, w) }.unwrap(), 2);
+        let mut buf = [0u8; 4];
+        let r = [fds[0] as usize, buf.as_mut_ptr() as usize, buf.len(), 0, 0, 0];
+        // SAFETY: `buf` is live and writable for its length; fds[0] is the read end.
+        assert_eq!(unsafe { syscall6(libc::SYS_read, r) }.unwrap(), 2);
+        assert_eq!(&buf[..2], b"ok");
+        for fd in fds {
+            // SAFETY: both ends were opened above and are closed once.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
