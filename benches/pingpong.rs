@@ -9,6 +9,7 @@
 //! |---|---|
 //! | `floor-level` | raw libc `epoll_wait`, level-triggered, reused array |
 //! | `floor-edge` | the same, `EPOLLET` |
+//! | `floor-edge-inline` | the same, with the `epoll_wait` system call instruction inlined into the loop (no libc wrapper; see [`common::RawEpoll::inline_syscall`]) |
 //! | `mio` | mio 1.x `Poll` + reused `Events` (mio registers edge-triggered) |
 //! | `polling-level` | polling 3.x with `PollMode::Level` (`add_with_mode`) |
 //! | `ioloop-sys-<backend>-<mode>` | each ioloop-sys backend in each mode it supports |
@@ -160,6 +161,9 @@ fn contenders() -> Vec<Contender> {
     {
         contender(&mut list, "floor-level", |p| floor(p, 0));
         contender(&mut list, "floor-edge", |p| floor(p, libc::EPOLLET));
+        contender(&mut list, "floor-edge-inline", |p| {
+            floor(p, libc::EPOLLET).inline_syscall()
+        });
     }
     contender(&mut list, "mio", |p| MioWaiter::new(ends(p), CAPACITY));
     contender(&mut list, "polling-level", |p| {

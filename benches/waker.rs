@@ -6,6 +6,7 @@
 //! | id | wake | wait |
 //! |---|---|---|
 //! | `floor` | `write(eventfd)` (registered `EPOLLET`, never read, as mio does) | `epoll_wait` |
+//! | `floor-inline` | the same | `epoll_wait` with the system call instruction inlined into the loop (no libc wrapper) |
 //! | `floor-uring` | `write(eventfd)` | `io_uring_enter(GETEVENTS)` on a ring set up as ioloop's owned mode, with a multishot poll of the eventfd (never read) |
 //! | `mio` | `mio::Waker::wake` | `Poll::poll` |
 //! | `mio-poll` | the same, with mio built on `poll(2)` (a separate build, see [`MIO_ON_POLL`]) | `Poll::poll` |
@@ -170,10 +171,13 @@ mod floor {
 
     pub struct FloorSide(super::common::RawEpoll);
 
-    /// An epoll instance watching a new eventfd, edge-triggered, and the eventfd's waker.
-    pub fn side() -> (FloorSide, EventFdWake) {
+    /// An epoll instance watching a new eventfd, edge-triggered, and the eventfd's waker;
+    /// `inline`: its wait with the system call instruction inlined
+    /// ([`RawEpoll::inline_syscall`](super::common::RawEpoll::inline_syscall)).
+    pub fn side(inline: bool) -> (FloorSide, EventFdWake) {
         let efd = eventfd::new();
         let ep = super::common::RawEpoll::new(1);
+        let ep = if inline { ep.inline_syscall() } else { ep };
         ep.add(efd.as_raw_fd(), 0, libc::EPOLLIN | libc::EPOLLET);
         (FloorSide(ep), EventFdWake(efd))
     }
@@ -501,7 +505,14 @@ fn contenders() -> Vec<Contender> {
         return list;
     }
     #[cfg(ioloop_has_epoll)]
-    pair_contender(&mut list, "floor", floor::side(), floor::side());
+    pair_contender(&mut list, "floor", floor::side(false), floor::side(false));
+    #[cfg(ioloop_has_epoll)]
+    pair_contender(
+        &mut list,
+        "floor-inline",
+        floor::side(true),
+        floor::side(true),
+    );
     #[cfg(ioloop_has_uring)]
     pair_contender(
         &mut list,
@@ -537,7 +548,7 @@ fn spec() -> Spec {
     }
     Spec::new("waker", "round trip", TRIPS)
         .clock(Clock::Process)
-        .bases(["floor", "mio", "floor-uring"])
+        .bases(["floor", "mio", "floor-uring", "floor-inline"])
         .note(
             "A round trip: thread A wakes thread B (blocked in its wait), B wakes A (blocked in its own). \
              Both threads are pinned to one CPU (so a round trip includes two context switches, and no \

@@ -91,6 +91,8 @@ mod raw_epoll {
         epfd: OwnedFd,
         /// The kernel's output array; `len()` is the `maxevents` passed to `epoll_wait`.
         events: Vec<libc::epoll_event>,
+        /// Wait with the system call instruction inlined ([`RawEpoll::inline_syscall`]).
+        inline: bool,
     }
 
     impl RawEpoll {
@@ -102,7 +104,20 @@ mod raw_epoll {
             // SAFETY: `fd` was just created and nothing else owns it.
             let epfd = unsafe { OwnedFd::from_raw_fd(fd) };
             let events = vec![libc::epoll_event { events: 0, u64: 0 }; capacity.max(1)];
-            Self { epfd, events }
+            Self {
+                epfd,
+                events,
+                inline: false,
+            }
+        }
+
+        /// Makes [`wait`](Self::wait) issue `epoll_wait` with the `syscall` instruction
+        /// inlined into the caller (Linux on x86_64 and aarch64; elsewhere libc's as before):
+        /// the floor written with no libc wrapper, whose `ret` after the system call costs
+        /// ~46 ns on a CPU with AMD's SRSO "safe RET" mitigation (see BENCHMARKS.md).
+        pub fn inline_syscall(mut self) -> Self {
+            self.inline = true;
+            self
         }
 
         /// `EPOLL_CTL_ADD` of `fd` with `flags` (e.g. `EPOLLIN | EPOLLET`) and `token`.
@@ -138,15 +153,74 @@ mod raw_epoll {
         pub fn wait(&mut self) -> &[libc::epoll_event] {
             let max = libc::c_int::try_from(self.events.len()).unwrap_or(libc::c_int::MAX);
             loop {
-                // SAFETY: `events` has room for `max` entries; `epfd` is open (invariant).
-                let n = unsafe {
-                    libc::epoll_wait(self.epfd.as_raw_fd(), self.events.as_mut_ptr(), max, -1)
+                let (epfd, out) = (self.epfd.as_raw_fd(), self.events.as_mut_ptr());
+                let n = if self.inline {
+                    // SAFETY: as below.
+                    unsafe { inline_epoll_wait(epfd, out, max) }
+                } else {
+                    // SAFETY: `events` has room for `max` entries; `epfd` is open (invariant).
+                    unsafe { libc::epoll_wait(epfd, out, max, -1) as isize }
                 };
                 if n >= 0 {
-                    return &self.events[..n.unsigned_abs() as usize];
+                    return &self.events[..n.unsigned_abs()];
                 }
-                let e = io::Error::last_os_error();
+                let e = if n == -1 && !self.inline {
+                    io::Error::last_os_error()
+                } else {
+                    io::Error::from_raw_os_error(-n as i32)
+                };
                 assert_eq!(e.kind(), io::ErrorKind::Interrupted, "epoll_wait: {e}");
+            }
+        }
+    }
+
+    /// `epoll_wait(epfd, out, max, -1)` with the system call instruction inlined; the raw
+    /// result (`-errno` on failure).
+    ///
+    /// # Safety
+    ///
+    /// `out` has room for `max` events.
+    #[inline(always)]
+    unsafe fn inline_epoll_wait(
+        epfd: libc::c_int,
+        out: *mut libc::epoll_event,
+        max: libc::c_int,
+    ) -> isize {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let ret: isize;
+            // SAFETY: x86_64 Linux convention (rax number, rdi/rsi/rdx/r10 arguments; rcx and
+            // r11 clobbered); `out` has room for `max` events (the caller's contract).
+            unsafe {
+                std::arch::asm!("syscall",
+                    inlateout("rax") libc::SYS_epoll_wait as isize => ret,
+                    in("rdi") epfd as isize, in("rsi") out, in("rdx") max as isize,
+                    in("r10") -1isize, lateout("rcx") _, lateout("r11") _, options(nostack));
+            }
+            ret
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            let ret: isize;
+            // SAFETY: aarch64 Linux convention (x8 number, x0-x5 arguments, x0 result);
+            // epoll_pwait with a null sigmask; `out` has room for `max` events.
+            unsafe {
+                std::arch::asm!("svc 0", in("x8") libc::SYS_epoll_pwait,
+                    inlateout("x0") epfd as isize => ret, in("x1") out, in("x2") max as isize,
+                    in("x3") -1isize, in("x4") 0usize, in("x5") 0usize, options(nostack));
+            }
+            ret
+        }
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        {
+            // SAFETY: `out` has room for `max` events.
+            let n = unsafe { libc::epoll_wait(epfd, out, max, -1) };
+            if n < 0 {
+                -(io::Error::last_os_error()
+                    .raw_os_error()
+                    .unwrap_or(libc::EINTR) as isize)
+            } else {
+                n as isize
             }
         }
     }
@@ -250,14 +324,19 @@ impl criterion::measurement::Measurement for ThreadCpu {
 /// every contender runs one iteration (the starting contender rotates), timed by wall clock
 /// and by thread CPU time. Prints, per contender, the median ns per element (`elems` per
 /// iteration) and the median of the *paired* per-round CPU-time ratios against `floor-level`,
-/// `floor-edge` and `mio` (each round's runs are back to back, so a load change outside the
-/// process hits both sides of a ratio alike).
+/// `floor-edge`, `mio` and `floor-edge-inline` (each round's runs are back to back, so a load
+/// change outside the process hits both sides of a ratio alike).
 ///
 /// With `IOLOOP_BENCH_MD=<file>` (and `IOLOOP_BENCH_TSV=<file>`) it also appends the results
 /// to that file as a markdown table (as tab-separated lines), see [`report`]; the title is the
 /// bench's name.
 pub fn interleaved(list: Vec<Contender>, rounds: usize, elems: u64) {
-    let spec = Spec::new(&bench_name(), "el", elems).bases(["floor-level", "floor-edge", "mio"]);
+    let spec = Spec::new(&bench_name(), "el", elems).bases([
+        "floor-level",
+        "floor-edge",
+        "mio",
+        "floor-edge-inline",
+    ]);
     let rows = measure(list, rounds, &spec);
     report(&spec, &rows, rounds);
 }

@@ -169,7 +169,14 @@ mod tests {
     #[test]
     fn pointer_arguments_reach_the_kernel() {
         let mut fds = [0 as libc::c_int; 2];
-        let args = [fds.as_mut_ptr() as usize, libc::O_CLOEXEC as usize, 0, 0, 0, 0];
+        let args = [
+            fds.as_mut_ptr() as usize,
+            libc::O_CLOEXEC as usize,
+            0,
+            0,
+            0,
+            0,
+        ];
         // SAFETY: pipe2 writes two ints to a live, writable array of two.
         unsafe { syscall6(libc::SYS_pipe2, args) }.unwrap();
         let msg = *b"ok";
@@ -177,7 +184,14 @@ mod tests {
         // SAFETY: `msg` is live and readable for its length; fds[1] is the pipe's write end.
         assert_eq!(unsafe { syscall6(libc::SYS_write, w) }.unwrap(), 2);
         let mut buf = [0u8; 4];
-        let r = [fds[0] as usize, buf.as_mut_ptr() as usize, buf.len(), 0, 0, 0];
+        let r = [
+            fds[0] as usize,
+            buf.as_mut_ptr() as usize,
+            buf.len(),
+            0,
+            0,
+            0,
+        ];
         // SAFETY: `buf` is live and writable for its length; fds[0] is the read end.
         assert_eq!(unsafe { syscall6(libc::SYS_read, r) }.unwrap(), 2);
         assert_eq!(&buf[..2], b"ok");
