@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::common::{self, Round};
 use crate::notify::Receiver;
-use crate::syscall::{cvt, cvt_retry};
+use crate::syscall::{cvt, retry};
 use crate::{Events, Interest, Mode, Notifier, Poller, RESERVED_TOKEN};
 
 /// The epoll backend, for Linux and Android.
@@ -143,9 +143,8 @@ impl Epoll {
             events: flags,
             u64: token,
         };
-        // SAFETY: `ev` is a valid epoll_event for the call (the kernel ignores it for DEL on
-        // Linux >= 2.6.9 but it must be non-null on older ones); `epfd` is open (invariant).
-        match cvt(unsafe { libc::epoll_ctl(self.epfd.as_raw_fd(), op, fd, &mut ev) }) {
+        // SAFETY: `ev` is a valid epoll_event for the call.
+        match unsafe { epoll_ctl(self.epfd.as_raw_fd(), op, fd, &mut ev) } {
             Ok(_) => Ok(()),
             Err(e) => self.ctl_failed(e, op, fd, &mut ev),
         }
@@ -166,7 +165,7 @@ impl Epoll {
             return Err(err);
         }
         // SAFETY: as in `ctl` (`ev` is the same valid epoll_event).
-        cvt_retry(|| unsafe { libc::epoll_ctl(self.epfd.as_raw_fd(), op, fd, &mut *ev) })?;
+        retry(|| unsafe { epoll_ctl(self.epfd.as_raw_fd(), op, fd, &mut *ev) })?;
         Ok(())
     }
 
@@ -277,6 +276,25 @@ unsafe fn epoll_wait(
     // an error return, not undefined behaviour. For `epoll_pwait` the null (0) sigmask means
     // "leave the mask alone" (its size is then not read); `epoll_wait` ignores both.
     unsafe { crate::syscall::syscall6(SYS_EPOLL_WAIT, args) }
+}
+
+/// `epoll_ctl(2)` as a raw system call ([`syscall6`](crate::syscall::syscall6)).
+///
+/// # Safety
+///
+/// `ev` must point to a valid `epoll_event` (the kernel ignores it for `EPOLL_CTL_DEL` since
+/// Linux 2.6.9, but it must be non-null on older ones).
+#[inline(always)]
+unsafe fn epoll_ctl(
+    epfd: RawFd,
+    op: libc::c_int,
+    fd: RawFd,
+    ev: *mut libc::epoll_event,
+) -> io::Result<usize> {
+    let args = [epfd as usize, op as usize, fd as usize, ev as usize, 0, 0];
+    // SAFETY: `ev` is valid (this function's contract); a bad `epfd` or `fd` is an error
+    // return, not undefined behaviour.
+    unsafe { crate::syscall::syscall6(libc::SYS_epoll_ctl, args) }
 }
 
 /// `register`'s refusals (a negative fd, the reserved token), out of line.

@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::syscall::{cvt, cvt_retry};
+use crate::syscall::{cvt, retry};
 
 /// A cloneable, `Send + Sync` handle that wakes a [`Poller`](crate::Poller)'s wait from any
 /// thread.
@@ -283,7 +283,7 @@ pub(crate) fn set_cloexec_nonblock(fd: RawFd) -> io::Result<()> {
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn write_eventfd(fd: RawFd) -> io::Result<()> {
     let one = 1u64.to_ne_bytes();
-    match cvt_retry(|| raw_write(fd, &one)) {
+    match retry(|| raw_write(fd, &one)) {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
             let _ = read_some(fd, &mut [0u8; 8]);
             write_all_or_full(fd, &one)
@@ -295,7 +295,7 @@ fn write_eventfd(fd: RawFd) -> io::Result<()> {
 /// Writes `buf` (one short message) to a non-blocking fd; a full pipe or eventfd counter
 /// already holds a wake-up, so `WouldBlock` is success.
 fn write_all_or_full(fd: RawFd, buf: &[u8]) -> io::Result<()> {
-    match cvt_retry(|| raw_write(fd, buf)) {
+    match retry(|| raw_write(fd, buf)) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
         Err(e) => Err(e),
@@ -304,45 +304,49 @@ fn write_all_or_full(fd: RawFd, buf: &[u8]) -> io::Result<()> {
 
 /// One non-blocking read into `buf`.
 fn read_some(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    let n = cvt_retry(|| raw_read(fd, buf))?;
-    Ok(n.unsigned_abs() as usize)
+    retry(|| raw_read(fd, buf))
 }
 
-// On Linux the notifier's `read`/`write` go through `syscall(2)`: glibc's `read` and `write`
-// are pthread cancellation points, and in a process with more than one thread (where a
-// notifier is used) each call pays for switching asynchronous cancellation on and off, about
-// 60 instructions, for a feature Rust code cannot use. Elsewhere: the libc functions.
+// On Linux the notifier's `read`/`write` are raw system calls (`syscall6`): glibc's `read`
+// and `write` are pthread cancellation points, and in a process with more than one thread
+// (where a notifier is used) each call pays for switching asynchronous cancellation on and
+// off, about 60 instructions, for a feature Rust code cannot use. Elsewhere: the libc
+// functions.
 
-/// `write(2)` of `buf` to `fd`; the raw return value.
+/// `write(2)` of `buf` to `fd`; the count written.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 #[inline]
-fn raw_write(fd: RawFd, buf: &[u8]) -> libc::c_long {
+fn raw_write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    let args = [fd as usize, buf.as_ptr() as usize, buf.len(), 0, 0, 0];
     // SAFETY: `buf` is valid for `buf.len()` bytes for the duration of the call; `write`
     // takes (int, const void *, size_t).
-    unsafe { libc::syscall(libc::SYS_write, fd, buf.as_ptr(), buf.len()) }
+    unsafe { crate::syscall::syscall6(libc::SYS_write, args) }
 }
 
-/// `read(2)` from `fd` into `buf`; the raw return value.
+/// `read(2)` from `fd` into `buf`; the count read.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 #[inline]
-fn raw_read(fd: RawFd, buf: &mut [u8]) -> libc::c_long {
+fn raw_read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    let args = [fd as usize, buf.as_mut_ptr() as usize, buf.len(), 0, 0, 0];
     // SAFETY: `buf` is valid and writable for `buf.len()` bytes for the duration of the
     // call; `read` takes (int, void *, size_t).
-    unsafe { libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len()) }
+    unsafe { crate::syscall::syscall6(libc::SYS_read, args) }
 }
 
-/// `write(2)` of `buf` to `fd`; the raw return value.
+/// `write(2)` of `buf` to `fd`; the count written.
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 #[inline]
-fn raw_write(fd: RawFd, buf: &[u8]) -> isize {
+fn raw_write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for `buf.len()` bytes for the duration of the call.
-    unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) }
+    let n = cvt(unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) })?;
+    Ok(n.unsigned_abs())
 }
 
-/// `read(2)` from `fd` into `buf`; the raw return value.
+/// `read(2)` from `fd` into `buf`; the count read.
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 #[inline]
-fn raw_read(fd: RawFd, buf: &mut [u8]) -> isize {
+fn raw_read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid and writable for `buf.len()` bytes for the duration of the call.
-    unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) }
+    let n = cvt(unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) })?;
+    Ok(n.unsigned_abs())
 }

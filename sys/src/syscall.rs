@@ -32,8 +32,14 @@ pub(crate) fn cvt<T: MinusOne>(ret: T) -> io::Result<T> {
 /// make no partial progress (`epoll_ctl`, `read` of an eventfd, `close` is *not* one of them).
 #[inline]
 pub(crate) fn cvt_retry<T: MinusOne>(mut f: impl FnMut() -> T) -> io::Result<T> {
+    retry(|| cvt(f()))
+}
+
+/// [`cvt_retry`] for a call that already returns `io::Result` (such as [`syscall6`]).
+#[inline]
+pub(crate) fn retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
     loop {
-        match cvt(f()) {
+        match f() {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             other => return other,
         }

@@ -109,7 +109,7 @@ use std::time::Duration;
 
 use crate::common::{self, Round};
 use crate::notify::Receiver;
-use crate::syscall::cvt;
+use crate::syscall::{cvt, retry};
 use crate::{Events, Interest, Mode, Notifier, Poller, Ready};
 
 // ---- <linux/io_uring.h> (uapi), checked against linux-libc-dev 6.1 and the kernel's ----
@@ -1233,7 +1233,7 @@ impl Uring {
             };
             // Not `push`: a full SQ here is submitted by our caller's loop anyway.
             if !st.ring.try_push(&nop) {
-                cvt_retry_io(|| self.enter(st.ring.sq_pending(), 0, 0, None))?;
+                retry(|| self.enter(st.ring.sq_pending(), 0, 0, None))?;
                 st.ring.try_push(&nop);
             }
         }
@@ -1273,7 +1273,7 @@ impl Uring {
             if !st.ring.overflowed() {
                 return Ok(kept);
             }
-            cvt_retry_io(|| self.enter(0, 0, IORING_ENTER_GETEVENTS, None))?;
+            retry(|| self.enter(0, 0, IORING_ENTER_GETEVENTS, None))?;
         }
     }
 
@@ -1491,7 +1491,7 @@ impl Uring {
                     notified |= self.complete(st, timeout, events, ud, res, flags)?;
                 }
                 None if st.ring.overflowed() => {
-                    cvt_retry_io(|| self.enter(0, 0, IORING_ENTER_GETEVENTS, None))?;
+                    retry(|| self.enter(0, 0, IORING_ENTER_GETEVENTS, None))?;
                 }
                 None => break,
             }
@@ -1717,16 +1717,6 @@ fn current_thread() -> ThreadId {
     thread_local!(static ME: ThreadId = std::thread::current().id());
     ME.try_with(|id| *id)
         .unwrap_or_else(|_| std::thread::current().id())
-}
-
-/// Runs an `enter` until it does not fail with `EINTR` (for the non-blocking calls).
-fn cvt_retry_io(mut f: impl FnMut() -> io::Result<u32>) -> io::Result<u32> {
-    loop {
-        match f() {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            other => return other,
-        }
-    }
 }
 
 fn kernel_timespec(d: Duration) -> KernelTimespec {
@@ -2118,8 +2108,7 @@ mod tests {
             p.push(&mut st, &cancel).unwrap();
             let mut ended = false;
             while !ended {
-                cvt_retry_io(|| p.enter(st.ring.sq_pending(), 1, IORING_ENTER_GETEVENTS, None))
-                    .unwrap();
+                retry(|| p.enter(st.ring.sq_pending(), 1, IORING_ENTER_GETEVENTS, None)).unwrap();
                 while let Some((cqe_ud, res, flags)) = st.ring.pop() {
                     if cqe_ud == ud {
                         assert_eq!((res, flags & IORING_CQE_F_MORE), (-libc::ECANCELED, 0));
