@@ -50,8 +50,9 @@ pub(crate) fn retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
 /// kernel's `-errno` or -1 and `errno` become the error. No `EINTR` retry (see
 /// [`cvt_retry`] for that).
 ///
-/// Linux and Android only. On x86_64 and aarch64 the `syscall`/`svc` instruction is inlined
-/// into the caller ([`raw`]); on the other architectures this is `libc::syscall`. Why: a `ret` that unwinds across a system
+/// Linux and Android only. On x86_64 and aarch64 (64-bit pointers: not x32 or ILP32) the
+/// `syscall`/`svc` instruction is inlined into the caller ([`raw`]); on the other
+/// architectures this is `libc::syscall`. Why: a `ret` that unwinds across a system
 /// call can be costly. On CPUs whose kernel refills the return-stack predictor on the way
 /// out (AMD's SRSO "safe RET" mitigation, common on cloud VMs) the first such `ret` cost
 /// ~46 ns on the machine of BENCHMARKS.md, libc's own wrapper's `ret` included; inlined into
@@ -65,8 +66,8 @@ pub(crate) fn retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
 #[inline(always)]
 pub(crate) unsafe fn syscall6(nr: libc::c_long, args: [usize; 6]) -> io::Result<usize> {
     #[cfg(all(
-        any(target_os = "linux", target_os = "android"),
-        any(target_arch = "x86_64", target_arch = "aarch64")
+        any(target_arch = "x86_64", target_arch = "aarch64"),
+        target_pointer_width = "64"
     ))]
     {
         // SAFETY: the caller's contract.
@@ -77,7 +78,10 @@ pub(crate) unsafe fn syscall6(nr: libc::c_long, args: [usize; 6]) -> io::Result<
             Ok(ret as usize)
         }
     }
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    #[cfg(not(all(
+        any(target_arch = "x86_64", target_arch = "aarch64"),
+        target_pointer_width = "64"
+    )))]
     {
         let [a, b, c, d, e, f] = args;
         // SAFETY: the caller's contract; `syscall(2)` passes the six words through.
@@ -92,7 +96,8 @@ pub(crate) unsafe fn syscall6(nr: libc::c_long, args: [usize; 6]) -> io::Result<
 /// As for [`syscall6`].
 #[cfg(all(
     any(target_os = "linux", target_os = "android"),
-    target_arch = "x86_64"
+    target_arch = "x86_64",
+    target_pointer_width = "64"
 ))]
 #[inline(always)]
 unsafe fn raw(nr: libc::c_long, args: [usize; 6]) -> isize {
@@ -126,7 +131,8 @@ unsafe fn raw(nr: libc::c_long, args: [usize; 6]) -> isize {
 /// As for [`syscall6`].
 #[cfg(all(
     any(target_os = "linux", target_os = "android"),
-    target_arch = "aarch64"
+    target_arch = "aarch64",
+    target_pointer_width = "64"
 ))]
 #[inline(always)]
 unsafe fn raw(nr: libc::c_long, args: [usize; 6]) -> isize {
