@@ -137,6 +137,25 @@ fn wait_loop_timed(
 
 /// A pointer to an optional `timespec`, null for `None` (no limit), as the `ppoll`/`pselect`/
 /// `kevent` family takes it. The pointer is valid while `ts` is.
+/// `struct __kernel_timespec`: 64-bit fields on every target, unlike `libc::timespec`, whose
+/// `time_t` is 32 bits on 32-bit glibc targets. What `epoll_pwait2(2)` and io_uring read.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct KernelTimespec {
+    pub(crate) tv_sec: i64,
+    pub(crate) tv_nsec: i64,
+}
+
+/// `d` as a [`KernelTimespec`] (seconds past `i64::MAX` saturate).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn kernel_timespec(d: Duration) -> KernelTimespec {
+    KernelTimespec {
+        tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: i64::from(d.subsec_nanos()),
+    }
+}
+
 #[allow(dead_code)]
 pub(crate) fn timespec_ptr(ts: &Option<libc::timespec>) -> *const libc::timespec {
     ts.as_ref()

@@ -215,17 +215,19 @@ impl Epoll {
     ) -> io::Result<usize> {
         let epfd = self.epfd.as_raw_fd();
         if PWAIT2.load(Ordering::Relaxed) != 2 {
-            let ts = common::timespec(left);
+            // `struct __kernel_timespec` (64-bit fields), not `libc::timespec`: on 32-bit
+            // targets their layouts differ.
+            let ts = common::kernel_timespec(left);
             let args = [
                 epfd as usize,
                 out as usize,
                 max as usize,
-                &ts as *const libc::timespec as usize,
+                &ts as *const common::KernelTimespec as usize,
                 0,
                 0,
             ];
             // SAFETY: `out` has room for `max` events (the caller's array); `ts` is a live
-            // timespec; the null (0) sigmask means "leave it alone".
+            // __kernel_timespec; the null (0) sigmask means "leave it alone".
             match unsafe { crate::syscall::syscall6(libc::SYS_epoll_pwait2, args) } {
                 Ok(n) => {
                     if PWAIT2.load(Ordering::Relaxed) == 0 {

@@ -314,6 +314,50 @@ impl<'a> IntoIterator for &'a Events {
 mod tests {
     use super::*;
 
+    /// `fill_epoll` drops the notifier's events (token `RESERVED_TOKEN`) wherever they are
+    /// in the batch, keeps the events stored before the batch, and says whether it dropped
+    /// one: the notifier last (the `truncate` path), alone, first, twice, absent.
+    #[cfg(ioloop_has_epoll)]
+    #[test]
+    fn fill_epoll_drops_exactly_the_notifier_events() {
+        const N: u64 = crate::RESERVED_TOKEN;
+        let cases: [(&[u64], &[u64], &[u64], bool); 7] = [
+            (&[], &[N], &[], true),
+            (&[], &[1, N], &[1], true),
+            (&[], &[N, 2], &[2], true),
+            (&[], &[1, N, 2, N], &[1, 2], true),
+            (&[], &[1, 2], &[1, 2], false),
+            (&[5], &[N], &[5], true),
+            (&[5], &[1, N, 3], &[5, 1, 3], true),
+        ];
+        for (before, batch, want, notified) in cases {
+            let mut events = Events::with_capacity(8);
+            for &t in before {
+                events.push(t, Ready::READABLE);
+            }
+            let got = events
+                .fill_epoll(|out, room| {
+                    assert!(batch.len() <= room);
+                    for (i, &t) in batch.iter().enumerate() {
+                        let ev = libc::epoll_event {
+                            events: libc::EPOLLIN as u32,
+                            u64: t,
+                        };
+                        // SAFETY: `out` has room for `room >= batch.len()` events.
+                        unsafe { out.add(i).write(ev) };
+                    }
+                    Ok(batch.len())
+                })
+                .unwrap();
+            let tokens: Vec<u64> = events.iter().map(Event::token).collect();
+            assert_eq!(
+                (tokens.as_slice(), got),
+                (want, notified),
+                "{before:?} + {batch:?}"
+            );
+        }
+    }
+
     #[test]
     fn every_ready_round_trips_through_an_event() {
         for bits in 0..=Ready::all().bits() {

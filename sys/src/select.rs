@@ -308,8 +308,9 @@ impl Slot {
 
 /// Linux: `select`/`pselect6` through `syscall(2)`, because glibc's wrappers are pthread
 /// cancellation points (about 60 instructions per call in a multi-threaded process). An
-/// untimed or zero wait uses `select` itself where the architecture has it (x86), as `poll`
-/// does (see `poll.rs`); a finite timeout takes `pselect6` (nanoseconds).
+/// untimed or zero wait uses `select` itself on x86_64, as `poll` does (see `poll.rs`; 32-bit
+/// x86's `select` number is the old one-argument call); a finite timeout, and every wait on
+/// the other architectures, takes `pselect6` (nanoseconds).
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn sys_select(nfds: libc::c_int, sets: &mut FdSets, left: Option<Duration>) -> io::Result<usize> {
     // Null, or `sets`' own live sets, holding only fds below FD_SETSIZE (and `nfds`, which
@@ -343,7 +344,8 @@ fn sys_select(nfds: libc::c_int, sets: &mut FdSets, left: Option<Duration>) -> i
         // be null (0).
         unsafe { crate::syscall::syscall6(nr, args) }
     }
-    #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
+    // Not 32-bit x86: its `SYS_select` (82) is the old one-argument `sys_old_select`.
+    #[cfg(target_arch = "x86_64")]
     {
         // SAFETY: an all-zero timeval is a valid zero duration.
         let mut zero: libc::timeval = unsafe { std::mem::zeroed() };

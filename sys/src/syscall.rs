@@ -103,9 +103,9 @@ pub(crate) unsafe fn syscall6(nr: libc::c_long, args: [usize; 6]) -> io::Result<
 unsafe fn raw(nr: libc::c_long, args: [usize; 6]) -> isize {
     let ret: isize;
     // SAFETY: the x86_64 Linux convention: number in rax, arguments in rdi, rsi, rdx, r10,
-    // r8, r9; the result in rax; the kernel clobbers rcx and r11 and no other register, and
-    // uses no user stack. Memory (no `nomem`: the kernel may read and write it) is the
-    // caller's contract.
+    // r8, r9; the result in rax; the kernel clobbers rcx and r11 and no other register, uses
+    // no user stack, and restores RFLAGS (saved in r11) on return. Memory (no `nomem`: the
+    // kernel may read and write it) is the caller's contract.
     unsafe {
         std::arch::asm!(
             "syscall",
@@ -118,7 +118,7 @@ unsafe fn raw(nr: libc::c_long, args: [usize; 6]) -> isize {
             in("r9") args[5],
             lateout("rcx") _,
             lateout("r11") _,
-            options(nostack),
+            options(nostack, preserves_flags),
         );
     }
     ret
@@ -138,8 +138,9 @@ unsafe fn raw(nr: libc::c_long, args: [usize; 6]) -> isize {
 unsafe fn raw(nr: libc::c_long, args: [usize; 6]) -> isize {
     let ret: isize;
     // SAFETY: the aarch64 Linux convention: number in x8, arguments in x0-x5, the result in
-    // x0; `svc 0` preserves every other register and uses no user stack. Memory is the
-    // caller's contract.
+    // x0; `svc 0` preserves every other general register and NZCV (restored from SPSR) and
+    // uses no user stack. (It zeroes SVE state above the low 128 bits, which this crate
+    // never keeps live: it is not built with `+sve`.) Memory is the caller's contract.
     unsafe {
         std::arch::asm!(
             "svc 0",
@@ -150,7 +151,7 @@ unsafe fn raw(nr: libc::c_long, args: [usize; 6]) -> isize {
             in("x3") args[3],
             in("x4") args[4],
             in("x5") args[5],
-            options(nostack),
+            options(nostack, preserves_flags),
         );
     }
     ret

@@ -107,7 +107,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::thread::ThreadId;
 use std::time::Duration;
 
-use crate::common::{self, Round};
+use crate::common::{self, kernel_timespec, KernelTimespec, Round};
 use crate::notify::Receiver;
 use crate::syscall::{cvt, retry};
 use crate::{Events, Interest, Mode, Notifier, Poller, Ready};
@@ -246,14 +246,6 @@ struct IoUringGeteventsArg {
     sigmask_sz: u32,
     pad: u32,
     ts: u64,
-}
-
-/// `struct __kernel_timespec`: 64-bit fields on every target (unlike `libc::timespec`).
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct KernelTimespec {
-    tv_sec: i64,
-    tv_nsec: i64,
 }
 
 const _: () = assert!(mem::size_of::<IoUringParams>() == 120);
@@ -1717,13 +1709,6 @@ fn current_thread() -> ThreadId {
     thread_local!(static ME: ThreadId = std::thread::current().id());
     ME.try_with(|id| *id)
         .unwrap_or_else(|_| std::thread::current().id())
-}
-
-fn kernel_timespec(d: Duration) -> KernelTimespec {
-    KernelTimespec {
-        tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        tv_nsec: i64::from(d.subsec_nanos()),
-    }
 }
 
 /// The poll request of a registration in `mode`: multishot for [`Mode::Edge`], else
