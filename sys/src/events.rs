@@ -321,7 +321,9 @@ mod tests {
     #[test]
     fn fill_epoll_drops_exactly_the_notifier_events() {
         const N: u64 = crate::RESERVED_TOKEN;
-        let cases: [(&[u64], &[u64], &[u64], bool); 7] = [
+        /// Tokens stored before the batch, the batch, the tokens expected, whether notified.
+        type Case = (&'static [u64], &'static [u64], &'static [u64], bool);
+        let cases: [Case; 7] = [
             (&[], &[N], &[], true),
             (&[], &[1, N], &[1], true),
             (&[], &[N, 2], &[2], true),
