@@ -874,14 +874,15 @@ impl Poller for Uring {
         Ok(false)
     }
 
+    /// Inlined into the caller (the reactor's loop, say), so that in owned mode the
+    /// `io_uring_enter` instruction sits in the caller's loop: no frame returns across it
+    /// (see `syscall::syscall6` for what such a return costs).
+    #[inline(always)]
     fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
         if self.claim()? {
             return self.wait_owned(events, timeout);
         }
-        let mut ws = self.waiter.lock().unwrap_or_else(|p| p.into_inner());
-        common::wait_loop(events, timeout, |events, left| {
-            self.wait_once(&mut ws, events, left)
-        })
+        self.wait_shared(events, timeout)
     }
 
     fn notify(&self) -> io::Result<()> {
@@ -1120,6 +1121,7 @@ impl Uring {
     }
 
     /// One `io_uring_enter(2)`; returns how many SQEs it submitted.
+    #[inline(always)]
     fn enter(
         &self,
         to_submit: u32,
@@ -1389,16 +1391,29 @@ impl Uring {
         Ok(Round { notified })
     }
 
+    /// [`Poller::wait`] on a shared ring (not [`Poller::new_owned`]): out of line.
+    #[inline(never)]
+    fn wait_shared(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
+        let mut ws = self.waiter.lock().unwrap_or_else(|p| p.into_inner());
+        common::wait_loop(events, timeout, |events, left| {
+            self.wait_once(&mut ws, events, left)
+        })
+    }
+
     /// [`Poller::wait`] in owned mode: the state lock is taken once and kept across
     /// `io_uring_enter` (only the owner thread may take it: every other caller fails
     /// [`claim`](Self::claim) first), and a timed wait passes its timeout to the kernel
     /// (`IORING_ENTER_EXT_ARG`, which owned mode implies), so the waiter state of
     /// [`wait_once`](Self::wait_once) is not needed.
+    #[inline(always)]
     fn wait_owned(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
         let mut st = self.lock();
-        common::wait_loop(events, timeout, |events, left| {
-            self.wait_once_owned(&mut st, events, left)
-        })
+        common::wait_loop(
+            events,
+            timeout,
+            #[inline(always)]
+            |events, left| self.wait_once_owned(&mut st, events, left),
+        )
     }
 
     /// One round of [`wait_owned`](Self::wait_owned): as [`wait_once`](Self::wait_once),
