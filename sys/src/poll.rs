@@ -108,11 +108,18 @@ impl Poller for Poll {
         self.reg.deregister(fd)
     }
 
+    /// Inlined into the caller with the round and the system call, so that the `poll`
+    /// instruction sits in the caller's loop: no frame returns across it (see
+    /// `syscall::syscall6` for what such a return costs).
+    #[inline(always)]
     fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
         let mut buf = self.buf.lock().unwrap_or_else(|p| p.into_inner());
-        common::wait_loop(events, timeout, |events, left| {
-            self.wait_once(&mut buf, events, left)
-        })
+        common::wait_loop(
+            events,
+            timeout,
+            #[inline(always)]
+            |events, left| self.wait_once(&mut buf, events, left),
+        )
     }
 
     fn notify(&self) -> io::Result<()> {
@@ -126,6 +133,7 @@ impl Poller for Poll {
 
 impl Poll {
     /// One round: builds the array from the table, polls, maps the results into `events`.
+    #[inline(always)]
     fn wait_once(
         &self,
         buf: &mut PollBuf,
@@ -158,6 +166,7 @@ impl Poll {
 /// `ppoll`'s timespec and signal-mask handling measured slower in the waker bench. A finite
 /// timeout takes `ppoll` (nanoseconds). Returns how many entries have `revents`.
 #[cfg(any(target_os = "linux", target_os = "android"))]
+#[inline(always)]
 fn sys_poll(fds: &mut [libc::pollfd], left: Option<Duration>) -> io::Result<usize> {
     let nfds = nfds(fds)?;
     #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]

@@ -214,11 +214,16 @@ impl Poller for Select {
         self.reg.deregister(fd)
     }
 
+    /// Inlined into the caller with the round and the system call, as `Poll`'s.
+    #[inline(always)]
     fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
         let mut buf = self.buf.lock().unwrap_or_else(|p| p.into_inner());
-        common::wait_loop(events, timeout, |events, left| {
-            self.wait_once(&mut buf, events, left)
-        })
+        common::wait_loop(
+            events,
+            timeout,
+            #[inline(always)]
+            |events, left| self.wait_once(&mut buf, events, left),
+        )
     }
 
     fn notify(&self) -> io::Result<()> {
@@ -232,6 +237,7 @@ impl Poller for Select {
 
 impl Select {
     /// One round: builds the sets from the table, selects, maps the results into `events`.
+    #[inline(always)]
     fn wait_once(
         &self,
         buf: &mut SelectBuf,
@@ -267,6 +273,7 @@ impl Select {
 
 impl SelectBuf {
     /// Fills the sets from the slots (leaving out bad ones) and selects; returns the count.
+    #[inline(always)]
     fn select(&mut self, left: Option<Duration>) -> io::Result<usize> {
         let nfds = self.sets.fill(&self.slots)?;
         sys_select(nfds, &mut self.sets, left)
@@ -312,6 +319,7 @@ impl Slot {
 /// x86's `select` number is the old one-argument call); a finite timeout, and every wait on
 /// the other architectures, takes `pselect6` (nanoseconds).
 #[cfg(any(target_os = "linux", target_os = "android"))]
+#[inline(always)]
 fn sys_select(nfds: libc::c_int, sets: &mut FdSets, left: Option<Duration>) -> io::Result<usize> {
     // Null, or `sets`' own live sets, holding only fds below FD_SETSIZE (and `nfds`, which
     // is at most FD_SETSIZE: the kernel reads no further than the end of a set).
@@ -325,6 +333,7 @@ fn sys_select(nfds: libc::c_int, sets: &mut FdSets, left: Option<Duration>) -> i
     /// Each set is null or points to a live, writable `fd_set`. `timeout` is null or points
     /// to a live, writable `timeval` (`select`) or `timespec` (`pselect6`): the kernel
     /// writes the time left into it.
+    #[inline(always)]
     unsafe fn raw(
         nr: libc::c_long,
         nfds: libc::c_int,
