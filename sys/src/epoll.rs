@@ -122,17 +122,9 @@ impl Poller for Epoll {
         }
     }
 
-    /// Inlined into the caller with the system call, so that the `epoll_wait` instruction
-    /// sits in the caller's loop: no frame returns across it (see `syscall::syscall6` for
-    /// what such a return costs).
-    #[inline(always)]
+    #[inline]
     fn wait(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
-        common::wait_loop(
-            events,
-            timeout,
-            #[inline(always)]
-            |events, left| self.wait_once(events, left),
-        )
+        common::wait_loop(events, timeout, |events, left| self.wait_once(events, left))
     }
 
     fn notify(&self) -> io::Result<()> {
@@ -181,7 +173,7 @@ impl Epoll {
     /// `epoll_event`; flags are decoded only when read).
     ///
     /// [`Event`]: crate::Event
-    #[inline(always)]
+    #[inline]
     fn wait_once(&self, events: &mut Events, left: Option<Duration>) -> io::Result<Round> {
         let notified = events.fill_epoll(|out, room| {
             let max = libc::c_int::try_from(room).unwrap_or(libc::c_int::MAX);
@@ -195,7 +187,7 @@ impl Epoll {
 
     /// One wait for at most `left`; returns the count. No limit and no wait are exact with
     /// plain `epoll_wait` (-1, 0), so only a finite timeout takes the `epoll_pwait2` path.
-    #[inline(always)]
+    #[inline]
     fn sys_wait(
         &self,
         out: *mut libc::epoll_event,
