@@ -90,7 +90,10 @@
 //!   measured fan-in Edge 0.93-0.98, Level 0.93-0.95, waker 0.995-1.000 x mio. It is what
 //!   owned mode ([`Poller::new_owned`], which `IoLoop::with_backend` uses) does: fan-in Edge
 //!   0.945-0.973 (was 1.02-1.07), Level 0.93-0.95 (unchanged), waker 1.003-1.018 (was
-//!   1.15-1.17) x mio, sys and reactor contenders alike. [`Poller::new`]
+//!   1.15-1.17) x mio, sys and reactor contenders alike. Since then owned mode's wait has a
+//!   path of its own (the state lock kept across `io_uring_enter`, no waiter lock, 342 ->
+//!   ~300 user-space instructions per wake-up and wait) that is inlined into the caller
+//!   with its system call instruction (see `syscall::syscall6`): waker 0.96 x mio. [`Poller::new`]
 //!   cannot: `SINGLE_ISSUER` makes every `io_uring_enter` from another thread fail with
 //!   `EEXIST`, and the `Poller` contract lets any thread register or wait (a change
 //!   submitted while a wait is blocked, a full SQ, `is_stale`, a wait moved to another
@@ -416,8 +419,9 @@ pub struct Uring {
     /// of the rings (SQ tail and entries, CQ head) happens with this lock held, which makes
     /// this process a single producer of the SQ and a single consumer of the CQ.
     state: Mutex<State>,
-    /// Held by the one thread inside `wait` (never while taking `state` the other way round:
-    /// the lock order is `waiter` then `state`).
+    /// Held by the one thread inside a shared ring's `wait` (never while taking `state` the
+    /// other way round: the lock order is `waiter` then `state`). Owned mode's wait does not
+    /// use it (see [`Uring::wait_owned`]).
     waiter: Mutex<WaitState>,
     /// Invariant: the io_uring instance whose rings `state.ring` maps; closed after they are
     /// unmapped (fields drop in declaration order).
