@@ -47,8 +47,8 @@ pub(crate) fn retry<T>(mut f: impl FnMut() -> io::Result<T>) -> io::Result<T> {
 }
 
 /// One system call, `nr` with up to six arguments (unused ones 0), as `io::Result`: the
-/// kernel's `-errno` or -1 and `errno` become the error. No `EINTR` retry (see
-/// [`cvt_retry`] for that).
+/// kernel's `-errno` or -1 and `errno` become the error. No `EINTR` retry (wrap it in
+/// [`retry`] where that is right).
 ///
 /// Linux and Android only. On x86_64 and aarch64 (64-bit pointers: not x32 or ILP32) the
 /// `syscall`/`svc` instruction is inlined into the caller ([`raw`]); on the other
