@@ -147,6 +147,27 @@ pub(crate) struct KernelTimespec {
     pub(crate) tv_nsec: i64,
 }
 
+/// The timespec of the Linux system calls that predate the 64-bit-time ones (`ppoll`,
+/// `pselect6`): two `long`s, which is `struct __kernel_old_timespec` on every architecture
+/// (64 bits each on 64-bit ones, 32 on 32-bit ones), whatever `time_t` libc was built with.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct OldTimespec {
+    pub(crate) tv_sec: libc::c_long,
+    pub(crate) tv_nsec: libc::c_long,
+}
+
+/// `d` as an [`OldTimespec`] (seconds past `c_long::MAX` saturate: a relative timeout).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn old_timespec(d: Duration) -> OldTimespec {
+    OldTimespec {
+        tv_sec: libc::c_long::try_from(d.as_secs()).unwrap_or(libc::c_long::MAX),
+        // `subsec_nanos() < 10^9` fits every `c_long`.
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    }
+}
+
 /// `d` as a [`KernelTimespec`] (seconds past `i64::MAX` saturate).
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) fn kernel_timespec(d: Duration) -> KernelTimespec {

@@ -190,8 +190,11 @@ fn sys_poll(fds: &mut [libc::pollfd], left: Option<Duration>) -> io::Result<usiz
             return unsafe { crate::syscall::syscall6(libc::SYS_poll, args) };
         }
     }
-    let mut ts = left.map(common::timespec);
-    let ts_ptr = common::timespec_mut_ptr(&mut ts);
+    // Two `long`s, not `libc::timespec`: see `common::OldTimespec`.
+    let mut ts = left.map(common::old_timespec);
+    let ts_ptr = ts
+        .as_mut()
+        .map_or(std::ptr::null_mut(), |t| t as *mut common::OldTimespec);
     let args = [
         fds.as_mut_ptr() as usize,
         nfds as usize,

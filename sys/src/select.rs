@@ -369,7 +369,11 @@ fn sys_select(nfds: libc::c_int, sets: &mut FdSets, left: Option<Duration>) -> i
             return unsafe { raw(libc::SYS_select, nfds, [read, write, except], tv_ptr.cast()) };
         }
     }
-    let mut ts = left.map(common::timespec);
+    // Two `long`s, not `libc::timespec`: see `common::OldTimespec`.
+    let mut ts = left.map(common::old_timespec);
+    let ts_ptr = ts
+        .as_mut()
+        .map_or(std::ptr::null_mut(), |t| t as *mut common::OldTimespec);
     // SAFETY: the sets are null or `sets`' own; the timeout pointer is null or points to
     // `ts`, a live, writable timespec.
     unsafe {
@@ -377,7 +381,7 @@ fn sys_select(nfds: libc::c_int, sets: &mut FdSets, left: Option<Duration>) -> i
             libc::SYS_pselect6,
             nfds,
             [read, write, except],
-            common::timespec_mut_ptr(&mut ts).cast(),
+            ts_ptr.cast(),
         )
     }
 }
