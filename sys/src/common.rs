@@ -183,13 +183,13 @@ pub(crate) fn timespec_ptr(ts: &Option<libc::timespec>) -> *const libc::timespec
         .map_or(std::ptr::null(), |t| t as *const libc::timespec)
 }
 
-/// [`timespec_ptr`] for the raw `ppoll`/`pselect6` system calls, which write the time left
-/// back into the timeout (glibc's wrappers hand them a copy): a pointer that may be written
-/// through while `ts` is borrowed.
-#[allow(dead_code)]
-pub(crate) fn timespec_mut_ptr(ts: &mut Option<libc::timespec>) -> *mut libc::timespec {
+/// The timeout argument of the raw `ppoll`/`pselect6` system calls, which write the time
+/// left back into it (glibc's wrappers hand them a copy): null for no limit, else a pointer
+/// that may be written through while `ts` is borrowed.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) fn old_timespec_mut_ptr(ts: &mut Option<OldTimespec>) -> *mut OldTimespec {
     ts.as_mut()
-        .map_or(std::ptr::null_mut(), |t| t as *mut libc::timespec)
+        .map_or(std::ptr::null_mut(), |t| t as *mut OldTimespec)
 }
 
 /// A duration as a `timespec` (seconds saturate at `time_t::MAX`).

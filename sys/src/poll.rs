@@ -192,9 +192,7 @@ fn sys_poll(fds: &mut [libc::pollfd], left: Option<Duration>) -> io::Result<usiz
     }
     // Two `long`s, not `libc::timespec`: see `common::OldTimespec`.
     let mut ts = left.map(common::old_timespec);
-    let ts_ptr = ts
-        .as_mut()
-        .map_or(std::ptr::null_mut(), |t| t as *mut common::OldTimespec);
+    let ts_ptr = common::old_timespec_mut_ptr(&mut ts);
     let args = [
         fds.as_mut_ptr() as usize,
         nfds as usize,

@@ -371,9 +371,7 @@ fn sys_select(nfds: libc::c_int, sets: &mut FdSets, left: Option<Duration>) -> i
     }
     // Two `long`s, not `libc::timespec`: see `common::OldTimespec`.
     let mut ts = left.map(common::old_timespec);
-    let ts_ptr = ts
-        .as_mut()
-        .map_or(std::ptr::null_mut(), |t| t as *mut common::OldTimespec);
+    let ts_ptr = common::old_timespec_mut_ptr(&mut ts);
     // SAFETY: the sets are null or `sets`' own; the timeout pointer is null or points to
     // `ts`, a live, writable timespec.
     unsafe {

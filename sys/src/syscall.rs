@@ -96,16 +96,17 @@ pub(crate) unsafe fn syscall6(nr: libc::c_long, args: [usize; 6]) -> io::Result<
 /// As for [`syscall6`].
 #[cfg(all(
     any(target_os = "linux", target_os = "android"),
-    target_arch = "x86_64",
+    any(target_arch = "x86_64", target_arch = "aarch64"),
     target_pointer_width = "64"
 ))]
 #[inline(always)]
 unsafe fn raw(nr: libc::c_long, args: [usize; 6]) -> isize {
     let ret: isize;
-    // SAFETY: the x86_64 Linux convention: number in rax, arguments in rdi, rsi, rdx, r10,
-    // r8, r9; the result in rax; the kernel clobbers rcx and r11 and no other register, uses
-    // no user stack, and restores RFLAGS (saved in r11) on return. Memory (no `nomem`: the
-    // kernel may read and write it) is the caller's contract.
+    // SAFETY: x86_64: the Linux convention is the number in rax, the arguments in rdi, rsi,
+    // rdx, r10, r8, r9, the result in rax; the kernel clobbers rcx and r11 and no other
+    // register, uses no user stack, and restores RFLAGS (saved in r11) on return.
+    // Memory (no `nomem`: the kernel may read and write it) is the caller's contract.
+    #[cfg(target_arch = "x86_64")]
     unsafe {
         std::arch::asm!(
             "syscall",
@@ -121,26 +122,11 @@ unsafe fn raw(nr: libc::c_long, args: [usize; 6]) -> isize {
             options(nostack, preserves_flags),
         );
     }
-    ret
-}
-
-/// As the x86_64 version.
-///
-/// # Safety
-///
-/// As for [`syscall6`].
-#[cfg(all(
-    any(target_os = "linux", target_os = "android"),
-    target_arch = "aarch64",
-    target_pointer_width = "64"
-))]
-#[inline(always)]
-unsafe fn raw(nr: libc::c_long, args: [usize; 6]) -> isize {
-    let ret: isize;
-    // SAFETY: the aarch64 Linux convention: number in x8, arguments in x0-x5, the result in
-    // x0; `svc 0` preserves every other general register and NZCV (restored from SPSR) and
-    // uses no user stack. (It zeroes SVE state above the low 128 bits, which this crate
-    // never keeps live: it is not built with `+sve`.) Memory is the caller's contract.
+    // SAFETY: aarch64: the number in x8, the arguments in x0-x5, the result in x0; `svc 0`
+    // preserves every other general register and NZCV (restored from SPSR) and uses no user
+    // stack. (It zeroes SVE state above the low 128 bits, which this crate never keeps
+    // live: it is not built with `+sve`.) Memory is the caller's contract.
+    #[cfg(target_arch = "aarch64")]
     unsafe {
         std::arch::asm!(
             "svc 0",

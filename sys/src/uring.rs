@@ -1335,12 +1335,11 @@ impl Uring {
             self.flush_rearm(&mut st)?;
         }
         let ready_now = !st.stash.is_empty() || !st.ready.is_empty() || st.ring.cq_len() > 0;
-        let min_complete = u32::from(!(ready_now || left == Some(Duration::ZERO)));
-        let ts = left.map(kernel_timespec).unwrap_or_default();
-        if min_complete == 1 && left.is_some() && !self.ext_arg {
+        let block = !(ready_now || left == Some(Duration::ZERO));
+        if let Some(d) = left.filter(|_| block && !self.ext_arg) {
             ws.seq = ws.seq.wrapping_add(1);
             let ud = (u64::from(ws.seq) << 32) | u64::from(TIMEOUT_LOW);
-            *ws.ts = ts;
+            *ws.ts = kernel_timespec(d);
             let sqe = IoUringSqe {
                 opcode: IORING_OP_TIMEOUT,
                 fd: -1,
@@ -1356,31 +1355,10 @@ impl Uring {
         let to_submit = st.ring.sq_pending();
         // The blocking call, without the state lock, so other threads can register and
         // submit meanwhile; their completions wake this call.
-        st.waiting = min_complete == 1;
+        st.waiting = block;
         drop(st);
-        let arg = IoUringGeteventsArg {
-            sigmask: 0,
-            sigmask_sz: 0,
-            pad: 0,
-            ts: (&ts as *const KernelTimespec) as u64,
-        };
-        let timed = min_complete == 1 && left.is_some() && self.ext_arg;
-        let (flags, arg) = if timed {
-            (IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, Some(&arg))
-        } else {
-            (IORING_ENTER_GETEVENTS, None)
-        };
-        match self.enter(to_submit, min_complete, flags, arg) {
-            Ok(_) => {}
-            // ETIME: the timeout passed. EINTR: a signal (wait_loop waits the rest).
-            // EBUSY: the CQ overflowed; reaping below flushes it.
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
-                ) => {}
-            Err(e) => return Err(e),
-        }
+        // Without EXT_ARG the limit is the TIMEOUT request queued above.
+        self.enter_wait(to_submit, block, left.filter(|_| self.ext_arg))?;
 
         let mut st = self.lock();
         st.waiting = false;
@@ -1393,6 +1371,42 @@ impl Uring {
             )?;
         }
         Ok(Round { notified })
+    }
+
+    /// The `io_uring_enter` of a wait round: submits `to_submit` and, if `block`, waits for
+    /// a completion for at most `timeout` (passed to the kernel with
+    /// `IORING_ENTER_EXT_ARG`; `None`: no limit here). ETIME (the timeout passed), EINTR (a
+    /// signal: `wait_loop` waits the rest) and EBUSY (the CQ overflowed: reaping flushes it)
+    /// end the wait without an error. Inlined, so the instruction sits in the caller's loop.
+    #[inline(always)]
+    fn enter_wait(&self, to_submit: u32, block: bool, timeout: Option<Duration>) -> io::Result<()> {
+        let ts;
+        let arg;
+        let (flags, arg) = match timeout {
+            Some(d) if block => {
+                ts = kernel_timespec(d);
+                arg = IoUringGeteventsArg {
+                    sigmask: 0,
+                    sigmask_sz: 0,
+                    pad: 0,
+                    ts: (&ts as *const KernelTimespec) as u64,
+                };
+                (IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, Some(&arg))
+            }
+            _ => (IORING_ENTER_GETEVENTS, None),
+        };
+        match self.enter(to_submit, u32::from(block), flags, arg) {
+            Ok(_) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// [`Poller::wait`] on a shared ring (not [`Poller::new_owned`]): out of line.
@@ -1434,31 +1448,7 @@ impl Uring {
         }
         let ready_now = !st.stash.is_empty() || !st.ready.is_empty() || st.ring.cq_len() > 0;
         let block = !(ready_now || left == Some(Duration::ZERO));
-        let ts;
-        let arg;
-        let (flags, arg) = match left {
-            Some(d) if block => {
-                ts = kernel_timespec(d);
-                arg = IoUringGeteventsArg {
-                    sigmask: 0,
-                    sigmask_sz: 0,
-                    pad: 0,
-                    ts: (&ts as *const KernelTimespec) as u64,
-                };
-                (IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, Some(&arg))
-            }
-            _ => (IORING_ENTER_GETEVENTS, None),
-        };
-        match self.enter(st.ring.sq_pending(), u32::from(block), flags, arg) {
-            Ok(_) => {}
-            // As in `wait_once`.
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
-                ) => {}
-            Err(e) => return Err(e),
-        }
+        self.enter_wait(st.ring.sq_pending(), block, left)?;
         self.run_deferred(st)?;
         // No fallback timeout in owned mode: a timeout completion is never ours.
         let notified = self.reap(st, &mut None, events)?;
