@@ -58,7 +58,7 @@ const CAPACITY: usize = 1024;
 const GROUP: usize = 5;
 
 /// How many fresh sets of socketpairs the interleaved runner spreads its rounds over.
-const EPOCHS: usize = 10;
+const EPOCHS: usize = 30;
 
 /// Builds one contender into the list.
 type Maker = Box<dyn FnOnce(&mut Vec<Contender>)>;

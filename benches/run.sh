@@ -145,7 +145,7 @@ doc.append("")
 doc.append("## How to regenerate\n")
 doc.append("```sh\nbenches/run.sh            # about 2-3 minutes (one more the first time: the mio-on-poll build); ROUNDS_SCALE=0.2 for a smoke run\n```\n")
 doc.append("Each workload runs all its contenders in one process, interleaved: every round runs each "
-           "contender once (rotating the start), and the ratios are medians of the per-round ratios "
+           "contender once (in a random order per round), and the ratios are medians of the per-round ratios "
            "of CPU time (thread CPU time; process CPU time for `waker`), so load from other processes "
            "hits both sides of a ratio alike. Ratios are of *time* per element: below 1 is faster. "
            "`cargo bench --bench <name>` runs the same contenders under criterion instead "

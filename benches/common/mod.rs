@@ -321,7 +321,7 @@ impl criterion::measurement::Measurement for ThreadCpu {
 }
 
 /// Runs `list` without criterion: one warm-up iteration each, then `rounds` rounds in which
-/// every contender runs one iteration (the starting contender rotates), timed by wall clock
+/// every contender runs one iteration (in a random order per round), timed by wall clock
 /// and by thread CPU time. Prints, per contender, the median ns per element (`elems` per
 /// iteration) and the median of the *paired* per-round CPU-time ratios against `floor-level`,
 /// `floor-edge`, `mio` and `floor-edge-inline` (each round's runs are back to back, so a load
@@ -536,7 +536,8 @@ impl Samples {
 }
 
 /// The interleaved measurement behind [`interleaved`]: one warm-up iteration per contender,
-/// then `rounds` rounds of one iteration each (rotating start); medians and paired ratios.
+/// then `rounds` rounds of one iteration each (a random order per round); medians and paired
+/// ratios.
 /// Empty if `rounds == 0`.
 pub fn measure(list: Vec<Contender>, rounds: usize, spec: &Spec) -> Vec<Row> {
     if rounds == 0 {
@@ -558,9 +559,18 @@ pub fn sample(mut list: Vec<Contender>, rounds: usize, spec: &Spec) -> Samples {
     let elems = spec.elems as f64;
     let mut wall = vec![Vec::with_capacity(rounds); n];
     let mut cpu = vec![Vec::with_capacity(rounds); n];
-    for r in 0..rounds {
-        for k in 0..n {
-            let i = (r + k) % n;
+    // Each round runs the contenders in a fresh random order, so no contender always follows
+    // the same one: what a run leaves behind in the caches and the kernel (a poll(2) of
+    // 1 000 fds, an io_uring's task work) falls on every other contender alike. (A rotating
+    // start keeps the cyclic order: each contender always ran right after the same one.)
+    // Seeded: a rerun repeats the orders; each call continues the sequence.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut rng = fastrand::Rng::with_seed(0x10_100b ^ call.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let mut order: Vec<usize> = (0..n).collect();
+    for _ in 0..rounds {
+        rng.shuffle(&mut order);
+        for &i in &order {
             let (w0, c0) = (std::time::Instant::now(), clock());
             (list[i].1)();
             let (c1, w1) = (clock(), std::time::Instant::now());
