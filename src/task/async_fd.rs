@@ -45,9 +45,14 @@ struct Direction {
     /// Ready as far as we know: set by a report (and at creation: nothing is known, so the
     /// first operation tries the I/O), cleared when the I/O returned `WouldBlock`.
     ready: Cell<bool>,
-    /// A `Cell`, not a `RefCell`: a waker is only ever moved in or out, so none is dropped
-    /// or woken while anything is borrowed.
+    /// The waiting task's waker while `parked`; kept after it woke the task, so that the
+    /// task's next wait finds its own waker here ([`Waker::will_wake`]) and stores no clone
+    /// (a clone and a drop are two atomic operations on the waker's count per report). A
+    /// `Cell`, not a `RefCell`: a waker is only ever moved in or out, so none is dropped or
+    /// woken while anything is borrowed.
     waker: Cell<Option<Waker>>,
+    /// A task waits for this direction: the next report wakes it.
+    parked: Cell<bool>,
     /// Bumped each time the reactor reports this direction ready.
     tick: Cell<u64>,
     /// For [`Async::readable`]-style waits: the tick when the current wait began (`None`: no
@@ -60,6 +65,7 @@ impl Default for Direction {
         Self {
             ready: Cell::new(true),
             waker: Cell::new(None),
+            parked: Cell::new(false),
             tick: Cell::new(0),
             start: Cell::new(None),
         }
@@ -67,21 +73,39 @@ impl Default for Direction {
 }
 
 impl Direction {
-    /// A report: marks the direction ready and takes its task's waker, for the caller to
-    /// wake once it holds no borrow (a waker may run any code).
-    fn fire(&self) -> Option<Waker> {
+    /// A report: marks the direction ready; returns whether a task was waiting (no longer:
+    /// the caller wakes it with [`wake`](Self::wake)).
+    fn fire(&self) -> bool {
         self.tick.set(self.tick.get().wrapping_add(1));
         self.ready.set(true);
-        self.waker.take()
+        self.parked.replace(false)
+    }
+
+    /// Wakes the task [`fire`](Self::fire) found waiting. Called with nothing borrowed (a
+    /// waker may run any code, which may even wait on this direction again or drop the
+    /// `Async`): the waker is moved out for the call, and put back afterwards only if that
+    /// code left the slot empty and did not `retire` the source.
+    fn wake(&self, retired: &Cell<bool>) {
+        let Some(waker) = self.waker.take() else {
+            return;
+        };
+        waker.wake_by_ref();
+        match self.waker.take() {
+            None if !retired.get() => self.waker.set(Some(waker)),
+            // A newer wait's waker (kept), or a retired source (which keeps none): ours is
+            // dropped, with nothing borrowed.
+            newer => {
+                self.waker.set(newer);
+                drop(waker);
+            }
+        }
     }
 
     fn waiting(&self) -> bool {
-        let waker = self.waker.take();
-        let waiting = waker.is_some();
-        self.waker.set(waker);
-        waiting
+        self.parked.get()
     }
 
+    /// Parks a task: `waker` is woken by the next report.
     fn set_waker(&self, waker: &Waker) {
         let old = self.waker.take();
         match old {
@@ -89,17 +113,29 @@ impl Direction {
             // Another task's waker, dropped here with nothing borrowed.
             _ => self.waker.set(Some(waker.clone())),
         }
+        self.parked.set(true);
     }
 
     /// Forgets the waiting task (a wait that failed).
     fn clear_waker(&self) {
+        self.parked.set(false);
         drop(self.waker.take());
+    }
+
+    /// Moves the waker out (for the caller to drop with nothing borrowed): nothing waits.
+    fn take_waker(&self) -> Option<Waker> {
+        self.parked.set(false);
+        self.waker.take()
     }
 
     /// Back to a new source's state: ready, no wait in progress. The waker is already gone
     /// ([`IoSource::retire`]).
     fn reset(&mut self) {
-        debug_assert!(!self.waiting(), "a reused source still holds a waker");
+        debug_assert!(!self.waiting(), "a reused source still has a waiting task");
+        debug_assert!(
+            self.waker.get_mut().is_none(),
+            "a reused source still holds a waker"
+        );
         *self.ready.get_mut() = true;
         *self.tick.get_mut() = 0;
         *self.start.get_mut() = None;
@@ -161,24 +197,9 @@ pub(crate) struct IoSource {
     /// read), or priority data (a read stops at the urgent mark with the rest of the stream
     /// queued, and no further report to come).
     read_blind: Cell<bool>,
-}
-
-/// The wakers of a source's directions that a report fired (see [`IoSource::on_ready`]).
-#[derive(Default)]
-pub(crate) struct Wakeups([Option<Waker>; 2]);
-
-impl Wakeups {
-    /// Wakes the tasks.
-    #[inline]
-    pub(crate) fn wake(self) {
-        let [read, write] = self.0;
-        if let Some(w) = read {
-            w.wake();
-        }
-        if let Some(w) = write {
-            w.wake();
-        }
-    }
+    /// Its `Async` is gone ([`retire`](Self::retire)): the source keeps no waker until it is
+    /// [`reset`](Self::reset) for a new registration.
+    retired: Cell<bool>,
 }
 
 impl IoSource {
@@ -196,6 +217,7 @@ impl IoSource {
             write: Direction::default(),
             short_io: Cell::new(ShortIo::Unknown),
             read_blind: Cell::new(false),
+            retired: Cell::new(false),
         }
     }
 
@@ -204,7 +226,8 @@ impl IoSource {
     /// drops them.
     #[inline]
     pub(crate) fn retire(&self) -> [Option<Waker>; 2] {
-        [self.read.waker.take(), self.write.waker.take()]
+        self.retired.set(true);
+        [self.read.take_waker(), self.write.take_waker()]
     }
 
     /// Makes a retired source (its wakers taken) new again for the registration of
@@ -220,13 +243,15 @@ impl IoSource {
         self.write.reset();
         *self.short_io.get_mut() = ShortIo::Unknown;
         *self.read_blind.get_mut() = false;
+        *self.retired.get_mut() = false;
     }
 
-    /// Called by the fd's handler: marks ready the directions `ready` covers (errors and
-    /// hang-ups cover both, so the next operation reports them) and returns their wakers, to
-    /// wake once no borrow is held, and, in Oneshot mode, the interest still waited on, which
-    /// the handler re-arms.
-    pub(crate) fn on_ready(&self, ready: Ready) -> (Interest, Wakeups) {
+    /// Called by the fd's handler, with nothing borrowed (it holds its own reference to the
+    /// source: the tasks it wakes may drop the `Async`): marks ready the directions `ready`
+    /// covers (errors and hang-ups cover both, so the next operation reports them) and wakes
+    /// their waiting tasks; returns, in Oneshot mode, the interest still waited on, which the
+    /// handler re-arms.
+    pub(crate) fn on_ready(&self, ready: Ready) -> Interest {
         let edge = self.edge.get();
         if !edge {
             self.armed.set(Interest::empty());
@@ -236,18 +261,25 @@ impl IoSource {
             self.read_blind.set(true);
         }
         let mut rest = Interest::empty();
-        let mut woken = Wakeups::default();
+        let (mut wake_read, mut wake_write) = (false, false);
         if both || ready.intersects(Ready::READABLE | Ready::PRIORITY) {
-            woken.0[0] = self.read.fire();
+            wake_read = self.read.fire();
         } else if !edge && self.read.waiting() {
             rest |= Interest::READABLE;
         }
         if both || ready.contains(Ready::WRITABLE) {
-            woken.0[1] = self.write.fire();
+            wake_write = self.write.fire();
         } else if !edge && self.write.waiting() {
             rest |= Interest::WRITABLE;
         }
-        (rest, woken)
+        // Both directions' state is settled before any task runs code.
+        if wake_read {
+            self.read.wake(&self.retired);
+        }
+        if wake_write {
+            self.write.wake(&self.retired);
+        }
+        rest
     }
 
     /// Makes sure the registration reports `interest` when it is ready: arms a Oneshot
@@ -1124,5 +1156,164 @@ mod tests {
         drop(old);
         assert_eq!(lp.handler_count(), 1, "the Async removed a plain handler");
         lp.remove_handler(&a).unwrap();
+    }
+
+    /// A waker that counts its wake-ups and runs `then` (on the waking thread) after each.
+    struct Probe {
+        woken: std::sync::atomic::AtomicUsize,
+        then: fn(),
+    }
+
+    impl std::task::Wake for Probe {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &std::sync::Arc<Self>) {
+            self.woken.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            (self.then)();
+        }
+    }
+
+    fn probe(then: fn()) -> (std::sync::Arc<Probe>, Waker) {
+        let p = std::sync::Arc::new(Probe {
+            woken: std::sync::atomic::AtomicUsize::new(0),
+            then,
+        });
+        (p.clone(), Waker::from(p))
+    }
+
+    fn woken(p: &std::sync::Arc<Probe>) -> usize {
+        p.woken.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Polls a one-byte read of `src` with `cx`.
+    fn poll_byte(src: &Async<UnixStream>, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let mut buf = [0u8; 1];
+        futures_io::AsyncRead::poll_read(std::pin::Pin::new(&mut &*src), cx, &mut buf)
+    }
+
+    /// A woken task's waker stays with the source: the task's next wait finds it there and
+    /// stores no clone, and the next report wakes it again.
+    #[test]
+    fn a_woken_task_keeps_its_waker_for_its_next_wait() {
+        let lp = IoLoop::new().unwrap();
+        let (a, b) = UnixStream::pair().unwrap();
+        let src = Async::with_loop(&lp, a).unwrap();
+        let (p, waker) = probe(|| {});
+        let mut cx = Context::from_waker(&waker);
+        assert!(poll_byte(&src, &mut cx).is_pending());
+        // Ours, the waker, the copy the source holds.
+        assert_eq!(std::sync::Arc::strong_count(&p), 3);
+        for round in 1..=3 {
+            (&b).write_all(b"x").unwrap();
+            while woken(&p) < round {
+                lp.run_once().unwrap();
+            }
+            assert_eq!(woken(&p), round, "one wake-up per report");
+            assert!(!src.source.read.waiting());
+            assert_eq!(std::sync::Arc::strong_count(&p), 3, "the waker was kept");
+            assert!(matches!(poll_byte(&src, &mut cx), Poll::Ready(Ok(1))));
+            assert!(poll_byte(&src, &mut cx).is_pending());
+            assert!(src.source.read.waiting());
+            assert_eq!(std::sync::Arc::strong_count(&p), 3, "no second copy stored");
+        }
+        drop(src);
+        assert_eq!(
+            std::sync::Arc::strong_count(&p),
+            2,
+            "a dropped Async keeps no waker"
+        );
+    }
+
+    thread_local! {
+        static HELD: std::cell::RefCell<Option<Async<UnixStream>>> =
+            const { std::cell::RefCell::new(None) };
+        static SECOND: std::cell::RefCell<Option<Waker>> = const { std::cell::RefCell::new(None) };
+    }
+
+    /// A waker whose wake-up drops the `Async` (it runs any code): the retired source keeps
+    /// no waker, and a new source on the fd number starts clean.
+    #[test]
+    fn a_wake_up_that_drops_the_async_leaves_no_waker_behind() {
+        let lp = IoLoop::new().unwrap();
+        let (a, b) = UnixStream::pair().unwrap();
+        let src = Async::with_loop(&lp, a).unwrap();
+        let (p, waker) = probe(|| drop(HELD.with(|h| h.borrow_mut().take())));
+        let mut cx = Context::from_waker(&waker);
+        assert!(poll_byte(&src, &mut cx).is_pending());
+        HELD.with(|h| *h.borrow_mut() = Some(src));
+        (&b).write_all(b"x").unwrap();
+        while woken(&p) == 0 {
+            lp.run_once().unwrap();
+        }
+        assert!(
+            HELD.with(|h| h.borrow().is_none()),
+            "the wake-up dropped the Async"
+        );
+        assert_eq!(
+            std::sync::Arc::strong_count(&p),
+            2,
+            "the retired source kept the waker"
+        );
+        assert_eq!(lp.handler_count(), 0);
+        // Whatever number the next pair gets, a source on it starts clean (a reused one is
+        // checked for a leftover waker when it is reset).
+        let (c, d) = UnixStream::pair().unwrap();
+        let c = Async::with_loop(&lp, c).unwrap();
+        let mut buf = [0u8; 1];
+        (&d).write_all(b"y").unwrap();
+        let n = lp
+            .block_on(futures_lite::AsyncReadExt::read(&mut &c, &mut buf))
+            .unwrap()
+            .unwrap();
+        assert_eq!((n, buf[0]), (1, b'y'));
+    }
+
+    /// A waker whose wake-up starts another wait on the same direction with another waker:
+    /// that one is kept (and woken by the next report), the first is dropped.
+    #[test]
+    fn a_wait_begun_by_a_wake_up_keeps_its_own_waker() {
+        let lp = IoLoop::new().unwrap();
+        let (a, b) = UnixStream::pair().unwrap();
+        let (second, second_waker) = probe(|| {});
+        SECOND.with(|s| *s.borrow_mut() = Some(second_waker));
+        let (first, waker) = probe(|| {
+            HELD.with(|h| {
+                let held = h.borrow();
+                let src = held.as_ref().unwrap();
+                SECOND.with(|s| {
+                    let w = s.borrow();
+                    let mut cx = Context::from_waker(w.as_ref().unwrap());
+                    assert!(src.poll_readable(&mut cx).is_pending());
+                });
+            });
+        });
+        let src = Async::with_loop(&lp, a).unwrap();
+        let mut cx = Context::from_waker(&waker);
+        assert!(poll_byte(&src, &mut cx).is_pending());
+        HELD.with(|h| *h.borrow_mut() = Some(src));
+        (&b).write_all(b"x").unwrap();
+        while woken(&first) == 0 {
+            lp.run_once().unwrap();
+        }
+        assert_eq!(
+            std::sync::Arc::strong_count(&first),
+            2,
+            "the first waker was dropped"
+        );
+        // Ours, the thread-local's, the source's.
+        assert_eq!(
+            std::sync::Arc::strong_count(&second),
+            3,
+            "the second waker was kept"
+        );
+        assert_eq!(woken(&second), 0);
+        (&b).write_all(b"y").unwrap();
+        while woken(&second) == 0 {
+            lp.run_once().unwrap();
+        }
+        assert_eq!((woken(&first), woken(&second)), (1, 1));
+        HELD.with(|h| drop(h.borrow_mut().take()));
+        SECOND.with(|s| drop(s.borrow_mut().take()));
     }
 }

@@ -22,9 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, ThreadId};
 
-use ioloop_sys::{Notifier, Ready};
+use ioloop_sys::Notifier;
 
-use super::async_fd::Wakeups;
 use super::join::{JoinError, JoinHandle, JoinSink, JoinState};
 use super::{IoSource, LoopOps};
 
@@ -282,17 +281,6 @@ impl Executor {
         };
         drop(sources);
         source.unwrap_or_else(|| unreachable!("the entry was just filled"))
-    }
-
-    /// Passes `ready` to the source registered for `fd` (an Edge registration's event)
-    /// without a new reference to it, and returns the wakers it fired, to wake once the
-    /// table is no longer borrowed.
-    #[inline]
-    pub(crate) fn source_ready(&self, fd: RawFd, ready: Ready) -> Wakeups {
-        match self.sources.borrow().get(fd as usize) {
-            Some(Some(source)) => source.on_ready(ready).1,
-            _ => Wakeups::default(),
-        }
     }
 
     /// The source registered for `fd` (a new reference: the wake-ups it makes may drop the

@@ -156,15 +156,16 @@ pub(crate) fn add_source<P: Poller>(lp: &IoLoop<P>, fd: RawFd) -> io::Result<Rc<
     let edge = lp.poller().supports(Mode::Edge);
     let gen = if edge {
         lp.add_registration(fd, Interest::empty(), Mode::Edge, |lp, fd, ready| {
-            lp.executor().source_ready(fd, ready).wake();
+            if let Some(source) = lp.executor().source(fd) {
+                source.on_ready(ready);
+            }
         })?
     } else {
         lp.add_registration(fd, Interest::empty(), Mode::Oneshot, |lp, fd, ready| {
             let Some(source) = lp.executor().source(fd) else {
                 return;
             };
-            let (rest, woken) = source.on_ready(ready);
-            woken.wake();
+            let rest = source.on_ready(ready);
             if !rest.is_empty() && lp.update_handler_with(fd, rest, Mode::Oneshot).is_ok() {
                 source.armed.set(rest);
             }
