@@ -110,29 +110,29 @@ pub(crate) mod epoll {
     pub(crate) const READABLE: u32 = libc::EPOLLIN as u32;
     pub(crate) const WRITABLE: u32 = libc::EPOLLOUT as u32;
     pub(crate) const ERROR: u32 = libc::EPOLLERR as u32;
-    pub(crate) const HUP: u32 = (libc::EPOLLHUP | libc::EPOLLRDHUP) as u32;
     pub(crate) const PRIORITY: u32 = libc::EPOLLPRI as u32;
 
-    /// The kernel's flags as [`Ready`].
+    // `Ready`'s bits are epoll's for these five (checked here at compile time), and
+    // `EPOLLRDHUP` is `EPOLLHUP` shifted left by 9.
+    const _: () = {
+        assert!(READABLE == Ready::READABLE.bits() as u32);
+        assert!(WRITABLE == Ready::WRITABLE.bits() as u32);
+        assert!(ERROR == Ready::ERROR.bits() as u32);
+        assert!(libc::EPOLLHUP as u32 == Ready::HUP.bits() as u32);
+        assert!(PRIORITY == Ready::PRIORITY.bits() as u32);
+        assert!(libc::EPOLLRDHUP as u32 == (libc::EPOLLHUP as u32) << 9);
+    };
+
+    /// The flags [`to_ready`] keeps as they are.
+    const SAME: u32 = READABLE | WRITABLE | ERROR | libc::EPOLLHUP as u32 | PRIORITY;
+
+    /// The kernel's flags as [`Ready`]: a mask, with `EPOLLRDHUP` folded into `HUP`
+    /// (branch-free: this runs once per event).
     #[inline]
     pub(crate) const fn to_ready(flags: u32) -> Ready {
-        let mut r = 0;
-        if flags & READABLE != 0 {
-            r |= Ready::READABLE.bits();
-        }
-        if flags & WRITABLE != 0 {
-            r |= Ready::WRITABLE.bits();
-        }
-        if flags & ERROR != 0 {
-            r |= Ready::ERROR.bits();
-        }
-        if flags & HUP != 0 {
-            r |= Ready::HUP.bits();
-        }
-        if flags & PRIORITY != 0 {
-            r |= Ready::PRIORITY.bits();
-        }
-        Ready::from_bits_retain(r)
+        let hup = (flags & libc::EPOLLRDHUP as u32) >> 9;
+        // The mask keeps the result within the bits of `Ready`, so it fits a `u8`.
+        Ready::from_bits_retain(((flags & SAME) | hup) as u8)
     }
 
     /// `ready` as epoll flags that [`to_ready`] maps back to exactly `ready`.
@@ -382,6 +382,45 @@ mod tests {
         let copy = events.clone();
         assert_eq!(copy.as_slice(), events.as_slice());
         assert!(copy.list.capacity() >= 16);
+    }
+
+    /// `to_ready`'s mask against the mapping spelled out flag by flag, for every combination
+    /// of the flags epoll can report (and some it does not, which it must ignore).
+    #[cfg(ioloop_has_epoll)]
+    #[test]
+    fn the_mask_maps_every_flag_combination() {
+        let named = [
+            (libc::EPOLLIN, Ready::READABLE),
+            (libc::EPOLLOUT, Ready::WRITABLE),
+            (libc::EPOLLERR, Ready::ERROR),
+            (libc::EPOLLHUP, Ready::HUP),
+            (libc::EPOLLRDHUP, Ready::HUP),
+            (libc::EPOLLPRI, Ready::PRIORITY),
+        ];
+        let ignored = [
+            libc::EPOLLRDNORM,
+            libc::EPOLLRDBAND,
+            libc::EPOLLWRNORM,
+            libc::EPOLLWRBAND,
+            libc::EPOLLMSG,
+            0x20, // POLLNVAL's bit: epoll never sets it
+            libc::EPOLLET,
+            libc::EPOLLONESHOT,
+        ];
+        let all: Vec<libc::c_int> = named.iter().map(|&(f, _)| f).chain(ignored).collect();
+        for combo in 0u32..(1 << all.len()) {
+            let mut flags = 0;
+            let mut want = Ready::empty();
+            for (i, &f) in all.iter().enumerate() {
+                if combo & (1 << i) != 0 {
+                    flags |= f;
+                    if let Some(&(_, r)) = named.get(i) {
+                        want |= r;
+                    }
+                }
+            }
+            assert_eq!(epoll::to_ready(flags as u32), want, "flags {flags:#x}");
+        }
     }
 
     #[cfg(ioloop_has_epoll)]

@@ -46,19 +46,22 @@ bitflags! {
     /// for one fd when they arrive in the same wait, so one event per fd is the rule everywhere.
     /// `ERROR` and `HUP` are reported whatever the interest was; `PRIORITY` only to a
     /// registration with [`Interest::PRIORITY`].
+    ///
+    /// The bits are those of `poll(2)`'s `POLLIN`, `POLLPRI`, `POLLOUT`, `POLLERR` and
+    /// `POLLHUP` (epoll's too), so turning the kernel's flags into a `Ready` costs a mask.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
     pub struct Ready: u8 {
         /// The fd can be read (or is at end of file).
-        const READABLE = 0b0001;
+        const READABLE = 0x01;
         /// The fd can be written.
-        const WRITABLE = 0b0010;
+        const WRITABLE = 0x04;
         /// An error condition is pending on the fd (or the fd is no longer open).
-        const ERROR = 0b0100;
+        const ERROR = 0x08;
         /// The peer hung up (both directions, or its write side).
-        const HUP = 0b1000;
+        const HUP = 0x10;
         /// Priority data is pending (see [`Interest::PRIORITY`]). For a TCP socket: urgent
         /// data was received and a read stops at its mark.
-        const PRIORITY = 0b1_0000;
+        const PRIORITY = 0x02;
     }
 }
 
