@@ -459,6 +459,33 @@ fn readiness_wakeups<P: Poller>() {
     assert_eq!(lp.handler_count(), 0, "Async values left handlers behind");
 }
 
+/// Tasks take turns waiting on one source: each wait is woken through its own task's waker,
+/// not through the one the source kept from the task before (a woken task's waker stays with
+/// the source for its next wait, and a wait by another task replaces it).
+fn tasks_take_turns_on_one_source<P: Poller>() {
+    let lp = new_loop::<P>();
+    lp.block_on(async {
+        let (a, b) = Async::<UnixStream>::pair().unwrap();
+        let b = Rc::new(b);
+        for round in 0..20u8 {
+            let reader = {
+                let b = b.clone();
+                ioloop::spawn(async move {
+                    let mut buf = [0u8; 1];
+                    let n = b.read_with(|mut s| s.read(&mut buf)).await.unwrap();
+                    (n, buf[0])
+                })
+            };
+            // The reader runs, finds nothing and parks before the byte is written.
+            ioloop::yield_now().await;
+            a.write_with(|mut s| s.write(&[round])).await.unwrap();
+            assert_eq!(reader.await.unwrap(), (1, round));
+        }
+    })
+    .unwrap();
+    assert_eq!(lp.handler_count(), 0);
+}
+
 /// `readable()` and `writable()` on one source, waited on by two tasks at once.
 fn read_and_write_waiters_at_once<P: Poller>() {
     let lp = new_loop::<P>();
@@ -1436,6 +1463,7 @@ fn read_with_an_error_pending<P: Poller>() {
 
 backend_tests!(
     readiness_wakeups,
+    tasks_take_turns_on_one_source,
     read_and_write_waiters_at_once,
     echo_many_clients,
     udp_and_connect_errors,
