@@ -1231,6 +1231,24 @@ mod tests {
         static SECOND: std::cell::RefCell<Option<Waker>> = const { std::cell::RefCell::new(None) };
     }
 
+    /// Parks a one-byte read of `src` with `waker`, hands `src` to [`HELD`] (where the
+    /// wake-up's code finds it), writes a byte from `peer` and runs `lp` until `p` is woken.
+    fn park_held_then_report(
+        lp: &IoLoop,
+        src: Async<UnixStream>,
+        waker: &Waker,
+        mut peer: &UnixStream,
+        p: &std::sync::Arc<Probe>,
+    ) {
+        let mut cx = Context::from_waker(waker);
+        assert!(poll_byte(&src, &mut cx).is_pending());
+        HELD.with(|h| *h.borrow_mut() = Some(src));
+        peer.write_all(b"x").unwrap();
+        while woken(p) == 0 {
+            lp.run_once().unwrap();
+        }
+    }
+
     /// A waker whose wake-up drops the `Async` (it runs any code): the retired source keeps
     /// no waker, and a new source on the fd number starts clean.
     #[test]
@@ -1239,13 +1257,7 @@ mod tests {
         let (a, b) = UnixStream::pair().unwrap();
         let src = Async::with_loop(&lp, a).unwrap();
         let (p, waker) = probe(|| drop(HELD.with(|h| h.borrow_mut().take())));
-        let mut cx = Context::from_waker(&waker);
-        assert!(poll_byte(&src, &mut cx).is_pending());
-        HELD.with(|h| *h.borrow_mut() = Some(src));
-        (&b).write_all(b"x").unwrap();
-        while woken(&p) == 0 {
-            lp.run_once().unwrap();
-        }
+        park_held_then_report(&lp, src, &waker, &b, &p);
         assert!(
             HELD.with(|h| h.borrow().is_none()),
             "the wake-up dropped the Async"
@@ -1289,13 +1301,7 @@ mod tests {
             });
         });
         let src = Async::with_loop(&lp, a).unwrap();
-        let mut cx = Context::from_waker(&waker);
-        assert!(poll_byte(&src, &mut cx).is_pending());
-        HELD.with(|h| *h.borrow_mut() = Some(src));
-        (&b).write_all(b"x").unwrap();
-        while woken(&first) == 0 {
-            lp.run_once().unwrap();
-        }
+        park_held_then_report(&lp, src, &waker, &b, &first);
         assert_eq!(
             std::sync::Arc::strong_count(&first),
             2,

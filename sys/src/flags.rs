@@ -47,8 +47,9 @@ bitflags! {
     /// `ERROR` and `HUP` are reported whatever the interest was; `PRIORITY` only to a
     /// registration with [`Interest::PRIORITY`].
     ///
-    /// The bits are those of `poll(2)`'s `POLLIN`, `POLLPRI`, `POLLOUT`, `POLLERR` and
-    /// `POLLHUP` (epoll's too), so turning the kernel's flags into a `Ready` costs a mask.
+    /// The bits are the values of Linux's `POLLIN`, `POLLPRI`, `POLLOUT`, `POLLERR` and
+    /// `POLLHUP` (and of the `EPOLL*` flags of the same names), so the epoll backend turns the
+    /// kernel's flags into a `Ready` with a mask.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
     pub struct Ready: u8 {
         /// The fd can be read (or is at end of file).
