@@ -7,7 +7,7 @@
 //! |---|---|
 //! | `floor-level` / `floor-edge` | raw libc `epoll_wait` into a reused array |
 //! | `mio` | mio 1.x `Poll` + reused `Events` (edge-triggered) |
-//! | `mio-control` | the same code again, on its own pairs: its ratio to `mio` is the noise floor |
+//! | `mio-control-<g>` | the same code again, on its own pairs, in every group `g`: its ratio to `mio` is the noise floor of that group |
 //! | `polling-level` | polling 3.x, `PollMode::Level` |
 //! | `ioloop-sys-<backend>-<mode>` | the ioloop-sys backends |
 //! | `ioloop-<backend>-<mode>` | the reactor: one `IoLoop` handler per fd, `run` per iteration |
@@ -17,9 +17,10 @@
 //!
 //! Every contender owns its [`PAIRS`] pairs (2 000 fds), so not all of them fit under the
 //! 20 000-fd hard limit at once: contenders run in groups, each with `floor-level`,
-//! `floor-edge` and `mio` (the paired ratios are taken within a group).
+//! `floor-edge`, `mio` and its own control `mio-control-<g>` (the paired ratios are taken
+//! within a group).
 //!
-//! Which socket objects a contender gets matters: `mio-control`, the same code as `mio` on
+//! Which socket objects a contender gets matters: a mio control, the same code as `mio` on
 //! other pairs, measured 0.98-1.03 x `mio` in single runs. So the interleaved runner spreads
 //! its rounds over [`EPOCHS`] fresh sets of pairs (every contender rebuilt on new fds), and
 //! the control's row shows what is left of that noise.
@@ -54,7 +55,8 @@ use common::{
 const PAIRS: usize = 1000;
 /// Events per wait, for every contender (the reactor's own capacity is 1024 too).
 const CAPACITY: usize = 1024;
-/// Contenders per group besides the three baselines (3 + 5 contenders = 16 000 fds).
+/// Contenders per group besides the three baselines and the group's control (4 + 5
+/// contenders = 18 000 fds).
 const GROUP: usize = 5;
 
 /// How many fresh sets of socketpairs the interleaved runner spreads its rounds over.
@@ -116,13 +118,17 @@ fn floor(pairs: &[Pair], extra: libc::c_int) -> RawEpoll {
     ep
 }
 
-fn baselines(list: &mut Vec<Contender>) {
+/// The baselines of group `g` (0-based), and its control: mio again, on its own pairs.
+fn baselines(list: &mut Vec<Contender>, g: usize) {
     #[cfg(ioloop_has_epoll)]
     {
         contender(list, "floor-level", |p| floor(p, 0));
         contender(list, "floor-edge", |p| floor(p, libc::EPOLLET));
     }
     contender(list, "mio", |p| MioWaiter::new(b_ends(p), CAPACITY));
+    contender(list, &format!("mio-control-{}", g + 1), |p| {
+        MioWaiter::new(b_ends(p), CAPACITY)
+    });
 }
 
 fn sys<P: Poller>(mode: Mode) -> Maker {
@@ -217,17 +223,11 @@ fn tasks<P: Poller>() -> Maker {
 
 /// Every contender besides the baselines.
 fn others() -> Vec<Maker> {
-    let mut v: Vec<Maker> = vec![
-        // A control: mio again, on its own pairs (see the module docs).
-        Box::new(|list: &mut Vec<Contender>| {
-            contender(list, "mio-control", |p| MioWaiter::new(b_ends(p), CAPACITY))
-        }),
-        Box::new(|list: &mut Vec<Contender>| {
-            contender(list, "polling-level", |p| {
-                PollingWaiter::new(b_ends(p), CAPACITY)
-            })
-        }),
-    ];
+    let mut v: Vec<Maker> = vec![Box::new(|list: &mut Vec<Contender>| {
+        contender(list, "polling-level", |p| {
+            PollingWaiter::new(b_ends(p), CAPACITY)
+        })
+    })];
     #[cfg(ioloop_has_epoll)]
     {
         v.push(sys::<ioloop_sys::Epoll>(Mode::Level));
@@ -268,7 +268,7 @@ fn groups(with_baselines: impl Fn(usize) -> bool) -> Vec<Box<dyn FnOnce() -> Vec
         out.push(Box::new(move || {
             let mut list = Vec::new();
             if base {
-                baselines(&mut list);
+                baselines(&mut list, g);
             }
             for make in chunk {
                 make(&mut list);
@@ -286,9 +286,10 @@ fn spec() -> Spec {
         .note(format!(
             "{PAIRS} socketpairs per contender, all active: each round writes 1 byte into every pair and reads it back \
              at the other end. Contenders run in groups of up to {} (fd limit); each group carries floor-level, \
-             floor-edge and mio, and ratios are paired within the group; the baselines' own rows are from the first group. \
+             floor-edge, mio and its own control mio-control-<group> (mio again, on its own pairs), and ratios are \
+             paired within the group; the baselines' own rows are from the first group. \
              select: n/a (2 000 fds per contender, FD_SETSIZE = 1024).",
-            GROUP + 3
+            GROUP + 4
         ))
 }
 
@@ -310,7 +311,7 @@ fn bench<M: Measurement>(c: &mut Criterion<M>, group: &str) {
 fn main() {
     common::raise_nofile(20_000);
     if let Some(rounds) = common::env_rounds("FANIN_ROUNDS") {
-        let spec = spec();
+        let mut spec = spec();
         // The rounds are split over EPOCHS sets of fresh socketpairs (and registrations), so
         // the luck of where one set landed in the kernel's memory averages out.
         let epochs = EPOCHS.min(rounds.max(1));
@@ -329,6 +330,12 @@ fn main() {
                 }
             }
         }
+        let groups: Vec<String> = samples
+            .iter()
+            .enumerate()
+            .filter_map(|(g, s)| Some(format!("{}: {}", g + 1, s.as_ref()?.ids().join(", "))))
+            .collect();
+        spec = spec.note(format!("Groups: {}.", groups.join("; ")));
         let mut rows: Vec<common::Row> = Vec::new();
         for s in samples.iter().flatten() {
             for row in s.rows(&spec) {

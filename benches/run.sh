@@ -165,11 +165,15 @@ doc.append("The interval is a distribution-free 95 % confidence interval of the 
            "paired per-round ratios (order statistics): how closely this run pins the median "
            "down. It does not cover the drift between runs on this shared machine, which moves "
            "ratios by up to about 2 % (see Analysis).\n")
-ctl = ratio("fanin", "mio-control", "mio")
-if ctl is not None:
-    doc.append(f"fanin's control, `mio-control` (mio's code again, on its own socketpairs), measured "
-               f"{ctl:.3f} x mio in this run: the size of the noise that the placement of a "
-               "contender's sockets alone makes in that workload.\n")
+ctls = [(g, ratio("fanin", f"mio-control-{g}", "mio")) for g in range(1, 10)]
+ctls = [(g, c) for g, c in ctls if c is not None]
+if ctls:
+    doc.append("fanin's controls, `mio-control-<group>` (mio's code again, on its own socketpairs, one in "
+               "each group of contenders: the groups are listed under fanin's table), measured "
+               + ", ".join(f"{c:.3f} (group {g})" for g, c in ctls)
+               + " x mio in this run: the size of the noise that the placement of a contender's "
+               "sockets alone makes in that workload; a contender's ratio is best read against its "
+               "group's control.\n")
 fu = ratio("waker", "floor-uring", "mio")
 su = ratio("waker", "ioloop-sys-uring", "floor-uring")
 if None not in (fu, su):

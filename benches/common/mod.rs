@@ -492,6 +492,11 @@ pub struct Samples {
 }
 
 impl Samples {
+    /// The contenders' ids, in the order they were built.
+    pub fn ids(&self) -> &[String] {
+        &self.ids
+    }
+
     /// Appends the rounds of `more`, a later measurement of the same contenders (for
     /// example on freshly made fds).
     pub fn extend(&mut self, more: Samples) {
