@@ -376,6 +376,73 @@ fn waker_called_from_another_thread_wakes_the_loop() {
     t.join().unwrap();
 }
 
+/// Wake storms from two other threads, racing the loop's own wakes of the same task (which
+/// wakes itself on every other poll), for a spawned task and for `block_on`'s main future:
+/// every item arrives and nothing hangs, so no wake is lost between the loop's local queue and
+/// the shared one.
+fn wake_storms_from_other_threads<P: Poller>() {
+    storm::<P>(false);
+    storm::<P>(true);
+}
+
+fn storm<P: Poller>(spawned: bool) {
+    const ITEMS: usize = 20_000;
+    let lp = new_loop::<P>();
+    let queue: Arc<Mutex<(Vec<usize>, Option<Waker>)>> = Arc::new(Mutex::new((Vec::new(), None)));
+    let senders: Vec<_> = (0..2)
+        .map(|t| {
+            let queue = queue.clone();
+            std::thread::spawn(move || {
+                for i in 0..ITEMS {
+                    let waker = {
+                        let mut q = queue.lock().unwrap();
+                        q.0.push(t * ITEMS + i);
+                        q.1.clone()
+                    };
+                    if let Some(w) = waker {
+                        w.wake();
+                    }
+                }
+            })
+        })
+        .collect();
+    let receive = async move {
+        let mut got = Vec::new();
+        let mut yielded = false;
+        poll_fn(|cx| {
+            {
+                let mut q = queue.lock().unwrap();
+                got.append(&mut q.0);
+                if got.len() == 2 * ITEMS {
+                    return Poll::Ready(());
+                }
+                q.1 = Some(cx.waker().clone());
+            }
+            yielded = !yielded;
+            if yielded {
+                cx.waker().wake_by_ref();
+            }
+            Poll::Pending
+        })
+        .await;
+        got
+    };
+    let mut got = if spawned {
+        lp.block_on(async { ioloop::spawn(receive).await.unwrap() })
+            .unwrap()
+    } else {
+        lp.block_on(receive).unwrap()
+    };
+    for s in senders {
+        s.join().unwrap();
+    }
+    got.sort_unstable();
+    assert!(
+        got.iter().copied().eq(0..2 * ITEMS),
+        "every item arrived once"
+    );
+}
+
 #[test]
 fn handle_spawn_from_another_thread() {
     let lp = IoLoop::new().unwrap();
@@ -1463,6 +1530,7 @@ fn read_with_an_error_pending<P: Poller>() {
 
 backend_tests!(
     readiness_wakeups,
+    wake_storms_from_other_threads,
     tasks_take_turns_on_one_source,
     read_and_write_waiters_at_once,
     echo_many_clients,

@@ -182,7 +182,7 @@ pub(crate) struct IoSource {
     /// Registered edge-triggered; else Oneshot.
     pub(crate) edge: Cell<bool>,
     /// Edge, on a poller whose [`Ready::PRIORITY`] is exact
-    /// ([`Poller::priority_exact`](crate::Poller::priority_exact)): waits for reading ask for
+    /// ([`Poller::priority_exact`]): waits for reading ask for
     /// [`Interest::PRIORITY`] too, so that a report shows when urgent data is pending.
     pri: Cell<bool>,
     /// Oneshot: what the registration is armed for right now. Edge: the directions
@@ -405,7 +405,7 @@ fn classify(fd: BorrowedFd<'_>) -> ShortIo {
 /// Linux 5.15+, end a read early at the urgent mark when the peer sends out-of-band data
 /// (`MSG_OOB`), with the rest of the stream queued behind it, so the source asks for
 /// [`Interest::PRIORITY`] with its reads. Where the poller's priority reports are not exact
-/// ([`Poller::priority_exact`](crate::Poller::priority_exact): io_uring; kqueue has none),
+/// ([`Poller::priority_exact`]: io_uring; kqueue has none),
 /// a TCP read (or a Unix one on Linux) infers nothing. A few cases still break the
 /// inference: a Unix stream read ends early at data that carries file descriptors
 /// (`SCM_RIGHTS`) and, with `SO_PASSCRED` set, at data from another writer; a pipe whose

@@ -2,13 +2,16 @@
 //!
 //! Futures need not be `Send`: they live in the loop's task table ([`Executor`]) and are only
 //! ever polled on the loop's thread. What a [`Waker`] carries is a small `Send + Sync`
-//! [`Header`] (the task's key and its "scheduled" flag); waking pushes the key onto the run
-//! queue. A wake on the loop's thread just pushes; a wake from another thread also notifies the
-//! poller, so a blocked wait returns and the loop runs the task.
+//! [`Header`] (the task's key and two "queued" flags); waking pushes the key onto a run
+//! queue. A wake on the loop's thread while it runs pushes onto the executor's local queue,
+//! with no lock and no atomic read-modify-write; a wake from another thread pushes onto the
+//! shared queue (a lock) and notifies the poller, so a blocked wait returns and the loop runs
+//! the task.
 //!
 //! Steady state makes no heap allocation: each task's `Waker` is built once (one `Arc` clone of
 //! its header) when it is spawned, the run queue and the per-pass batch are reused buffers, and
-//! a task already queued is not queued twice.
+//! a task already queued on one side is not queued there again (a task queued on both sides,
+//! by a wake from each, is polled once more, which a future must accept).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -54,7 +57,7 @@ pub(crate) struct Running {
     /// The loop, type-erased and weak: the task layer's *current loop*.
     pub(crate) ops: Rc<dyn LoopOps>,
     /// Its executor: a wake made on the loop's own thread while it runs queues the task
-    /// there, with no lock and no atomic flag (see [`RunQueue::push`]).
+    /// there, with no lock and no atomic read-modify-write (see [`wake_local`]).
     pub(crate) executor: Rc<Executor>,
 }
 
@@ -83,6 +86,29 @@ pub(crate) fn current() -> Option<Rc<dyn LoopOps>> {
         .try_with(|r| r.borrow().as_ref().map(|r| r.ops.clone()))
         .ok()
         .flatten()
+}
+
+/// A wake on the loop's own thread while it runs: queues the task on the executor's local
+/// queue unless it is queued already, with a plain load and store of its `scheduled` flag
+/// (only this thread touches that flag). `false` if this is not the task's loop running here
+/// (another thread, or another loop's task).
+#[inline]
+fn wake_local(header: &Header) -> bool {
+    RUNNING
+        .try_with(|r| match &*r.borrow() {
+            Some(Running { executor: ex, .. })
+                if std::ptr::eq(Arc::as_ptr(&ex.run_queue), Arc::as_ptr(&header.queue)) =>
+            {
+                if !header.scheduled.load(Ordering::Relaxed) {
+                    header.scheduled.store(true, Ordering::Relaxed);
+                    ex.local.borrow_mut().push_back(header.key);
+                    ex.queued.set(true);
+                }
+                true
+            }
+            _ => false,
+        })
+        .unwrap_or(false)
 }
 
 /// Queues `key` on the running loop's executor if `queue` is its run queue; `false` if it
@@ -133,10 +159,21 @@ impl RunQueue {
 }
 
 /// What a task's [`Waker`] points to.
+///
+/// Two flags, so that a wake on the loop's thread costs no atomic read-modify-write:
+/// `scheduled` is only ever touched by the loop's thread (plain loads and stores), and
+/// `remote` by wakes from elsewhere (a swap each) and by the loop when it takes their entries
+/// from the shared queue (a swap each, which reads the last remote wake's write, so that
+/// everything a waking thread did before its wake happens before the poll it causes, also
+/// for a wake that found the flag set and queued nothing).
 pub(crate) struct Header {
     key: Key,
-    /// Queued (or finished): further wakes do nothing until the task is polled again.
+    /// Queued on the loop's thread (or finished): further wakes there do nothing until the
+    /// task is polled again. The loop's thread only.
     scheduled: AtomicBool,
+    /// Queued in the shared queue and not yet taken from it by the loop: further wakes from
+    /// other threads do nothing.
+    remote: AtomicBool,
     queue: Arc<RunQueue>,
 }
 
@@ -146,8 +183,8 @@ impl Wake for Header {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        if !self.scheduled.swap(true, Ordering::AcqRel) {
-            self.queue.push(self.key);
+        if !wake_local(self) && !self.remote.swap(true, Ordering::AcqRel) {
+            self.queue.push_shared(self.key);
         }
     }
 }
@@ -222,6 +259,9 @@ pub(crate) struct Executor {
     /// A `block_on` is in progress; its main future was woken and must be polled.
     main_active: Cell<bool>,
     main_woken: Cell<bool>,
+    /// The main future's header while a `block_on` runs: the loop clears its `remote` flag
+    /// when it takes the main future's entries from the shared queue.
+    main_header: RefCell<Option<Arc<Header>>>,
     /// The [`Async`](super::Async) sources registered on the loop, by fd number: their
     /// handlers capture nothing (a zero-sized closure costs no allocation) and find their
     /// source here.
@@ -243,6 +283,7 @@ impl Executor {
             queued: Cell::new(false),
             main_active: Cell::new(false),
             main_woken: Cell::new(false),
+            main_header: RefCell::new(None),
             sources: RefCell::new(Vec::new()),
         }
     }
@@ -320,6 +361,7 @@ impl Executor {
             let header = Arc::new(Header {
                 key,
                 scheduled: AtomicBool::new(true),
+                remote: AtomicBool::new(false),
                 queue: self.run_queue.clone(),
             });
             slot.task = Some(TaskBody {
@@ -374,7 +416,26 @@ impl Executor {
                         .queue
                         .lock()
                         .unwrap_or_else(|p| p.into_inner());
-                    batch.extend(q.drain(..));
+                    let table = self.table.borrow();
+                    let main = self.main_header.borrow();
+                    for key in q.drain(..) {
+                        let header = if key.idx == MAIN {
+                            main.as_deref()
+                        } else {
+                            match table.slots.get(key.idx as usize) {
+                                Some(s) if s.gen == key.gen => s.task.as_ref().map(|b| &*b.header),
+                                _ => None,
+                            }
+                        };
+                        // A finished (or cancelled) task's entry: nothing to poll.
+                        let Some(header) = header else { continue };
+                        // Reads the last remote wake's write (see `Header`), and lets the
+                        // next wake from another thread queue the task again.
+                        header.remote.swap(false, Ordering::AcqRel);
+                        // It may be queued locally too: one spurious poll at most.
+                        header.scheduled.store(true, Ordering::Relaxed);
+                        batch.push_back(key);
+                    }
                 }
                 if batch.is_empty() {
                     // `local` was swapped in empty: nothing is queued on this thread.
@@ -412,7 +473,7 @@ impl Executor {
         };
         let Some(mut body) = body else { return };
         // Cleared before polling: a wake from inside the poll queues the task again.
-        body.header.scheduled.store(false, Ordering::Release);
+        body.header.scheduled.store(false, Ordering::Relaxed);
         let mut cx = Context::from_waker(&body.waker);
         let done =
             match panic::catch_unwind(AssertUnwindSafe(|| body.future.as_mut().poll(&mut cx))) {
@@ -424,7 +485,7 @@ impl Executor {
                 }
             };
         if done {
-            body.header.scheduled.store(true, Ordering::Release);
+            body.header.scheduled.store(true, Ordering::Relaxed);
             let released = self.table.borrow_mut().release(key);
             drop(released);
             // Dropped with no borrow held: the future's destructors may use the executor.
@@ -450,7 +511,7 @@ impl Executor {
     pub(crate) fn cancel(&self, key: Key) {
         let body = self.table.borrow_mut().release(key).flatten();
         if let Some(body) = body {
-            body.header.scheduled.store(true, Ordering::Release);
+            body.header.scheduled.store(true, Ordering::Relaxed);
             drop(body);
         }
     }
@@ -461,10 +522,12 @@ impl Executor {
         let header = Arc::new(Header {
             key: Key { idx: MAIN, gen: 0 },
             scheduled: AtomicBool::new(false),
+            remote: AtomicBool::new(false),
             queue: self.run_queue.clone(),
         });
         self.main_active.set(true);
         self.main_woken.set(true);
+        *self.main_header.borrow_mut() = Some(header.clone());
         (Waker::from(header.clone()), header)
     }
 
@@ -472,7 +535,7 @@ impl Executor {
     /// "scheduled" bit, so a wake during the poll is seen).
     pub(crate) fn take_main_woken(&self, header: &Header) -> bool {
         if self.main_woken.replace(false) {
-            header.scheduled.store(false, Ordering::Release);
+            header.scheduled.store(false, Ordering::Relaxed);
             true
         } else {
             false
@@ -483,5 +546,8 @@ impl Executor {
     pub(crate) fn end_main(&self) {
         self.main_active.set(false);
         self.main_woken.set(false);
+        // Dropped with no borrow held (the header holds nothing that runs code).
+        let header = self.main_header.borrow_mut().take();
+        drop(header);
     }
 }
