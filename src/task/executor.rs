@@ -423,7 +423,12 @@ impl Executor {
                             main.as_deref()
                         } else {
                             match table.slots.get(key.idx as usize) {
-                                Some(s) if s.gen == key.gen => s.task.as_ref().map(|b| &*b.header),
+                                Some(s) if s.gen == key.gen => {
+                                    // Never lent out here: tasks are polled within a pass,
+                                    // and passes do not nest (a nested run is refused).
+                                    debug_assert!(s.task.is_some(), "drained during a poll");
+                                    s.task.as_ref().map(|b| &*b.header)
+                                }
                                 _ => None,
                             }
                         };
