@@ -135,8 +135,6 @@ fn wait_loop_timed(
     }
 }
 
-/// A pointer to an optional `timespec`, null for `None` (no limit), as the `ppoll`/`pselect`/
-/// `kevent` family takes it. The pointer is valid while `ts` is.
 /// `struct __kernel_timespec`: 64-bit fields on every target, unlike `libc::timespec`, whose
 /// `time_t` is 32 bits on 32-bit glibc targets. What `epoll_pwait2(2)` and io_uring read.
 #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -177,6 +175,8 @@ pub(crate) fn kernel_timespec(d: Duration) -> KernelTimespec {
     }
 }
 
+/// A pointer to an optional `timespec`, null for `None` (no limit), as the `ppoll`/`pselect`/
+/// `kevent` family takes it. The pointer is valid while `ts` is.
 #[allow(dead_code)]
 pub(crate) fn timespec_ptr(ts: &Option<libc::timespec>) -> *const libc::timespec {
     ts.as_ref()

@@ -494,6 +494,16 @@ struct State {
     waiting: bool,
 }
 
+impl State {
+    /// Whether a wait round with `left` to go blocks in `io_uring_enter`: not if anything
+    /// is already there to report (stashed, Edge-ready, or in the CQ), nor for a zero wait.
+    #[inline(always)]
+    fn must_block(&self, left: Option<Duration>) -> bool {
+        let ready_now = !self.stash.is_empty() || !self.ready.is_empty() || self.ring.cq_len() > 0;
+        !(ready_now || left == Some(Duration::ZERO))
+    }
+}
+
 /// One registration.
 #[derive(Clone, Copy)]
 struct Entry {
@@ -1334,8 +1344,7 @@ impl Uring {
         if !st.rearm.is_empty() {
             self.flush_rearm(&mut st)?;
         }
-        let ready_now = !st.stash.is_empty() || !st.ready.is_empty() || st.ring.cq_len() > 0;
-        let block = !(ready_now || left == Some(Duration::ZERO));
+        let block = st.must_block(left);
         if let Some(d) = left.filter(|_| block && !self.ext_arg) {
             ws.seq = ws.seq.wrapping_add(1);
             let ud = (u64::from(ws.seq) << 32) | u64::from(TIMEOUT_LOW);
@@ -1446,8 +1455,7 @@ impl Uring {
         if !st.rearm.is_empty() {
             self.flush_rearm(st)?;
         }
-        let ready_now = !st.stash.is_empty() || !st.ready.is_empty() || st.ring.cq_len() > 0;
-        let block = !(ready_now || left == Some(Duration::ZERO));
+        let block = st.must_block(left);
         self.enter_wait(st.ring.sq_pending(), block, left)?;
         self.run_deferred(st)?;
         // No fallback timeout in owned mode: a timeout completion is never ours.
