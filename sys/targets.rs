@@ -41,6 +41,15 @@ fn emit_backend_cfgs() -> &'static [&'static str] {
     ) {
         println!("cargo:rustc-cfg=ioloop_timespec_poll");
     }
+    // pipe2(2) (a pipe made close-on-exec and non-blocking at once): all but Apple's systems
+    // (and the rarer Unixes, which get pipe(2) + fcntl).
+    println!("cargo:rustc-check-cfg=cfg(ioloop_pipe2)");
+    if matches!(
+        os.as_str(),
+        "linux" | "android" | "freebsd" | "dragonfly" | "netbsd" | "openbsd" | "illumos" | "solaris"
+    ) {
+        println!("cargo:rustc-cfg=ioloop_pipe2");
+    }
     have
 }
 

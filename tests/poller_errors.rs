@@ -138,14 +138,16 @@ fn deregister_twice_is_not_found<P: Poller>() {
     );
 }
 
-/// select's fd sets hold `FD_SETSIZE` (1024) fds; setting a bit past them would corrupt
-/// memory, so select refuses with `InvalidInput`. The other backends take any fd.
+/// select's fd sets hold `FD_SETSIZE` fds (1024 on most systems, 65 536 on 64-bit illumos);
+/// setting a bit past them would corrupt memory, so select refuses with `InvalidInput`. The
+/// other backends take any fd.
 fn fd_above_fd_setsize<P: Poller>() {
     let p = util::poller::<P>();
     let mut ev = Events::with_capacity(8);
     let (a, b) = util::socketpair();
-    let Some(high) = util::dup_at_least(&a, 1024) else {
-        eprintln!("skipped: RLIMIT_NOFILE does not allow fd 1024");
+    let min = std::os::fd::RawFd::try_from(libc::FD_SETSIZE).unwrap();
+    let Some(high) = util::dup_at_least(&a, min) else {
+        eprintln!("skipped: RLIMIT_NOFILE does not allow fd FD_SETSIZE");
         return;
     };
     let res = p.register(high.0, 1, R, Mode::Level);

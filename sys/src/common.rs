@@ -145,24 +145,39 @@ pub(crate) struct KernelTimespec {
     pub(crate) tv_nsec: i64,
 }
 
+/// The kernel's `long` (`__kernel_long_t`): the `long` of the ABI, except on x32, whose
+/// 32-bit `long` is not the 64-bit one of the (x86-64) system calls it makes.
+#[cfg(all(
+    any(target_os = "linux", target_os = "android"),
+    not(all(target_arch = "x86_64", target_pointer_width = "32"))
+))]
+type KernelLong = libc::c_long;
+#[cfg(all(
+    any(target_os = "linux", target_os = "android"),
+    target_arch = "x86_64",
+    target_pointer_width = "32"
+))]
+type KernelLong = i64;
+
 /// The timespec of the Linux system calls that predate the 64-bit-time ones (`ppoll`,
-/// `pselect6`): two `long`s, which is `struct __kernel_old_timespec` on every architecture
-/// (64 bits each on 64-bit ones, 32 on 32-bit ones), whatever `time_t` libc was built with.
+/// `pselect6`): `struct __kernel_old_timespec`, two kernel `long`s ([`KernelLong`]: 64 bits
+/// each on 64-bit architectures and x32, 32 on the other 32-bit ones), whatever `time_t`
+/// libc was built with.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
 pub(crate) struct OldTimespec {
-    pub(crate) tv_sec: libc::c_long,
-    pub(crate) tv_nsec: libc::c_long,
+    pub(crate) tv_sec: KernelLong,
+    pub(crate) tv_nsec: KernelLong,
 }
 
-/// `d` as an [`OldTimespec`] (seconds past `c_long::MAX` saturate: a relative timeout).
+/// `d` as an [`OldTimespec`] (seconds past `KernelLong::MAX` saturate: a relative timeout).
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) fn old_timespec(d: Duration) -> OldTimespec {
     OldTimespec {
-        tv_sec: libc::c_long::try_from(d.as_secs()).unwrap_or(libc::c_long::MAX),
-        // `subsec_nanos() < 10^9` fits every `c_long`.
-        tv_nsec: d.subsec_nanos() as libc::c_long,
+        tv_sec: KernelLong::try_from(d.as_secs()).unwrap_or(KernelLong::MAX),
+        // `subsec_nanos() < 10^9` fits every `KernelLong`.
+        tv_nsec: d.subsec_nanos() as KernelLong,
     }
 }
 

@@ -18,6 +18,9 @@ use crate::{Events, Interest, Mode, Notifier, Poller, RESERVED_TOKEN};
 ///   precision; on older kernels (`ENOSYS`, or `EPERM` from a seccomp filter) the backend falls
 ///   back to `epoll_wait(2)` once and for good, with the timeout rounded *up* to whole
 ///   milliseconds so it never ends early.
+/// * Android: only `epoll_pwait(2)` (milliseconds, rounded up), with no signal mask. The
+///   seccomp filter of app processes kills a process for a system call bionic does not make
+///   itself: `epoll_wait` on 64-bit ABIs, and `epoll_pwait2` before Android 15.
 /// * epoll registers open file descriptions, not fd numbers: an fd closed without
 ///   [`deregister`](Poller::deregister) stops reporting once the last duplicate of it is closed.
 /// * Regular files cannot be registered (`EPERM`).
@@ -214,7 +217,8 @@ impl Epoll {
         left: Duration,
     ) -> io::Result<usize> {
         let epfd = self.epfd.as_raw_fd();
-        if PWAIT2.load(Ordering::Relaxed) != 2 {
+        // Never on Android: see the platform notes (a seccomp kill, not `ENOSYS`).
+        if cfg!(not(target_os = "android")) && PWAIT2.load(Ordering::Relaxed) != 2 {
             // `struct __kernel_timespec` (64-bit fields), not `libc::timespec`: on 32-bit
             // targets their layouts differ.
             let ts = common::kernel_timespec(left);
@@ -248,12 +252,18 @@ impl Epoll {
 }
 
 /// The system call behind [`epoll_wait`]: `epoll_wait` where the architecture has one, else
-/// `epoll_pwait` with no signal mask (aarch64 and the other newer ports have only that). On
-/// x86-64, `epoll_pwait` measured about 1 % slower per wait than `epoll_wait` in the
-/// ping-pong bench.
-#[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
+/// `epoll_pwait` with no signal mask (aarch64 and the other newer ports have only that, and
+/// Android allows apps only that: see [`Epoll`]'s platform notes). On x86-64, `epoll_pwait`
+/// measured about 1 % slower per wait than `epoll_wait` in the ping-pong bench.
+#[cfg(all(
+    any(target_arch = "x86_64", target_arch = "x86"),
+    not(target_os = "android")
+))]
 const SYS_EPOLL_WAIT: libc::c_long = libc::SYS_epoll_wait;
-#[cfg(not(any(target_arch = "x86_64", target_arch = "x86")))]
+#[cfg(not(all(
+    any(target_arch = "x86_64", target_arch = "x86"),
+    not(target_os = "android")
+)))]
 const SYS_EPOLL_WAIT: libc::c_long = libc::SYS_epoll_pwait;
 
 /// `epoll_wait(2)` as a raw system call ([`SYS_EPOLL_WAIT`], through

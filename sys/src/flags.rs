@@ -24,7 +24,8 @@ bitflags! {
         /// exception set; on io_uring it can be spurious (see
         /// [`Poller::priority_exact`](crate::Poller::priority_exact)); kqueue has no such
         /// filter, and its `register`/`modify` refuse this flag with
-        /// [`ErrorKind::Unsupported`](std::io::ErrorKind::Unsupported).
+        /// [`ErrorKind::Unsupported`](std::io::ErrorKind::Unsupported), as poll's do on
+        /// Apple's systems (see [`Poll`](crate::Poll)).
         const PRIORITY = 0b100;
     }
 }

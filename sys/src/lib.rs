@@ -151,8 +151,10 @@ pub const RESERVED_TOKEN: u64 = u64::MAX;
 /// run side by side as the kernel does.
 ///
 /// The poller does not own the file descriptors it watches. Deregister an fd before closing it:
-/// an fd closed while registered is reported (poll and select report it as
-/// [`Ready::ERROR`]; epoll drops it silently when the last reference to the open file goes).
+/// what an fd closed while registered does depends on the backend (poll reports it as
+/// [`Ready::ERROR`] on every wait, select too unless its interest is empty; epoll drops it
+/// silently when the last reference to the open file goes, kqueue when it is closed; io_uring's
+/// armed poll holds a reference to the file, which stays open until the fd is deregistered).
 ///
 /// # Errors
 ///
@@ -204,8 +206,8 @@ pub trait Poller: Send + Sync + Sized + 'static {
     /// pending (as of the wait), so that an event without it shows none was. True for epoll,
     /// poll and select. False for io_uring, whose poll completions carry the wake-up's own
     /// mask, and a socket's wake-up for any new data says `POLLPRI` (priority can be
-    /// spurious there), and for kqueue, which refuses [`Interest::PRIORITY`]. The default is
-    /// false.
+    /// spurious there), and for kqueue and poll on Apple's systems, which refuse
+    /// [`Interest::PRIORITY`]. The default is false.
     fn priority_exact(&self) -> bool {
         false
     }

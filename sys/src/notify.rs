@@ -256,7 +256,18 @@ fn new_fd_wake() -> io::Result<Wake> {
     Ok(Wake::Pipe { read, write })
 }
 
-/// A close-on-exec, non-blocking pipe: `(read end, write end)`.
+/// A close-on-exec, non-blocking pipe: `(read end, write end)`. With `pipe2(2)` where the OS
+/// has it, so the flags are set as the pipe is made: a `fork` + `exec` on another thread
+/// between the two steps would otherwise leak the fds into the new program.
+#[cfg(ioloop_pipe2)]
+pub(crate) fn pipe_nonblocking() -> io::Result<(OwnedFd, OwnedFd)> {
+    use nix::fcntl::OFlag;
+    Ok(nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?)
+}
+
+/// A close-on-exec, non-blocking pipe: `(read end, write end)`. No `pipe2(2)` here (macOS,
+/// ...): `pipe(2)`, then `fcntl`.
+#[cfg(not(ioloop_pipe2))]
 pub(crate) fn pipe_nonblocking() -> io::Result<(OwnedFd, OwnedFd)> {
     let (read, write) = nix::unistd::pipe()?;
     for fd in [&read, &write] {
@@ -265,8 +276,9 @@ pub(crate) fn pipe_nonblocking() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((read, write))
 }
 
-/// Sets `FD_CLOEXEC` and `O_NONBLOCK` on `fd` (portable where `pipe2` is missing).
-pub(crate) fn set_cloexec_nonblock(fd: RawFd) -> io::Result<()> {
+/// Sets `FD_CLOEXEC` and `O_NONBLOCK` on `fd`.
+#[cfg(not(ioloop_pipe2))]
+fn set_cloexec_nonblock(fd: RawFd) -> io::Result<()> {
     // SAFETY: fcntl with F_GETFD/F_SETFD/F_GETFL/F_SETFL takes only integer arguments; a bad
     // fd is reported as EBADF.
     unsafe {

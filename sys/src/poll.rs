@@ -21,8 +21,13 @@ use crate::{Events, Interest, Mode, Notifier, Poller, Ready};
 ///   registered fds again (from a buffer reused across waits, so no allocation). Prefer epoll
 ///   or kqueue for many fds.
 /// * Timeouts: `ppoll(2)` takes a `timespec` (nanoseconds) on Linux, Android, FreeBSD,
-///   DragonFly, NetBSD and OpenBSD; elsewhere (macOS, illumos, ...) `poll(2)` takes whole
-///   milliseconds, rounded *up* so a wait never ends early.
+///   DragonFly and OpenBSD, as does `pollts(2)` on NetBSD (whose `ppoll` is only in 10 and
+///   later); elsewhere (macOS, illumos, ...) `poll(2)` takes whole milliseconds, rounded *up*
+///   so a wait never ends early.
+/// * macOS, iOS and the other Apple systems: [`Interest::PRIORITY`] is refused
+///   (`Unsupported`), as by kqueue. Their `poll(2)` is built on kqueue's read filter: it
+///   reports `POLLPRI` on every hang-up, and for an fd asked for `POLLPRI` without `POLLIN` it
+///   drops the report of ordinary data, so out-of-band data could go unreported.
 /// * [`Mode::Oneshot`] is emulated: after a report the registration is left out of the set
 ///   until [`modify`](Poller::modify) re-arms it. There is no [`Mode::Edge`]:
 ///   [`supports`](Poller::supports) says so and [`register`](Poller::register) fails with
@@ -91,15 +96,18 @@ impl Poller for Poll {
     }
 
     fn priority_exact(&self) -> bool {
-        true
+        // Where PRIORITY is refused (Apple), no report carries it; see the platform notes.
+        !NO_PRIORITY
     }
 
     fn register(&self, fd: RawFd, token: u64, interest: Interest, mode: Mode) -> io::Result<()> {
+        check_priority(interest)?;
         self.reg
             .register(fd, token, interest, mode, self.supports(mode))
     }
 
     fn modify(&self, fd: RawFd, token: u64, interest: Interest, mode: Mode) -> io::Result<()> {
+        check_priority(interest)?;
         self.reg
             .modify(fd, token, interest, mode, self.supports(mode))
     }
@@ -129,6 +137,20 @@ impl Poller for Poll {
     fn notifier(&self) -> Notifier {
         self.reg.notifier().clone()
     }
+}
+
+/// Apple's `poll(2)` cannot be trusted with `POLLPRI` (see [`Poll`]'s platform notes).
+const NO_PRIORITY: bool = cfg!(target_vendor = "apple");
+
+/// `Unsupported` for [`Interest::PRIORITY`] where [`NO_PRIORITY`].
+fn check_priority(interest: Interest) -> io::Result<()> {
+    if NO_PRIORITY && interest.contains(Interest::PRIORITY) {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "poll(2) on Apple systems cannot watch for priority data (Interest::PRIORITY)",
+        ));
+    }
+    Ok(())
 }
 
 impl Poll {
@@ -169,7 +191,12 @@ impl Poll {
 #[inline(always)]
 fn sys_poll(fds: &mut [libc::pollfd], left: Option<Duration>) -> io::Result<usize> {
     let nfds = nfds(fds)?;
-    #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
+    // Not on Android, whose seccomp filter kills an app for `poll` on 64-bit ABIs (bionic
+    // itself calls only `ppoll`).
+    #[cfg(all(
+        any(target_arch = "x86_64", target_arch = "x86"),
+        not(target_os = "android")
+    ))]
     {
         let ms: Option<libc::c_int> = match left {
             None => Some(-1),
@@ -190,7 +217,7 @@ fn sys_poll(fds: &mut [libc::pollfd], left: Option<Duration>) -> io::Result<usiz
             return unsafe { crate::syscall::syscall6(libc::SYS_poll, args) };
         }
     }
-    // Two `long`s, not `libc::timespec`: see `common::OldTimespec`.
+    // The kernel's old timespec, not `libc::timespec`: see `common::OldTimespec`.
     let mut ts = left.map(common::old_timespec);
     let ts_ptr = common::old_timespec_mut_ptr(&mut ts);
     let args = [
@@ -207,18 +234,24 @@ fn sys_poll(fds: &mut [libc::pollfd], left: Option<Duration>) -> io::Result<usiz
     unsafe { crate::syscall::syscall6(libc::SYS_ppoll, args) }
 }
 
-/// `ppoll` with a `timespec` where the OS has it; returns how many entries have `revents`.
+/// `ppoll` with a `timespec` where the OS has it (NetBSD: `pollts`, the same call under the
+/// name it has had since NetBSD 3; `ppoll` is only in 10); returns how many entries have
+/// `revents`.
 #[cfg(all(
     ioloop_timespec_poll,
     not(any(target_os = "linux", target_os = "android"))
 ))]
 fn sys_poll(fds: &mut [libc::pollfd], left: Option<Duration>) -> io::Result<usize> {
+    #[cfg(target_os = "netbsd")]
+    use libc::pollts as ppoll;
+    #[cfg(not(target_os = "netbsd"))]
+    use libc::ppoll;
     let nfds = nfds(fds)?;
     let ts = left.map(common::timespec);
     let ts_ptr = common::timespec_ptr(&ts);
     // SAFETY: `fds` is valid and writable for `nfds` entries; `ts_ptr` is null (no limit) or
     // points to a live timespec; a null sigmask leaves the signal mask alone.
-    let n = cvt(unsafe { libc::ppoll(fds.as_mut_ptr(), nfds, ts_ptr, std::ptr::null()) })?;
+    let n = cvt(unsafe { ppoll(fds.as_mut_ptr(), nfds, ts_ptr, std::ptr::null()) })?;
     Ok(n.unsigned_abs() as usize)
 }
 

@@ -17,7 +17,8 @@ use crate::{Events, Interest, Mode, Notifier, Poller, Ready};
 ///
 /// # Platform notes
 ///
-/// * `FD_SETSIZE` (1024 on most systems, 256 on NetBSD): an `fd_set` is a fixed bitmap, and
+/// * `FD_SETSIZE` (1024 on most systems, 256 on NetBSD, 65 536 on 64-bit illumos; the
+///   `libc` crate's `FD_SETSIZE` for the target): an `fd_set` is a fixed bitmap, and
 ///   setting a bit past it is memory corruption in C. Registering an fd `>= FD_SETSIZE` fails
 ///   with `InvalidInput`, and [`Select::new`](Poller::new) fails if its own notifier fds land
 ///   that high (a process with many fds open).
@@ -33,7 +34,9 @@ use crate::{Events, Interest, Mode, Notifier, Poller, Ready};
 ///   nothing.
 /// * An fd closed without [`deregister`](Poller::deregister) makes select fail with `EBADF`;
 ///   the backend then finds the closed fds (`fcntl(F_GETFD)` on each) and reports them as
-///   [`Ready::ERROR`] instead of failing the wait.
+///   [`Ready::ERROR`] instead of failing the wait (if another thread has reopened the number
+///   by then, nothing is closed any more and the wait goes on). Only fds in some set count:
+///   a registration with an empty interest is never reported, closed or not.
 /// * [`Mode::Oneshot`] is emulated (the fd is left out of the sets after a report, until
 ///   [`modify`](Poller::modify)); there is no [`Mode::Edge`].
 /// * A registration made from another thread while a wait is blocked interrupts the system call
@@ -56,7 +59,8 @@ use crate::{Events, Interest, Mode, Notifier, Poller, Ready};
 /// let mut events = Events::with_capacity(8);
 /// assert_eq!(poller.wait(&mut events, Some(Duration::from_secs(5)))?, 1);
 /// // An fd select cannot hold is refused, never written past the set.
-/// let err = poller.register(4096, 2, Interest::READABLE, Mode::Level).unwrap_err();
+/// let too_high = i32::try_from(libc::FD_SETSIZE).unwrap();
+/// let err = poller.register(too_high, 2, Interest::READABLE, Mode::Level).unwrap_err();
 /// assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
 /// # std::io::Result::Ok(())
 /// ```
@@ -255,7 +259,7 @@ impl Select {
             Ok(())
         })?;
         let n = match buf.select(registry::round_timeout(left)) {
-            Err(e) if e.raw_os_error() == Some(libc::EBADF) => buf.recover_ebadf(e)?,
+            Err(e) if e.raw_os_error() == Some(libc::EBADF) => buf.recover_ebadf()?,
             other => other?,
         };
         let SelectBuf {
@@ -279,10 +283,11 @@ impl SelectBuf {
         sys_select(nfds, &mut self.sets, left)
     }
 
-    /// After `EBADF` (`err`): marks the slots whose fd is closed, then selects the others
-    /// without blocking. Returns a count that is non-zero when anything is to be reported;
-    /// `err` if no closed fd was found.
-    fn recover_ebadf(&mut self, mut err: io::Error) -> io::Result<usize> {
+    /// After `EBADF`: marks the slots whose fd is closed, then selects the others without
+    /// blocking. Returns a count that is non-zero when anything is to be reported. If no
+    /// closed fd is found (another thread reopened the number since), 0: the round reports
+    /// nothing and the wait goes on with a new round.
+    fn recover_ebadf(&mut self) -> io::Result<usize> {
         loop {
             let mut found = 0;
             for s in self.slots.iter_mut().filter(|s| !s.bad) {
@@ -292,11 +297,11 @@ impl SelectBuf {
                 }
             }
             if found == 0 {
-                return Err(err);
+                return Ok(0);
             }
             match self.select(Some(Duration::ZERO)) {
                 // More fds closed meanwhile: look again.
-                Err(e) if e.raw_os_error() == Some(libc::EBADF) => err = e,
+                Err(e) if e.raw_os_error() == Some(libc::EBADF) => {}
                 Ok(n) => return Ok(n + found),
                 Err(e) => return Err(e),
             }
@@ -353,8 +358,10 @@ fn sys_select(nfds: libc::c_int, sets: &mut FdSets, left: Option<Duration>) -> i
         // be null (0).
         unsafe { crate::syscall::syscall6(nr, args) }
     }
-    // Not 32-bit x86: its `SYS_select` (82) is the old one-argument `sys_old_select`.
-    #[cfg(target_arch = "x86_64")]
+    // Not 32-bit x86: its `SYS_select` (82) is the old one-argument `sys_old_select`. Not
+    // Android: its seccomp filter kills an app for `select` on 64-bit ABIs (bionic itself
+    // calls only `pselect6`).
+    #[cfg(all(target_arch = "x86_64", not(target_os = "android")))]
     {
         // SAFETY: an all-zero timeval is a valid zero duration.
         let mut zero: libc::timeval = unsafe { std::mem::zeroed() };
@@ -369,7 +376,7 @@ fn sys_select(nfds: libc::c_int, sets: &mut FdSets, left: Option<Duration>) -> i
             return unsafe { raw(libc::SYS_select, nfds, [read, write, except], tv_ptr.cast()) };
         }
     }
-    // Two `long`s, not `libc::timespec`: see `common::OldTimespec`.
+    // The kernel's old timespec, not `libc::timespec`: see `common::OldTimespec`.
     let mut ts = left.map(common::old_timespec);
     let ts_ptr = common::old_timespec_mut_ptr(&mut ts);
     // SAFETY: the sets are null or `sets`' own; the timeout pointer is null or points to
