@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use crate::common::{self, Round};
 use crate::notify::Receiver;
-use crate::syscall::cvt;
+use crate::registry;
+use crate::syscall::{cvt, cvt_retry};
 use crate::{Events, Interest, Mode, Notifier, Poller, Ready};
 
 // The C types of `struct kevent`'s fields and of kevent(2)'s counts differ between the BSDs
@@ -41,11 +42,14 @@ const MAX_CHANGES: usize = 4;
 
 /// The kqueue backend, for macOS, iOS, FreeBSD, NetBSD, OpenBSD and DragonFly: all three
 /// [`Mode`]s, nanosecond timeouts, one [`Event`](crate::Event) per fd per wait (kqueue's
-/// separate read and write reports merged), an `EVFILT_USER` notifier where the OS has one.
+/// separate read and write reports merged), an `EVFILT_USER` notifier on macOS, iOS, FreeBSD
+/// and DragonFly (a pipe on NetBSD and OpenBSD).
 ///
 /// # Platform notes
 ///
-/// * Timeouts: `kevent(2)` takes a `timespec`, so waits keep nanosecond precision.
+/// * Timeouts: `kevent(2)` takes a `timespec`, so waits keep nanosecond precision. One
+///   `kevent` call blocks at most 24 hours (XNU fails with `EINVAL` for a `tv_sec` above
+///   `INT32_MAX`); a longer wait goes on in further calls until its deadline.
 /// * kqueue watches reading and writing with two separate filters (`EVFILT_READ`,
 ///   `EVFILT_WRITE`) and reports them as separate kernel events; this backend merges the two
 ///   reports of one fd in one wait into one [`Event`](crate::Event).
@@ -64,29 +68,51 @@ const MAX_CHANGES: usize = 4;
 ///   as with epoll's `EPOLLONESHOT`.
 /// * A change of mode in `modify` deletes and re-adds the filters: the BSD kernels do not
 ///   update `EV_CLEAR`/`EV_DISPATCH` of an existing knote.
-/// * Changes are submitted with `EV_RECEIPT`, so each change's error comes back on its own and
-///   no pending event is consumed. Two errors are ignored: `ENOENT` from deleting a filter the
-///   kernel no longer has, and `EPIPE` from adding a filter to a pipe whose other end is closed
-///   (macOS; the fd still reports, see [mio#582]).
+/// * The backend needs a kernel with `EV_RECEIPT` and `EV_DISPATCH` (mio relies on
+///   `EV_RECEIPT` too). Changes are submitted with `EV_RECEIPT`: the kernel applies every
+///   change of the list, even after one fails, stores one receipt (`EV_ERROR`, the errno or 0
+///   in `data`) per change in changelist order, and then returns without consuming a pending
+///   event. Each receipt's count, flag, ident and filter are checked: a kernel that ignores
+///   `EV_RECEIPT` (old NetBSD) is `Unsupported`, so [`new`](Poller::new) fails there rather
+///   than misreading events as receipts. A change list interrupted by a signal (`EINTR`) is
+///   submitted again, which is harmless. Only one error is ignored: `ENOENT` from deleting a
+///   filter the kernel does not hold.
+/// * `EVFILT_WRITE` on a pipe whose read end is closed: FreeBSD and DragonFly refuse it with
+///   `EPIPE` and hold no filter, so [`register`](Poller::register) (or a `modify` that adds
+///   the filter) fails with [`BrokenPipe`](io::ErrorKind::BrokenPipe) (other BSDs may refuse
+///   it with another errno, returned as it is); macOS attaches it and reports `EV_EOF`.
+/// * A failed change leaves the kernel as the table says. A failed `register` deletes both
+///   filters of the fd (errors ignored) and records nothing; a failed `modify` keeps the old
+///   registration and puts its filters back (deletes both, re-adds the old ones in the old
+///   mode, disabled for a disarmed Oneshot; errors ignored, so a filter the kernel refuses
+///   again stays missing); `deregister` deletes both filters whatever the interest was. A
+///   filter left behind for an fd without an entry would make every wait return at once
+///   (its reports are dropped) while it is ready. These cost a second `kevent` call only on
+///   failure.
 /// * `EV_EOF` is [`Ready::HUP`]; `EV_EOF` with a non-zero `fflags` (the socket error) or
 ///   `EV_ERROR` is [`Ready::ERROR`]. With an empty interest no filter is registered, so such
 ///   an fd reports nothing (epoll would still report `EPOLLERR`/`EPOLLHUP`).
 /// * The notifier is an `EVFILT_USER` event triggered with `NOTE_TRIGGER` on macOS, iOS,
-///   FreeBSD and DragonFly; NetBSD (before 10) and OpenBSD lack `EVFILT_USER`, so there it is a
-///   non-blocking pipe watched with `EVFILT_READ`. The notifier shares the kqueue fd through an
-///   `Arc`, so a [`Notifier`] that outlives the poller never triggers a reused fd number.
+///   FreeBSD and DragonFly. On NetBSD and OpenBSD it is a non-blocking pipe watched with
+///   `EVFILT_READ`: the libc crate defines `EVFILT_USER` there too, but those systems gained
+///   the filter late (OpenBSD in 2025) and an older kernel refuses it, and the backend picks
+///   its notifier at build time without probing the running kernel. The notifier shares the
+///   kqueue fd through an `Arc`, so a [`Notifier`] that outlives the poller never triggers a
+///   reused fd number.
+/// * Concurrent waits serialise: a wait holds the event buffer's lock for its whole `kevent`
+///   call, so a second thread's wait (even with a zero timeout) blocks until the first
+///   returns. Registrations do not wait for it.
 /// * Closing an fd drops its knotes, but not its entry in the table: deregister before
 ///   closing (as the [`Poller`] docs ask), or a new fd that reuses the number is
 ///   `AlreadyExists` (epoll forgets a closed fd by itself).
 /// * kqueue fds are not inherited across `fork(2)`; the fd is also close-on-exec.
-///
-/// [mio#582]: https://github.com/tokio-rs/mio/issues/582
 pub struct Kqueue {
     /// Invariant: a kqueue this value owns, shared only with this poller's notifier (which
     /// triggers `EVFILT_USER` on it), so it stays open while either lives.
     kq: Arc<OwnedFd>,
-    /// The registered fds. register/modify/deregister hold the lock across their kevent call,
-    /// so the table and the kernel's knotes change together.
+    /// The registered fds. register/modify/deregister hold the lock across their kevent calls
+    /// (a failed change's roll-back included), so the table and the kernel's knotes change
+    /// together.
     table: Mutex<Table>,
     /// The kernel's output buffer, reused by every wait (locked by the one waiter).
     buf: Mutex<KeventBuf>,
@@ -170,13 +196,10 @@ impl Poller for Kqueue {
             // SAFETY: fcntl with F_GETFD takes only integers; a bad fd is EBADF.
             cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
         } else if let Err(e) = submit(self.kq.as_raw_fd(), changes.as_slice()) {
-            // Undo the filters that were added before the failing one.
+            // The kernel applies every change of a list, so the others took effect: delete
+            // both filters (best effort), so it holds none for an fd without an entry.
             let mut undo = Changes::default();
-            for (want, filter) in filters(interest) {
-                if want {
-                    undo.push(fd, filter, libc::EV_DELETE);
-                }
-            }
+            undo.push_deletes(fd);
             let _ = submit(self.kq.as_raw_fd(), undo.as_slice());
             return Err(e);
         }
@@ -207,8 +230,26 @@ impl Poller for Kqueue {
                 );
             }
         }
-        // On an error the kernel may hold part of the change; the table keeps the old entry.
-        submit(self.kq.as_raw_fd(), changes.as_slice())?;
+        if let Err(e) = submit(self.kq.as_raw_fd(), changes.as_slice()) {
+            // The kernel applies every change of a list, so the others took effect: put the
+            // old entry's filters back (the table keeps it). Best effort: a filter the kernel
+            // refuses again stays missing.
+            let mut restore = Changes::default();
+            restore.push_deletes(fd);
+            // A disarmed Oneshot entry reports nothing until `modify`: keep its knotes quiet.
+            let disable = if old.mode == Mode::Oneshot && !old.armed {
+                libc::EV_DISABLE
+            } else {
+                0
+            };
+            for (had, filter) in filters(old.interest) {
+                if had {
+                    restore.push(fd, filter, libc::EV_ADD | mode_flags(old.mode) | disable);
+                }
+            }
+            let _ = submit(self.kq.as_raw_fd(), restore.as_slice());
+            return Err(e);
+        }
         table.fds.insert(fd, Entry::new(token, interest, mode));
         Ok(())
     }
@@ -216,13 +257,11 @@ impl Poller for Kqueue {
     fn deregister(&self, fd: RawFd) -> io::Result<()> {
         common::check_fd(fd)?;
         let mut table = self.table();
-        let old = table.fds.remove(&fd).ok_or_else(|| common::not_found(fd))?;
+        table.fds.remove(&fd).ok_or_else(|| common::not_found(fd))?;
+        // Both filters, whatever the entry's interest: no filter the kernel still holds
+        // (from a failed change) outlives the entry. The one missing is ENOENT, ignored.
         let mut changes = Changes::default();
-        for (had, filter) in filters(old.interest) {
-            if had {
-                changes.push(fd, filter, libc::EV_DELETE);
-            }
-        }
+        changes.push_deletes(fd);
         submit(self.kq.as_raw_fd(), changes.as_slice())
     }
 
@@ -260,7 +299,9 @@ impl Kqueue {
     ) -> io::Result<Round> {
         let max = events.remaining().min(buf.capacity()).max(1);
         let max_c = Count::try_from(max).unwrap_or(Count::MAX);
-        let ts = left.map(common::timespec);
+        // Capped: XNU's kevent fails with EINVAL for tv_sec > INT32_MAX; `wait_loop` waits
+        // again for the rest.
+        let ts = registry::round_timeout(left).map(common::timespec);
         let ts_ptr = common::timespec_ptr(&ts);
         buf.clear();
         // SAFETY: no changelist; `buf` has room for `max` events (max <= capacity); `ts_ptr`
@@ -433,6 +474,13 @@ impl Changes {
         self.len += 1;
     }
 
+    /// Adds `EV_DELETE` of both filters of the fd `fd`.
+    fn push_deletes(&mut self, fd: RawFd) {
+        for (_, filter) in filters(Interest::READABLE | Interest::WRITABLE) {
+            self.push(fd, filter, libc::EV_DELETE);
+        }
+    }
+
     fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -443,9 +491,8 @@ impl Changes {
 }
 
 /// Applies `changes` (at most [`MAX_CHANGES`]) to the kqueue `kq`, each with `EV_RECEIPT`,
-/// and checks each change's receipt (they come back in changelist order, one per change).
-/// `ENOENT` from a delete and `EPIPE` from an add are ignored (see the module's platform
-/// notes).
+/// and checks each change's receipt. `ENOENT` from a delete is ignored (see the module's
+/// platform notes); any other error of a change is returned (the first, in changelist order).
 fn submit(kq: RawFd, changes: &[libc::kevent]) -> io::Result<()> {
     if changes.is_empty() {
         return Ok(());
@@ -459,29 +506,59 @@ fn submit(kq: RawFd, changes: &[libc::kevent]) -> io::Result<()> {
     }
     let n_c = n as Count; // n <= MAX_CHANGES
     let zero_ts = common::timespec(Duration::ZERO);
-    // SAFETY: `list` holds `n` initialised changes and `receipts` has room for `n` events;
-    // `zero_ts` lives across the call; `kq` is open (the caller's invariant). With EV_RECEIPT
-    // on every change the kernel stores one receipt per change and no pending event.
-    let ret =
-        cvt(unsafe { libc::kevent(kq, list.as_ptr(), n_c, receipts.as_mut_ptr(), n_c, &zero_ts) });
-    let stored = match ret {
-        Ok(stored) => stored.unsigned_abs() as usize,
-        // FreeBSD's kevent(2): on EINTR "all changes in the changelist have been applied".
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
-        Err(e) => return Err(e),
+    // Relied on (FreeBSD, DragonFly, OpenBSD, NetBSD with EV_RECEIPT, XNU): with EV_RECEIPT on
+    // every change and room for `n` events, the kernel applies every change, stores one
+    // receipt per change in changelist order and returns without scanning for pending
+    // events. `check_receipts` verifies the count and each receipt. EINTR: submitted again,
+    // which is harmless (EV_ADD of a filter that exists updates it, EV_DELETE of one that is
+    // gone is ENOENT, ignored; a second NOTE_TRIGGER is one more wake-up).
+    let stored = cvt_retry(|| {
+        // SAFETY: `list` holds `n` initialised changes; `receipts` has room for `n` events
+        // and the kernel stores at most `nevents` = `n`; `zero_ts` lives across the call;
+        // `kq` is open (the caller's invariant).
+        unsafe { libc::kevent(kq, list.as_ptr(), n_c, receipts.as_mut_ptr(), n_c, &zero_ts) }
+    })?;
+    check_receipts(&list[..n], &receipts, stored.unsigned_abs() as usize)
+}
+
+/// Checks the `stored` receipts in `receipts` for `changes`: exactly one per change, in
+/// order, each with `EV_ERROR` and its change's ident and filter; else `Unsupported`. Then
+/// returns the first error a receipt carries, except `ENOENT` from a delete.
+fn check_receipts(
+    changes: &[libc::kevent],
+    receipts: &[libc::kevent],
+    stored: usize,
+) -> io::Result<()> {
+    let Some(receipts) = receipts.get(..stored).filter(|r| r.len() == changes.len()) else {
+        return Err(no_receipts());
     };
-    for (receipt, change) in receipts.iter().zip(&list).take(stored.min(n)) {
-        if receipt.flags & libc::EV_ERROR == 0 || receipt.data == 0 {
+    let pairs = receipts.iter().zip(changes);
+    if pairs.clone().any(|(receipt, change)| {
+        receipt.flags & libc::EV_ERROR == 0
+            || receipt.ident != change.ident
+            || receipt.filter != change.filter
+    }) {
+        return Err(no_receipts());
+    }
+    for (receipt, change) in pairs {
+        if receipt.data == 0 {
             continue;
         }
         let errno = i32::try_from(receipt.data).unwrap_or(libc::EINVAL);
-        let ignored = (errno == libc::ENOENT && change.flags & libc::EV_DELETE != 0)
-            || (errno == libc::EPIPE && change.flags & libc::EV_ADD != 0);
-        if !ignored {
-            return Err(io::Error::from_raw_os_error(errno));
+        if errno == libc::ENOENT && change.flags & libc::EV_DELETE != 0 {
+            continue;
         }
+        return Err(io::Error::from_raw_os_error(errno));
     }
     Ok(())
+}
+
+/// The error of a `kevent` call whose output is not one receipt per change.
+fn no_receipts() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "kqueue: the kernel did not honour EV_RECEIPT (not one receipt per change)",
+    )
 }
 
 /// The two filters and whether `interest` wants each.
@@ -518,4 +595,96 @@ fn ready_from(ev: &libc::kevent) -> Ready {
         r |= Ready::ERROR;
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(ident: libc::uintptr_t, filter: Filter, flags: Flags) -> libc::kevent {
+        let mut ev = zeroed_kevent();
+        ev.ident = ident;
+        ev.filter = filter;
+        ev.flags = flags;
+        ev
+    }
+
+    /// The receipt the BSDs store for `change`: `EV_ERROR`, the errno in `data`.
+    fn receipt(change: &libc::kevent, errno: i32) -> libc::kevent {
+        let mut ev = *change;
+        ev.flags = libc::EV_ERROR;
+        ev.data = errno as _;
+        ev
+    }
+
+    #[test]
+    fn receipts_are_checked_one_per_change() {
+        let changes = [
+            change(5, libc::EVFILT_READ, libc::EV_DELETE),
+            change(5, libc::EVFILT_WRITE, libc::EV_ADD),
+        ];
+        let ok = [receipt(&changes[0], 0), receipt(&changes[1], 0)];
+        check_receipts(&changes, &ok, 2).unwrap();
+        // ENOENT from a delete is ignored; EPIPE from an add is not.
+        let r = [
+            receipt(&changes[0], libc::ENOENT),
+            receipt(&changes[1], libc::EPIPE),
+        ];
+        let e = check_receipts(&changes, &r, 2).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
+        let unsupported = |receipts: &[libc::kevent], stored| {
+            check_receipts(&changes, receipts, stored)
+                .unwrap_err()
+                .kind()
+                == io::ErrorKind::Unsupported
+        };
+        // Too few, no EV_ERROR (a pending event), another ident or filter.
+        assert!(unsupported(&ok, 1));
+        let mut event = ok;
+        event[1].flags = 0;
+        assert!(unsupported(&event, 2));
+        let mut other = ok;
+        other[0].ident = 6;
+        assert!(unsupported(&other, 2));
+        let swapped = [ok[1], ok[0]];
+        assert!(unsupported(&swapped, 2));
+    }
+
+    /// FreeBSD and DragonFly refuse `EVFILT_WRITE` on a pipe whose reader is gone with
+    /// `EPIPE` (other BSDs with their own errno); macOS accepts it. Either way nothing is left
+    /// half-registered.
+    #[test]
+    fn write_interest_on_a_widowed_pipe() {
+        let p = Kqueue::new().unwrap();
+        let (r, w) = crate::notify::pipe_nonblocking().unwrap();
+        drop(r);
+        let fd = w.as_raw_fd();
+        match p.register(fd, 1, Interest::READABLE | Interest::WRITABLE, Mode::Level) {
+            Ok(()) => p.deregister(fd).unwrap(),
+            Err(e) => {
+                if cfg!(any(target_os = "freebsd", target_os = "dragonfly")) {
+                    assert_eq!(e.kind(), io::ErrorKind::BrokenPipe, "{e}");
+                }
+                let e = p.deregister(fd).unwrap_err();
+                assert_eq!(e.kind(), io::ErrorKind::NotFound);
+            }
+        }
+        // No filter is left in the kernel: nothing pending, not even unreported.
+        let mut out = [zeroed_kevent(); 4];
+        let zero = common::timespec(Duration::ZERO);
+        // SAFETY: no changelist; `out` has room for 4 events; `zero` lives across the call;
+        // `p.kq` is open.
+        let n = cvt(unsafe {
+            libc::kevent(
+                p.kq.as_raw_fd(),
+                std::ptr::null(),
+                0,
+                out.as_mut_ptr(),
+                4,
+                &zero,
+            )
+        })
+        .unwrap();
+        assert_eq!(n, 0);
+    }
 }
