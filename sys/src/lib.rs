@@ -146,9 +146,9 @@ pub const RESERVED_TOKEN: u64 = u64::MAX;
 /// [`deregister`](Poller::deregister) take `&self`: a registration made from another thread
 /// while a [`wait`](Poller::wait) is blocked takes effect in that wait (epoll and kqueue do this
 /// natively; poll, select and io_uring apply the change under a lock and interrupt the wait
-/// through the notifier). Each `wait` needs its own [`Events`]; poll, select and io_uring
-/// serialise concurrent waits (a second one blocks until the first returns), epoll lets them
-/// run side by side as the kernel does.
+/// through the notifier). Each `wait` needs its own [`Events`]; poll, select, io_uring and
+/// kqueue serialise concurrent waits (a second one, even with a zero timeout, blocks until the
+/// first returns), epoll lets them run side by side as the kernel does.
 ///
 /// The poller does not own the file descriptors it watches. Deregister an fd before closing it:
 /// what an fd closed while registered does depends on the backend (poll reports it as

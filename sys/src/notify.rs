@@ -3,7 +3,8 @@
 //! One flag (`pending`) makes any number of [`Notifier::notify`] calls before the waiter
 //! consumes the wake-up cost one write and one readable event: 100 000 notifies to a poller
 //! nobody waits on leave one wake-up and never fill the pipe. On Linux the wake-up is an
-//! eventfd; elsewhere a non-blocking pipe (kqueue uses `EVFILT_USER` where the OS has it).
+//! eventfd; elsewhere a non-blocking pipe (kqueue uses `EVFILT_USER` on Apple's systems,
+//! FreeBSD and DragonFly: see `kqueue.rs` for why not on NetBSD and OpenBSD).
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -56,8 +57,9 @@ enum Wake {
     /// A pipe: notify writes one byte, the waiter drains the read end.
     #[cfg_attr(any(target_os = "linux", target_os = "android"), allow(dead_code))]
     Pipe { read: OwnedFd, write: OwnedFd },
-    /// kqueue's EVFILT_USER: notify triggers a user event on the (shared) kqueue. Only where
-    /// the OS has EVFILT_USER (the same list as in `kqueue.rs`); NetBSD and OpenBSD use a pipe.
+    /// kqueue's EVFILT_USER: notify triggers a user event on the (shared) kqueue. Only on the
+    /// systems of the list in `kqueue.rs`; NetBSD and OpenBSD use a pipe (their kernels
+    /// gained EVFILT_USER late, and the notifier is chosen at build time).
     #[cfg(any(
         target_vendor = "apple",
         target_os = "freebsd",

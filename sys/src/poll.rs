@@ -27,7 +27,10 @@ use crate::{Events, Interest, Mode, Notifier, Poller, Ready};
 /// * macOS, iOS and the other Apple systems: [`Interest::PRIORITY`] is refused
 ///   (`Unsupported`), as by kqueue. Their `poll(2)` is built on kqueue's read filter: it
 ///   reports `POLLPRI` on every hang-up, and for an fd asked for `POLLPRI` without `POLLIN` it
-///   drops the report of ordinary data, so out-of-band data could go unreported.
+///   drops the report of ordinary data, so out-of-band data could go unreported. Also there:
+///   an fd kqueue cannot watch (some character devices) comes back as `POLLNVAL`, so it
+///   reports [`Ready::ERROR`] while open; and a registration with an empty interest puts
+///   nothing in the kernel, so its hang-up is not reported.
 /// * [`Mode::Oneshot`] is emulated: after a report the registration is left out of the set
 ///   until [`modify`](Poller::modify) re-arms it. There is no [`Mode::Edge`]:
 ///   [`supports`](Poller::supports) says so and [`register`](Poller::register) fails with
