@@ -152,7 +152,44 @@ fn tcp_reset_is_error<P: Poller>() {
     p.deregister(fd(&client)).unwrap();
 }
 
+/// Deregister, then close: the peer reads the end of the stream at once, with no wait in
+/// between (io_uring's poll holds a reference to the file until its removal is submitted),
+/// in every mode, on a shared and an owned poller.
+fn deregister_then_close_ends_the_stream<P: Poller>() {
+    for owned in [false, true] {
+        let p = if owned {
+            P::new_owned().unwrap()
+        } else {
+            util::poller::<P>()
+        };
+        let mut ev = Events::with_capacity(8);
+        for mode in [Mode::Level, Mode::Edge, Mode::Oneshot] {
+            if !p.supports(mode) {
+                continue;
+            }
+            let (a, mut b) = util::socketpair();
+            let both = Interest::READABLE | Interest::WRITABLE;
+            register(&p, fd(&a), 1, both, mode);
+            // The registration reaches the kernel (and reports the writable socket).
+            assert_eq!(
+                expect_one(&p, &mut ev, 1) & Ready::WRITABLE,
+                Ready::WRITABLE
+            );
+            p.deregister(fd(&a)).unwrap();
+            drop(a);
+            let end = b.read(&mut [0u8; 8]);
+            assert_eq!(
+                end.map_err(|e| e.kind()),
+                Ok(0),
+                "{} {mode:?} owned={owned}: the peer did not see the end of the stream",
+                P::NAME
+            );
+        }
+    }
+}
+
 backend_tests!(
+    deregister_then_close_ends_the_stream,
     socketpair_peer_drop,
     socketpair_peer_drop_with_data,
     tcp_peer_close,

@@ -46,8 +46,14 @@
 //!   poll ready.
 //! * Changes made from other threads are pushed to the submission queue under a lock and
 //!   submitted by that thread; a blocked wait sees their completions directly. The kernel
-//!   finishes a poll as task work of the thread that submitted it (restarting that thread's
-//!   blocking call transparently), or in a kernel worker once that thread has exited.
+//!   finishes a poll as task work of the thread that submitted it, or in a kernel worker once
+//!   that thread has exited. That task work interrupts a blocking call of that thread which
+//!   the kernel does not restart by itself (one with a timeout: `recv` with `SO_RCVTIMEO`,
+//!   `epoll_wait`, ...), which then fails with `EINTR`; so does closing the ring, on each
+//!   thread that submitted to it.
+//! * `deregister` submits its removal at once (one `io_uring_enter`; in owned mode also the
+//!   deferred task work that ends it), so the ring's reference to the file is gone when it
+//!   returns: a socket closed right after is closed (its peer reads the end of the stream).
 //! * Completions left in a half-full CQ while nobody waits are moved aside by
 //!   register/modify/deregister, so they never pile up in the kernel's overflow list.
 //! * The notifier is a multishot `IORING_OP_POLL_ADD` (Linux 5.13+) of its eventfd, which is
@@ -384,8 +390,10 @@ fn decode(ud: u64) -> Ud {
 ///   while no poll is in the kernel ([`Mode::Oneshot`] after its report); an Edge poll is
 ///   always there, and asking about a live one re-arms it, which reports it once if it is
 ///   ready. A closed fd with events in flight is reported as [`Ready::ERROR`]. Deregister
-///   before closing.
+///   before closing: `deregister` releases the file at once (it submits the removal).
 /// * Regular files always poll ready.
+/// * Not across `fork(2)`: the child shares the rings' memory with the parent, so a poller
+///   used on both sides corrupts them. Make a new one in the child.
 /// * [`new_owned`](Poller::new_owned) (Linux 6.1+; elsewhere it is `new`) makes a poller
 ///   that one thread uses: the first thread that registers, modifies, deregisters, asks
 ///   `is_stale` or waits owns it, and those calls from any other thread fail with
@@ -457,12 +465,14 @@ struct State {
     ring: Ring,
     /// fd -> registration. An fd is in here from `register` to `deregister`.
     table: HashMap<RawFd, Entry>,
-    /// Completions taken off a nearly full CQ by a thread other than the waiter (raw
+    /// Completions taken off the CQ by a thread other than the waiter (raw
     /// `(user_data, res, flags)`); the waiter reports them first. At most one per Level or
     /// Oneshot registration plus the notifier's and a timeout, since a single-shot poll is
     /// re-armed only once reported (the notifier's multishot poll posts once per write, and
-    /// writes are coalesced until a wait consumes the wake-up). [`Mode::Edge`] completions
-    /// never land here: they are merged into their entry's [`Entry::pending`] at once.
+    /// writes are coalesced until a wait consumes the wake-up), plus the removes that need
+    /// a follow-up (`EALREADY`, one per registration being removed). [`Mode::Edge`]
+    /// completions never land here: they are merged into their entry's [`Entry::pending`]
+    /// at once.
     stash: Vec<(u64, i32, u32)>,
     /// The [`Mode::Edge`] registrations with readiness not yet reported, oldest first: epoll's
     /// ready list. A multishot poll may post several completions for one fd before a wait
@@ -811,20 +821,6 @@ impl Poller for Uring {
         self.arm(&mut st, fd, token, interest, mode)
     }
 
-    fn deregister(&self, fd: RawFd) -> io::Result<()> {
-        self.claim()?;
-        common::check_fd(fd)?;
-        let mut st = self.lock();
-        let old = st.table.remove(&fd).ok_or_else(|| common::not_found(fd))?;
-        if old.queued {
-            st.ready.retain(|&f| f != fd);
-        }
-        if old.armed {
-            self.push(&mut st, &poll_remove(user_ud(fd, old.gen)))?;
-        }
-        self.submit_if_waiting(&mut st)
-    }
-
     /// The probe is an `IORING_OP_ASYNC_CANCEL` of the fd's poll request matched by *file*
     /// (`IORING_ASYNC_CANCEL_FD`, Linux 5.19+, plus `IORING_ASYNC_CANCEL_USERDATA` on 6.6+),
     /// submitted and waited for: the kernel resolves the number to the file open there now,
@@ -840,52 +836,47 @@ impl Poller for Uring {
         self.claim()?;
         common::check_fd(fd)?;
         let mut st = self.lock();
-        let Some(&entry) = st.table.get(&fd) else {
-            return Ok(false);
-        };
-        if common::check_open(fd).is_err() {
-            return Ok(true);
+        let stale = self.is_stale_locked(&mut st, fd);
+        // Completions it moved aside while a wait is blocked: the NOP queued then (see
+        // `stash_cq`) wakes that wait, and a re-arm takes effect in it.
+        self.submit_if_waiting(&mut st)?;
+        stale
+    }
+
+    /// Submits now: deregistering releases the kernel's reference to the file at once, so a
+    /// socket the caller closes next is closed (its peer sees the end of the stream) without
+    /// waiting for the next `wait` (or forever, if none comes).
+    fn deregister(&self, fd: RawFd) -> io::Result<()> {
+        self.claim()?;
+        common::check_fd(fd)?;
+        let mut st = self.lock();
+        let old = st.table.remove(&fd).ok_or_else(|| common::not_found(fd))?;
+        if old.queued {
+            st.ready.retain(|&f| f != fd);
         }
-        let ud = user_ud(fd, entry.gen);
-        let in_kernel = |st: &State| {
-            entry.armed
-                && !st.ring.queued(ud)
-                && !st.rearm.iter().any(|r| r.2 == ud)
-                && !st.stash.iter().any(|c| c.0 == ud)
+        if !old.armed {
+            return self.submit_if_waiting(&mut st);
+        }
+        self.push(&mut st, &poll_remove(user_ud(fd, old.gen)))?;
+        if st.waiting {
+            // Everything queued takes effect in the blocked wait, as it would anyway.
+            return self.submit(&mut st);
+        }
+        // Owned (DEFER_TASKRUN): the removal finishes in task work that runs only when the
+        // owner enters the kernel for completions (without it the file stays held), so the
+        // same call asks for them (none are waited for).
+        let flags = if self.owner.is_some() {
+            IORING_ENTER_GETEVENTS
+        } else {
+            0
         };
+        let stashed = st.stash.len();
+        self.submit_flags(&mut st, flags)?;
+        // The submission took the re-arms queued for the next wait with it: what they
+        // report now is queued again, to be sampled when that wait starts (as after a probe).
         self.stash_cq(&mut st, &mut None)?;
-        while st.probe_flags != 0 && in_kernel(&st) {
-            let sqe = IoUringSqe {
-                opcode: IORING_OP_ASYNC_CANCEL,
-                fd,
-                addr: ud,
-                op_flags: st.probe_flags,
-                user_data: PROBE_UD,
-                ..IoUringSqe::default()
-            };
-            let stashed = st.stash.len();
-            let res = self.probe(&mut st, &sqe)?;
-            Self::resample(&mut st, stashed);
-            match -res {
-                libc::EINVAL if st.probe_flags & IORING_ASYNC_CANCEL_USERDATA != 0 => {
-                    st.probe_flags = IORING_ASYNC_CANCEL_FD;
-                }
-                libc::EINVAL => st.probe_flags = 0,
-                libc::EBADF => return Ok(true),
-                // No poll on this file; unless ours completed meanwhile, it watches another.
-                libc::ENOENT => return Ok(in_kernel(&st)),
-                // Found and cancelled (`res` >= 0, or EALREADY: being cancelled): live. Re-arm
-                // with a new generation; the old poll's completion is then dropped (and the
-                // remove ends it if the kernel matched another poll of the same file).
-                e if e <= 0 || e == libc::EALREADY => {
-                    self.push(&mut st, &poll_remove(ud))?;
-                    self.arm(&mut st, fd, entry.token, entry.interest, entry.mode)?;
-                    return Ok(false);
-                }
-                e => return Err(io::Error::from_raw_os_error(e)),
-            }
-        }
-        Ok(false)
+        Self::resample(&mut st, stashed);
+        Ok(())
     }
 
     /// Inlined into the caller (the reactor's loop, say), so that in owned mode the
@@ -909,6 +900,56 @@ impl Poller for Uring {
 }
 
 impl Uring {
+    /// [`Poller::is_stale`] with the state locked.
+    fn is_stale_locked(&self, st: &mut State, fd: RawFd) -> io::Result<bool> {
+        let Some(&entry) = st.table.get(&fd) else {
+            return Ok(false);
+        };
+        if common::check_open(fd).is_err() {
+            return Ok(true);
+        }
+        let ud = user_ud(fd, entry.gen);
+        let in_kernel = |st: &State| {
+            entry.armed
+                && !st.ring.queued(ud)
+                && !st.rearm.iter().any(|r| r.2 == ud)
+                && !st.stash.iter().any(|c| c.0 == ud)
+        };
+        self.stash_cq(st, &mut None)?;
+        while st.probe_flags != 0 && in_kernel(st) {
+            let sqe = IoUringSqe {
+                opcode: IORING_OP_ASYNC_CANCEL,
+                fd,
+                addr: ud,
+                op_flags: st.probe_flags,
+                user_data: PROBE_UD,
+                ..IoUringSqe::default()
+            };
+            let stashed = st.stash.len();
+            let res = self.probe(st, &sqe)?;
+            Self::resample(st, stashed);
+            match -res {
+                libc::EINVAL if st.probe_flags & IORING_ASYNC_CANCEL_USERDATA != 0 => {
+                    st.probe_flags = IORING_ASYNC_CANCEL_FD;
+                }
+                libc::EINVAL => st.probe_flags = 0,
+                libc::EBADF => return Ok(true),
+                // No poll on this file; unless ours completed meanwhile, it watches another.
+                libc::ENOENT => return Ok(in_kernel(st)),
+                // Found and cancelled (`res` >= 0, or EALREADY: being cancelled): live. Re-arm
+                // with a new generation; the old poll's completion is then dropped (and the
+                // remove ends it if the kernel matched another poll of the same file).
+                e if e <= 0 || e == libc::EALREADY => {
+                    self.push(st, &poll_remove(ud))?;
+                    self.arm(st, fd, entry.token, entry.interest, entry.mode)?;
+                    return Ok(false);
+                }
+                e => return Err(io::Error::from_raw_os_error(e)),
+            }
+        }
+        Ok(false)
+    }
+
     /// [`Poller::new`], with the notifier's single-shot poll from the start if `notify_by_poll`
     /// (as on kernels without multishot poll).
     fn build(notify_by_poll: bool) -> io::Result<Self> {
@@ -1196,6 +1237,11 @@ impl Uring {
     /// off a CQ that is half full so they never pile up in the kernel's overflow list while
     /// nobody waits.
     fn submit(&self, st: &mut State) -> io::Result<()> {
+        self.submit_flags(st, 0)
+    }
+
+    /// [`submit`](Self::submit) with these `io_uring_enter` flags on each call.
+    fn submit_flags(&self, st: &mut State, flags: u32) -> io::Result<()> {
         if st.ring.cq_len() >= st.ring.cq_entries / 2 || st.ring.overflowed() {
             self.steal(st)?;
         }
@@ -1205,7 +1251,7 @@ impl Uring {
             if n == 0 {
                 return Ok(());
             }
-            match self.enter(n, 0, 0, None) {
+            match self.enter(n, 0, flags, None) {
                 Ok(k) if k > 0 => stuck = 0,
                 Ok(_) => stuck += 1,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -1230,29 +1276,39 @@ impl Uring {
     }
 
     /// Moves the CQ's live completions to `stash` (dropping stale and internal ones) and
-    /// flushes the kernel's overflow list. If it kept any, it queues a NOP whose completion
-    /// wakes a blocked waiter, which then reports the stash.
+    /// flushes the kernel's overflow list (see [`Uring::stash_cq`]).
     fn steal(&self, st: &mut State) -> io::Result<()> {
-        if self.stash_cq(st, &mut None)? {
-            let nop = IoUringSqe {
-                opcode: IORING_OP_NOP,
-                user_data: INTERNAL_UD,
-                ..IoUringSqe::default()
-            };
-            // Not `push`: a full SQ here is submitted by our caller's loop anyway.
-            if !st.ring.try_push(&nop) {
-                retry(|| self.enter(st.ring.sq_pending(), 0, 0, None))?;
-                st.ring.try_push(&nop);
-            }
-        }
-        Ok(())
+        self.stash_cq(st, &mut None).map(drop)
     }
 
     /// Moves the CQ's live completions to `stash` (dropping stale and internal ones; merging
     /// [`Mode::Edge`] ones into their entries, see [`Uring::edge_completion`]), flushing the
     /// kernel's overflow list, and the result of [`PROBE_UD`] to `probe`; returns whether it
     /// kept any.
+    ///
+    /// If it kept any while a wait is blocked (or about to block: [`State::waiting`]), it
+    /// also queues a NOP, which the caller must submit before it lets go of the lock
+    /// (`submit_if_waiting`): the kernel wakes a waiter only for completions posted after the
+    /// CQ head it saw when it went to sleep, so one that entered after these were moved off
+    /// would sleep through them; the NOP's completion comes after.
     fn stash_cq(&self, st: &mut State, probe: &mut Option<i32>) -> io::Result<bool> {
+        let kept = self.stash_cq_inner(st, probe)?;
+        if kept && st.waiting {
+            let nop = IoUringSqe {
+                opcode: IORING_OP_NOP,
+                user_data: INTERNAL_UD,
+                ..IoUringSqe::default()
+            };
+            // Not `push`, which may submit, and so steal again: the SQ is made room in
+            // here. The SQ is full only if nothing was submitted since the last round.
+            while !st.ring.try_push(&nop) {
+                retry(|| self.enter(st.ring.sq_pending(), 0, 0, None))?;
+            }
+        }
+        Ok(kept)
+    }
+
+    fn stash_cq_inner(&self, st: &mut State, probe: &mut Option<i32>) -> io::Result<bool> {
         let mut kept = false;
         loop {
             while let Some((ud, res, flags)) = st.ring.pop() {
@@ -1263,7 +1319,9 @@ impl Uring {
                         }
                         false
                     }
-                    Ud::Notify { .. } | Ud::Timeout | Ud::Remove { .. } => true,
+                    Ud::Notify { .. } | Ud::Timeout => true,
+                    // Only an `EALREADY` asks for more (see `complete_other`).
+                    Ud::Remove { .. } => res == -libc::EALREADY,
                     Ud::User { fd, gen } => match st.table.get(&fd) {
                         Some(e) if e.gen == gen && e.mode == Mode::Edge => {
                             kept |= Self::edge_completion(st, fd, ud, res, flags);
@@ -1285,9 +1343,9 @@ impl Uring {
         }
     }
 
-    /// Turns the registrations' completions stashed from `from` on (by a [`probe`]) back
-    /// into queued polls. The probe's submission took the re-arms queued for the next wait
-    /// with it, so those completions sampled readiness before the caller had handled the
+    /// Turns the registrations' completions stashed from `from` on (by a [`probe`], or after
+    /// `deregister`'s submission) back into queued polls. That submission took the re-arms
+    /// queued for the next wait with it, so those completions sampled readiness before the caller had handled the
     /// last wait's events: reported as they are, the next wait would miss what became ready
     /// since (a level report without data written after it). Queued again, the next wait
     /// samples afresh, as it would have without the probe.
@@ -1367,10 +1425,12 @@ impl Uring {
         st.waiting = block;
         drop(st);
         // Without EXT_ARG the limit is the TIMEOUT request queued above.
-        self.enter_wait(to_submit, block, left.filter(|_| self.ext_arg))?;
+        let entered = self.enter_wait(to_submit, block, left.filter(|_| self.ext_arg));
 
         let mut st = self.lock();
+        // Also after a failed call: other threads' changes wait for the next wait again.
         st.waiting = false;
+        entered?;
         let notified = self.reap(&mut st, &mut ws.timeout, events)?;
         if let Some(ud) = ws.timeout.take() {
             // The wait ended before its timeout: cancel it (submitted with the next call).
