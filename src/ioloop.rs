@@ -1178,6 +1178,47 @@ impl<P: Poller> IoLoop<P> {
     pub(crate) fn remove_registration(&self, fd: RawFd, gen: u32) -> io::Result<()> {
         self.remove_slot(fd, Some(gen)).unwrap_or(Ok(()))
     }
+
+    /// [`update_handler_with`](Self::update_handler_with) of the registration `gen` of `fd`
+    /// only: `NotFound` if the reactor has dropped it (the fd was found closed or stale) and
+    /// the number has perhaps been registered again since (the task layer's re-arm, which
+    /// must not change a newer `Async`'s registration).
+    pub(crate) fn update_registration(
+        &self,
+        fd: RawFd,
+        gen: u32,
+        interest: Interest,
+        mode: Mode,
+    ) -> io::Result<()> {
+        let mut fds = self.inner.fds.borrow_mut();
+        let slot = usize::try_from(fd)
+            .ok()
+            .and_then(|i| fds.get_mut(i))
+            .filter(|s| s.live && s.gen == gen)
+            .ok_or_else(|| no_handler(fd))?;
+        self.inner
+            .shared
+            .poller
+            .modify(fd, pack(gen, fd), interest, mode)?;
+        slot.interest = interest;
+        slot.mode = mode;
+        Ok(())
+    }
+}
+
+impl<P: Poller> Drop for Inner<P> {
+    /// Deregisters every fd that still has a handler: a [`Handle`] can keep the poller alive
+    /// after the loop, and on io_uring a registration holds its file open (a socket an
+    /// `Async` closes as the loop's tasks drop would otherwise stay open until then).
+    fn drop(&mut self) {
+        for (fd, slot) in self.fds.get_mut().iter().enumerate() {
+            if slot.live {
+                if let Ok(fd) = RawFd::try_from(fd) {
+                    let _ = self.shared.poller.deregister(fd);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1163,11 +1163,201 @@ struct CountedReads {
     reads: Rc<Cell<usize>>,
 }
 
-impl Read for CountedReads {
+/// Through `&CountedReads`, as std's fd types read through `&T`: `&Async<CountedReads>` is
+/// what futures-io reads with the short-read inference (not `Async<T>`, whose `T` may
+/// buffer).
+impl Read for &CountedReads {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.reads.set(self.reads.get() + 1);
-        self.fd.read(buf)
+        (&self.fd).read(buf)
     }
+}
+
+/// A reader that returns at most 4 bytes a call while more may be queued in the kernel (as
+/// a buffering or length-capping wrapper does; std's `Stdin` reads through an 8 KiB buffer).
+struct CappedReads(std::fs::File);
+
+impl Read for CappedReads {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min(4);
+        self.0.read(&mut buf[..n])
+    }
+}
+
+impl std::os::fd::AsFd for CappedReads {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+thread_local! {
+    /// `rearm_keeps_a_wait_begun_by_the_wake_up`'s reader and what it has read.
+    static INLINE_READER: RefCell<Option<(Async<UnixStream>, Waker)>> = const { RefCell::new(None) };
+    static INLINE_GOT: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Reads `INLINE_READER` until it parks (with its own waker, which calls this again).
+fn read_inline_until_parked() {
+    INLINE_READER.with(|r| {
+        let r = r.borrow();
+        let (src, waker) = r.as_ref().expect("reader");
+        let mut cx = Context::from_waker(waker);
+        loop {
+            let mut buf = [0u8; 1];
+            match futures_io::AsyncRead::poll_read(Pin::new(&mut &*src), &mut cx, &mut buf) {
+                Poll::Ready(Ok(n)) => INLINE_GOT.with(|g| g.set(g.get() + n)),
+                Poll::Ready(Err(e)) => panic!("read: {e}"),
+                Poll::Pending => return,
+            }
+        }
+    });
+}
+
+/// A waker that reads again, inline, when woken (a foreign executor's may run code).
+struct ReadsInline;
+
+impl std::task::Wake for ReadsInline {
+    fn wake(self: Arc<Self>) {
+        read_inline_until_parked();
+    }
+}
+
+/// A reader whose waker waits again inside the wake-up (its own code runs inline), while a
+/// writer waits too: the handler's re-arm for the writer keeps the new read wait, so the
+/// next byte is reported (on a Oneshot registration the re-arm used to replace it).
+fn rearm_keeps_a_wait_begun_by_the_wake_up<P: Poller>() {
+    let lp = new_loop::<P>();
+    let (a, b) = UnixStream::pair().unwrap();
+    let src = Async::with_loop(&lp, a).unwrap();
+    // The writer waits on a full buffer (its peer reads nothing yet).
+    util::fill(src.get_ref());
+    let noop = Waker::from(Arc::new(ReadsNothing));
+    let mut wcx = Context::from_waker(&noop);
+    let wrote = futures_io::AsyncWrite::poll_write(Pin::new(&mut &src), &mut wcx, &[1; 8]);
+    assert!(wrote.is_pending());
+    INLINE_GOT.with(|g| g.set(0));
+    INLINE_READER.with(|r| *r.borrow_mut() = Some((src, Waker::from(Arc::new(ReadsInline)))));
+    read_inline_until_parked();
+    let guard = lp.call_later(HANG, |lp| lp.stop());
+    for (i, byte) in [b"x", b"y"].into_iter().enumerate() {
+        (&b).write_all(byte).unwrap();
+        lp.run_until(|_| INLINE_GOT.with(|g| g.get()) > i).unwrap();
+        assert_eq!(
+            INLINE_GOT.with(|g| g.get()),
+            i + 1,
+            "{}: byte {i} never reported",
+            P::NAME
+        );
+    }
+    lp.remove_timeout(guard);
+    INLINE_READER.with(|r| drop(r.borrow_mut().take()));
+}
+
+/// An `Async` whose registration the reactor has dropped (here by hand) cannot change the
+/// registration a newer `Async` made on the same fd number: its wait fails with `NotFound`
+/// and the newer one's writer is still woken.
+fn stale_async_leaves_the_newer_registration_alone<P: Poller>() {
+    let lp = new_loop::<P>();
+    let (a, b) = util::socketpair();
+    let mut old = Async::with_loop_nonblocking(&lp, &a).unwrap();
+    lp.remove_handler(&a).unwrap();
+    let mut newer = Async::with_loop_nonblocking(&lp, &a).unwrap();
+    util::fill(&a);
+    let woken = Arc::new(Woken(AtomicBool::new(false)));
+    let waker = Waker::from(woken.clone());
+    let mut cx = Context::from_waker(&waker);
+    let wrote = futures_io::AsyncWrite::poll_write(Pin::new(&mut newer), &mut cx, &[1; 8]);
+    assert!(wrote.is_pending());
+    let noop = Waker::from(Arc::new(ReadsNothing));
+    let mut ncx = Context::from_waker(&noop);
+    match futures_io::AsyncRead::poll_read(Pin::new(&mut old), &mut ncx, &mut [0; 8]) {
+        Poll::Ready(Err(e)) => assert_eq!(e.kind(), io::ErrorKind::NotFound, "{}", P::NAME),
+        other => panic!("{}: the stale Async's read: {other:?}", P::NAME),
+    }
+    // The peer drains: the newer writer is woken.
+    util::drain(&b);
+    let guard = lp.call_later(HANG, |lp| lp.stop());
+    lp.run_until(|_| woken.0.load(Ordering::SeqCst)).unwrap();
+    assert!(
+        woken.0.load(Ordering::SeqCst),
+        "{}: the newer writer was never woken",
+        P::NAME
+    );
+    lp.remove_timeout(guard);
+    drop((old, newer));
+}
+
+/// A waker that records that it was woken.
+struct Woken(AtomicBool);
+
+impl std::task::Wake for Woken {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A waker that does nothing.
+struct ReadsNothing;
+
+impl std::task::Wake for ReadsNothing {
+    fn wake(self: Arc<Self>) {}
+}
+
+/// A loop dropped while a `Handle` keeps its poller alive deregisters its fds first, so a
+/// socket its tasks' `Async`s close as they drop is closed (on io_uring a registration holds
+/// the file open).
+fn loop_dropped_under_a_live_handle_closes_sockets<P: Poller>() {
+    let lp = new_loop::<P>();
+    let handle = lp.handle();
+    let (ours, mut theirs) = UnixStream::pair().unwrap();
+    theirs.set_nonblocking(true).unwrap();
+    lp.block_on(async {
+        let a = Async::new(ours).unwrap();
+        ioloop::spawn(async move {
+            let _ = a.readable().await;
+        })
+        .detach();
+        // The task parks: the fd is registered.
+        let_run().await;
+    })
+    .unwrap();
+    drop(lp);
+    let end = theirs.read(&mut [0u8; 8]).map_err(|e| e.kind());
+    assert_eq!(end, Ok(0), "{}: the socket stayed open", P::NAME);
+    drop(handle);
+}
+
+/// `Async<T>` through futures-io infers nothing from a short read (its `T` may cap or
+/// buffer): a reader that takes 4 bytes a call reads all 10 queued, with no report after
+/// the first (which, edge-triggered, would never come).
+fn capped_reads_lose_nothing<P: Poller>() {
+    let lp = new_loop::<P>();
+    lp.block_on(async {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let mut r = Async::new(CappedReads(std::fs::File::from(
+            std::os::fd::OwnedFd::from(ours),
+        )))
+        .unwrap();
+        let reader = ioloop::spawn(async move {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 64];
+            while got.len() < 10 {
+                let n = r.read(&mut buf).await.unwrap();
+                got.extend_from_slice(&buf[..n]);
+            }
+            got
+        });
+        // The reader parks on the empty socket (its direction is registered), then all ten
+        // bytes arrive at once: one report.
+        let_run().await;
+        (&theirs).write_all(b"0123456789").unwrap();
+        let got = ioloop::timeout(HANG, reader)
+            .await
+            .expect("hung: bytes left unread after a short read")
+            .unwrap();
+        assert_eq!(got, b"0123456789");
+    })
+    .unwrap();
 }
 
 impl std::os::fd::AsFd for CountedReads {
@@ -1201,13 +1391,13 @@ fn short_stream_read_infers_drained<P: Poller>() {
                 fd: std::fs::File::from(ours),
                 reads: reads.clone(),
             };
-            let mut r = Async::new(counted).unwrap();
+            let r = Async::new(counted).unwrap();
             let mut buf = [0u8; 64];
-            assert_eq!(r.read(&mut buf).await.unwrap(), 3, "{kind}");
+            assert_eq!((&r).read(&mut buf).await.unwrap(), 3, "{kind}");
             assert_eq!(reads.get(), 1, "{kind}");
             let reader = ioloop::spawn(async move {
                 let mut buf = [0u8; 64];
-                let n = r.read(&mut buf).await.unwrap();
+                let n = (&r).read(&mut buf).await.unwrap();
                 buf[..n].to_vec()
             });
             let_run().await;
@@ -1545,6 +1735,10 @@ backend_tests!(
     read_and_write_tasks_on_one_source,
     urgent_data_mid_stream,
     short_stream_read_infers_drained,
+    capped_reads_lose_nothing,
+    loop_dropped_under_a_live_handle_closes_sockets,
+    rearm_keeps_a_wait_begun_by_the_wake_up,
+    stale_async_leaves_the_newer_registration_alone,
     packet_pipe_reads_one_packet_each,
     tcp_end_with_the_last_data,
     write_fails_after_the_peer_closes,

@@ -282,6 +282,20 @@ impl IoSource {
         rest
     }
 
+    /// Wakes the tasks waiting for `dirs` (if any), marking those directions ready, so they
+    /// try their operation again and, on `WouldBlock`, wait anew (a failed re-arm: their own
+    /// wait then reports the error).
+    pub(crate) fn wake_waiting(&self, dirs: Interest) {
+        let read = dirs.contains(Interest::READABLE) && self.read.fire();
+        let write = dirs.contains(Interest::WRITABLE) && self.write.fire();
+        if read {
+            self.read.wake(&self.retired);
+        }
+        if write {
+            self.write.wake(&self.retired);
+        }
+    }
+
     /// Makes sure the registration reports `interest` when it is ready: arms a Oneshot
     /// registration for it; adds it to an Edge registration the first time. `again`: update
     /// the registration even if it covers `interest`, so that an Edge one reports the current
@@ -301,7 +315,7 @@ impl IoSource {
         if self.pri.get() && want.contains(Interest::READABLE) {
             want |= Interest::PRIORITY;
         }
-        self.ops.arm(self.fd, want, mode)?;
+        self.ops.arm(self.fd, self.gen, want, mode)?;
         self.armed.set(want);
         Ok(())
     }
@@ -380,7 +394,16 @@ fn classify(fd: BorrowedFd<'_>) -> ShortIo {
         Ok(Some(AddressFamily::Unix)) if !cfg!(any(target_os = "linux", target_os = "android")) => {
             ShortIo::Drains
         }
-        _ => ShortIo::UrgentAware,
+        Ok(Some(AddressFamily::Unix)) => ShortIo::UrgentAware,
+        // TCP only: an SCTP stream socket (also `SOCK_STREAM`) reads one message per call.
+        // Where the OS cannot tell, an Internet stream socket is taken for TCP (SCTP stacks
+        // are rare there).
+        Ok(Some(AddressFamily::Inet | AddressFamily::Inet6))
+            if ioloop_sys::is_tcp(fd).unwrap_or(true) =>
+        {
+            ShortIo::UrgentAware
+        }
+        _ => ShortIo::Opaque,
     }
 }
 
@@ -397,9 +420,14 @@ fn classify(fd: BorrowedFd<'_>) -> ShortIo {
 /// One task at a time may wait for each direction: a second reader replaces the first one's
 /// waker (one reader task and one writer task at once is fine).
 ///
-/// Through the `futures-io` traits, a read or write on a stream socket or a pipe that moves
-/// fewer bytes than asked is taken to mean the kernel buffer is drained (or full), as tokio
-/// does, which saves the call that would only return `WouldBlock`. Reads drop the inference
+/// Through the `futures-io` traits of `&Async<T>` (where `&T: Read`/`Write`, as for std's
+/// sockets, pipes and files, which make one system call per call), a read or write on a
+/// stream socket or a pipe that moves fewer bytes than asked is taken to mean the kernel
+/// buffer is drained (or full), as tokio does for its own types, which saves the call that
+/// would only return `WouldBlock`. `Async<T>`'s own impls infer nothing: a `T` may buffer
+/// or cap what one call moves (std's `Stdin` reads through an 8 KiB buffer), and a short
+/// read would then leave data in the kernel with no report to come. Implement `Read` for
+/// `&T` only if each call is one system call. Reads drop the inference
 /// for good once the reactor has reported a hang-up or an error (an end of file that comes
 /// with the last data is still read) or priority data: TCP, and Unix stream sockets on
 /// Linux 5.15+, end a read early at the urgent mark when the peer sends out-of-band data
@@ -958,8 +986,8 @@ mod futures_io_impls {
         ) -> Poll<io::Result<usize>> {
             let Async { source, io } = self.get_mut();
             let io = io.as_mut().expect("Async used after into_inner");
-            let len = Some(buf.len());
-            poll_op(source, R, len, io, |io| io.read(buf), cx)
+            // No inference from a short read: `T`'s `Read` may buffer or cap (see `Async`).
+            poll_op(source, R, None, io, |io| io.read(buf), cx)
         }
     }
 
@@ -987,8 +1015,8 @@ mod futures_io_impls {
         ) -> Poll<io::Result<usize>> {
             let Async { source, io } = self.get_mut();
             let io = io.as_mut().expect("Async used after into_inner");
-            let len = Some(buf.len());
-            poll_op(source, W, len, io, |io| io.write(buf), cx)
+            // No inference from a short write: `T`'s `Write` may buffer or cap (see `Async`).
+            poll_op(source, W, None, io, |io| io.write(buf), cx)
         }
 
         fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -86,7 +86,7 @@ pub(crate) trait LoopOps {
     fn add_source(&self, fd: RawFd) -> io::Result<Rc<IoSource>>;
     /// Updates the source's registration to `interest` in `mode`: arms a Oneshot one, or
     /// sets what an Edge one watches (which also makes the kernel report its current state).
-    fn arm(&self, fd: RawFd, interest: Interest, mode: Mode) -> io::Result<()>;
+    fn arm(&self, fd: RawFd, gen: u32, interest: Interest, mode: Mode) -> io::Result<()>;
     /// Removes the source's registration and takes its wakers (the executor keeps the
     /// source, for reuse).
     fn remove_source(&self, source: &IoSource) -> io::Result<()>;
@@ -127,9 +127,9 @@ impl<P: Poller> LoopOps for WeakLoop<P> {
         add_source(&lp, fd)
     }
 
-    fn arm(&self, fd: RawFd, interest: Interest, mode: Mode) -> io::Result<()> {
+    fn arm(&self, fd: RawFd, gen: u32, interest: Interest, mode: Mode) -> io::Result<()> {
         let lp = self.upgrade().ok_or_else(loop_gone)?;
-        lp.update_handler_with(fd, interest, mode)
+        lp.update_registration(fd, gen, interest, mode)
     }
 
     fn remove_source(&self, source: &IoSource) -> io::Result<()> {
@@ -166,8 +166,20 @@ pub(crate) fn add_source<P: Poller>(lp: &IoLoop<P>, fd: RawFd) -> io::Result<Rc<
                 return;
             };
             let rest = source.on_ready(ready);
-            if !rest.is_empty() && lp.update_handler_with(fd, rest, Mode::Oneshot).is_ok() {
-                source.armed.set(rest);
+            if rest.is_empty() {
+                return;
+            }
+            // A wait begun by the wake-up's own code may have armed the registration already:
+            // keep what it asked for.
+            let armed = source.armed.get();
+            let want = armed | rest;
+            if want == armed {
+                return;
+            }
+            match lp.update_registration(fd, source.gen, want, Mode::Oneshot) {
+                Ok(()) => source.armed.set(want),
+                // The waiting tasks try again, and their own wait reports the error.
+                Err(_) => source.wake_waiting(rest),
             }
         })?
     };

@@ -327,9 +327,14 @@ impl Interval {
             let at = t.state.at.get().unwrap_or(self.start);
             // The reactor fires tick k at start + k * period or later (never earlier), and
             // skips missed ticks: the due time is the last multiple of `period` before `at`.
-            let k = at.saturating_duration_since(self.start).as_nanos() / self.period.as_nanos();
-            let k = u32::try_from(k).unwrap_or(u32::MAX).max(1);
-            return Poll::Ready(deadline_after(self.start, self.period.saturating_mul(k)));
+            // In u128 nanoseconds: a `u32` tick count runs out after 2^32 periods (49.7
+            // days at 1 ms), and the due times would stop advancing.
+            let period = self.period.as_nanos();
+            let k = (at.saturating_duration_since(self.start).as_nanos() / period).max(1);
+            return Poll::Ready(deadline_after(
+                self.start,
+                nanos_duration(k.saturating_mul(period)),
+            ));
         }
         t.state.set_waker(cx.waker());
         Poll::Pending
@@ -339,6 +344,13 @@ impl Interval {
     pub fn period(&self) -> Duration {
         self.period
     }
+}
+
+/// `nanos` as a `Duration` (saturating at `Duration::MAX`).
+fn nanos_duration(nanos: u128) -> Duration {
+    let secs = u64::try_from(nanos / 1_000_000_000).unwrap_or(u64::MAX);
+    // `nanos % 10^9 < 10^9` fits a `u32`.
+    Duration::new(secs, (nanos % 1_000_000_000) as u32)
 }
 
 impl Drop for Interval {

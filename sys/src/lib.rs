@@ -136,6 +136,58 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether the socket `fd` is a TCP socket, where the OS can tell (`SO_PROTOCOL`: Linux,
+/// Android, FreeBSD, OpenBSD); `None` elsewhere, or if `fd` is not a socket. An SCTP stream
+/// socket is `SOCK_STREAM` too, but reads one message per call.
+///
+/// # Examples
+///
+/// ```
+/// use std::os::fd::AsFd;
+/// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// let (a, _b) = std::os::unix::net::UnixStream::pair()?;
+/// if cfg!(target_os = "linux") {
+///     assert_eq!(ioloop_sys::is_tcp(listener.as_fd()), Some(true));
+///     assert_eq!(ioloop_sys::is_tcp(a.as_fd()), Some(false));
+/// }
+/// # std::io::Result::Ok(())
+/// ```
+pub fn is_tcp(fd: BorrowedFd<'_>) -> Option<bool> {
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "freebsd",
+        target_os = "openbsd"
+    ))]
+    {
+        use std::os::fd::AsRawFd;
+        let mut proto: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `fd` is open for the borrow's lifetime; the kernel writes at most `len`
+        // bytes (one `c_int`) to `proto` and the size to `len`, both live for the call.
+        let res = syscall::cvt(unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PROTOCOL,
+                (&mut proto as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        });
+        res.ok().map(|_| proto == libc::IPPROTO_TCP)
+    }
+    #[cfg(not(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "freebsd",
+        target_os = "openbsd"
+    )))]
+    {
+        let _ = fd;
+        None
+    }
+}
+
 /// The token value a [`Poller`] keeps for its own notifier; registering it is
 /// [`InvalidInput`](io::ErrorKind::InvalidInput).
 pub const RESERVED_TOKEN: u64 = u64::MAX;
