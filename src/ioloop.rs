@@ -157,7 +157,9 @@ struct Inner<P: Poller> {
 /// The part of the loop other threads reach through a [`Handle`].
 struct Shared<P: Poller> {
     poller: P,
-    remote: Mutex<VecDeque<RemoteCallback<P>>>,
+    /// Callbacks from other threads; `None` once the loop is dropped (a [`Handle`] then
+    /// refuses new ones).
+    remote: Mutex<Option<VecDeque<RemoteCallback<P>>>>,
     remote_pending: AtomicBool,
     stop: AtomicBool,
 }
@@ -264,7 +266,7 @@ impl<P: Poller> IoLoop<P> {
                 ops: Rc::new(WeakLoop(weak.clone())),
                 shared: Arc::new(Shared {
                     poller,
-                    remote: Mutex::new(VecDeque::new()),
+                    remote: Mutex::new(Some(VecDeque::new())),
                     remote_pending: AtomicBool::new(false),
                     stop: AtomicBool::new(false),
                 }),
@@ -881,11 +883,14 @@ impl<P: Poller> IoLoop<P> {
                 .remote
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
+            let Some(queued) = queued.as_mut() else {
+                return; // only once the loop is being dropped
+            };
             let mut running = inner.remote_running.borrow_mut();
             if running.is_empty() {
-                std::mem::swap(&mut *queued, &mut *running);
+                std::mem::swap(queued, &mut *running);
             } else {
-                running.append(&mut queued); // what a panicking callback left
+                running.append(queued); // what a panicking callback left
             }
         }
         /// Unless disarmed (all ran), flags what a panicking callback left for the next
@@ -1105,12 +1110,17 @@ impl<P: Poller> Handle<P> {
     ///
     /// # Errors
     ///
-    /// What the poller's notifier reports; the callback is queued even then.
+    /// `NotConnected` if the loop has been dropped (`f` is dropped at once); what the
+    /// poller's notifier reports (the callback is queued even then).
     pub fn add_callback(&self, f: impl FnOnce(&IoLoop<P>) + Send + 'static) -> io::Result<()> {
         self.shared
             .remote
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+            .ok_or_else(|| {
+                io::Error::new(io::ErrorKind::NotConnected, "the IoLoop has been dropped")
+            })?
             .push_back(InlineSendFnOnce::new(f));
         // SeqCst: pairs with the notifier's flag (see `Notifier::notify`), so the loop
         // either sees this store after its wait or is woken by this notify.
@@ -1211,6 +1221,15 @@ impl<P: Poller> Drop for Inner<P> {
     /// after the loop, and on io_uring a registration holds its file open (a socket an
     /// `Async` closes as the loop's tasks drop would otherwise stay open until then).
     fn drop(&mut self) {
+        // Callbacks other threads queued are dropped now (what they hold is released), and
+        // no more are taken: they would wait for the last `Handle` to go.
+        let queued = self
+            .shared
+            .remote
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        drop(queued);
         for (fd, slot) in self.fds.get_mut().iter().enumerate() {
             if slot.live {
                 if let Ok(fd) = RawFd::try_from(fd) {

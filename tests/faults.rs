@@ -567,11 +567,13 @@ fn unknown_timeout_ids_and_extreme_durations<P: Poller>() {
     assert!(lp.remove_timeout(far_every));
     assert!(lp.remove_timeout(far_at));
 
-    // A handle outliving its loop: queuing is harmless, the callback is just dropped.
+    // A handle outliving its loop: queuing is refused (`NotConnected`), the callback dropped.
     let h = lp.handle();
     drop(lp);
-    h.add_callback(|_| panic!("ran after the loop was dropped"))
-        .unwrap();
+    let err = h
+        .add_callback(|_| panic!("ran after the loop was dropped"))
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::NotConnected);
     h.stop().unwrap();
 }
 

@@ -470,6 +470,36 @@ fn handle_spawn_from_another_thread() {
     t.join().unwrap();
 }
 
+/// Once the loop is dropped, a `Handle` refuses new callbacks and tasks (`NotConnected`) and
+/// drops them at once, and the ones queued before are dropped with the loop, not kept until
+/// the last `Handle` goes.
+#[test]
+fn handle_after_the_loop_is_dropped() {
+    /// Sends on its channel when dropped.
+    struct Dropped(mpsc::Sender<&'static str>);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            let _ = self.0.send("dropped");
+        }
+    }
+    let lp = IoLoop::new().unwrap();
+    let handle = lp.handle();
+    let (tx, rx) = mpsc::channel();
+    let queued = Dropped(tx.clone());
+    handle.add_callback(move |_| drop(queued)).unwrap();
+    drop(lp);
+    assert_eq!(
+        rx.try_recv(),
+        Ok("dropped"),
+        "a queued callback outlived the loop"
+    );
+    let late = Dropped(tx);
+    let err = handle.spawn(async move { drop(late) }).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::NotConnected);
+    assert_eq!(rx.try_recv(), Ok("dropped"), "a refused task was kept");
+    handle.stop().unwrap();
+}
+
 // ----- Async: readiness on every backend ---------------------------------------------------
 
 /// A reader task blocked on an empty socket is woken by the reactor when data arrives,

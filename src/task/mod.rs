@@ -358,7 +358,8 @@ impl<P: Poller> Handle<P> {
     ///
     /// # Errors
     ///
-    /// What the poller's notifier reports; the task is spawned even then.
+    /// `NotConnected` if the loop has been dropped (`future` is dropped at once); what the
+    /// poller's notifier reports (the task is spawned even then).
     ///
     /// # Examples
     ///
