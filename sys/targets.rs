@@ -41,6 +41,15 @@ fn emit_backend_cfgs() -> &'static [&'static str] {
     ) {
         println!("cargo:rustc-cfg=ioloop_timespec_poll");
     }
+    // The untimed legacy wait calls (`epoll_wait`, `poll`; `select` on x86_64 only, whose
+    // 32-bit x86 number is the old one-argument call) where they exist and may be used:
+    // x86 Linux. Not Android, whose seccomp filter kills an app for them on 64-bit ABIs
+    // (bionic itself calls only the `p` variants); the newer architectures lack them.
+    println!("cargo:rustc-check-cfg=cfg(ioloop_legacy_wait)");
+    let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    if os == "linux" && matches!(arch.as_str(), "x86_64" | "x86") {
+        println!("cargo:rustc-cfg=ioloop_legacy_wait");
+    }
     // pipe2(2) (a pipe made close-on-exec and non-blocking at once): all but Apple's systems
     // (and the rarer Unixes, which get pipe(2) + fcntl).
     println!("cargo:rustc-check-cfg=cfg(ioloop_pipe2)");

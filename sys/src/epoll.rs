@@ -255,15 +255,9 @@ impl Epoll {
 /// `epoll_pwait` with no signal mask (aarch64 and the other newer ports have only that, and
 /// Android allows apps only that: see [`Epoll`]'s platform notes). On x86-64, `epoll_pwait`
 /// measured about 1 % slower per wait than `epoll_wait` in the ping-pong bench.
-#[cfg(all(
-    any(target_arch = "x86_64", target_arch = "x86"),
-    not(target_os = "android")
-))]
+#[cfg(ioloop_legacy_wait)]
 const SYS_EPOLL_WAIT: libc::c_long = libc::SYS_epoll_wait;
-#[cfg(not(all(
-    any(target_arch = "x86_64", target_arch = "x86"),
-    not(target_os = "android")
-)))]
+#[cfg(not(ioloop_legacy_wait))]
 const SYS_EPOLL_WAIT: libc::c_long = libc::SYS_epoll_pwait;
 
 /// `epoll_wait(2)` as a raw system call ([`SYS_EPOLL_WAIT`], through

@@ -194,12 +194,9 @@ impl Poll {
 #[inline(always)]
 fn sys_poll(fds: &mut [libc::pollfd], left: Option<Duration>) -> io::Result<usize> {
     let nfds = nfds(fds)?;
-    // Not on Android, whose seccomp filter kills an app for `poll` on 64-bit ABIs (bionic
-    // itself calls only `ppoll`).
-    #[cfg(all(
-        any(target_arch = "x86_64", target_arch = "x86"),
-        not(target_os = "android")
-    ))]
+    // Where `poll` exists and may be used (not Android: see `ioloop_legacy_wait` in
+    // sys/targets.rs).
+    #[cfg(ioloop_legacy_wait)]
     {
         let ms: Option<libc::c_int> = match left {
             None => Some(-1),

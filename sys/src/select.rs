@@ -358,10 +358,9 @@ fn sys_select(nfds: libc::c_int, sets: &mut FdSets, left: Option<Duration>) -> i
         // be null (0).
         unsafe { crate::syscall::syscall6(nr, args) }
     }
-    // Not 32-bit x86: its `SYS_select` (82) is the old one-argument `sys_old_select`. Not
-    // Android: its seccomp filter kills an app for `select` on 64-bit ABIs (bionic itself
-    // calls only `pselect6`).
-    #[cfg(all(target_arch = "x86_64", not(target_os = "android")))]
+    // Where `select` exists and may be used (see `ioloop_legacy_wait` in sys/targets.rs), but
+    // not on 32-bit x86: its `SYS_select` (82) is the old one-argument `sys_old_select`.
+    #[cfg(all(ioloop_legacy_wait, target_arch = "x86_64"))]
     {
         // SAFETY: an all-zero timeval is a valid zero duration.
         let mut zero: libc::timeval = unsafe { std::mem::zeroed() };
