@@ -1261,7 +1261,7 @@ fn rearm_keeps_a_wait_begun_by_the_wake_up<P: Poller>() {
     let src = Async::with_loop(&lp, a).unwrap();
     // The writer waits on a full buffer (its peer reads nothing yet).
     util::fill(src.get_ref());
-    let noop = Waker::from(Arc::new(ReadsNothing));
+    let noop = Waker::from(Arc::new(Woken::default()));
     let mut wcx = Context::from_waker(&noop);
     let wrote = futures_io::AsyncWrite::poll_write(Pin::new(&mut &src), &mut wcx, &[1; 8]);
     assert!(wrote.is_pending());
@@ -1293,12 +1293,12 @@ fn stale_async_leaves_the_newer_registration_alone<P: Poller>() {
     lp.remove_handler(&a).unwrap();
     let mut newer = Async::with_loop_nonblocking(&lp, &a).unwrap();
     util::fill(&a);
-    let woken = Arc::new(Woken(AtomicBool::new(false)));
+    let woken = Arc::new(Woken::default());
     let waker = Waker::from(woken.clone());
     let mut cx = Context::from_waker(&waker);
     let wrote = futures_io::AsyncWrite::poll_write(Pin::new(&mut newer), &mut cx, &[1; 8]);
     assert!(wrote.is_pending());
-    let noop = Waker::from(Arc::new(ReadsNothing));
+    let noop = Waker::from(Arc::new(Woken::default()));
     let mut ncx = Context::from_waker(&noop);
     match futures_io::AsyncRead::poll_read(Pin::new(&mut old), &mut ncx, &mut [0; 8]) {
         Poll::Ready(Err(e)) => assert_eq!(e.kind(), io::ErrorKind::NotFound, "{}", P::NAME),
@@ -1317,20 +1317,14 @@ fn stale_async_leaves_the_newer_registration_alone<P: Poller>() {
     drop((old, newer));
 }
 
-/// A waker that records that it was woken.
+/// A waker that records that it was woken (also a waker to ignore).
+#[derive(Default)]
 struct Woken(AtomicBool);
 
 impl std::task::Wake for Woken {
     fn wake(self: Arc<Self>) {
         self.0.store(true, Ordering::SeqCst);
     }
-}
-
-/// A waker that does nothing.
-struct ReadsNothing;
-
-impl std::task::Wake for ReadsNothing {
-    fn wake(self: Arc<Self>) {}
 }
 
 /// A loop dropped while a `Handle` keeps its poller alive deregisters its fds first, so a
