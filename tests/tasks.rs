@@ -1327,6 +1327,165 @@ impl std::task::Wake for Woken {
     }
 }
 
+/// Several tasks wait on one `Async` at once, in each way a task can wait: `read_with`, a
+/// futures-io read, `readable()`, and `accept` on one shared listener. A report wakes every
+/// task waiting for its direction, so none is left asleep (a second waiter used to replace
+/// the first one's waker, and the first was never woken).
+fn many_tasks_wait_on_one_source<P: Poller>() {
+    const N: usize = 4;
+    let lp = new_loop::<P>();
+    lp.block_on(async {
+        // Reads: N tasks, each takes one byte of one write of N.
+        let (a, b) = Async::<UnixStream>::pair().unwrap();
+        let b = Rc::new(b);
+        let readers: Vec<_> = (0..N)
+            .map(|i| {
+                let b = b.clone();
+                ioloop::spawn(async move {
+                    let mut buf = [0u8; 1];
+                    let read = async {
+                        if i % 2 == 0 {
+                            b.read_with(|mut s| s.read(&mut buf)).await
+                        } else {
+                            (&*b).read(&mut buf).await
+                        }
+                    };
+                    let n = ioloop::timeout(HANG, read)
+                        .await
+                        .unwrap_or_else(|_| panic!("reader {i} was never woken"))
+                        .unwrap();
+                    assert_eq!(n, 1);
+                    buf[0]
+                })
+            })
+            .collect();
+        let_run().await;
+        a.get_ref().write_all(&[1, 2, 3, 4]).unwrap();
+        let mut got = Vec::new();
+        for r in readers {
+            got.push(r.await.unwrap());
+        }
+        got.sort_unstable();
+        assert_eq!(got, [1, 2, 3, 4], "{}", P::NAME);
+
+        // readable(): N tasks, one report; the byte stays for all of them to see.
+        let waiters: Vec<_> = (0..N)
+            .map(|i| {
+                let b = b.clone();
+                ioloop::spawn(async move {
+                    ioloop::timeout(HANG, b.readable())
+                        .await
+                        .unwrap_or_else(|_| panic!("readable() {i} was never woken"))
+                        .unwrap();
+                })
+            })
+            .collect();
+        let_run().await;
+        a.get_ref().write_all(b"x").unwrap();
+        for w in waiters {
+            w.await.unwrap();
+        }
+        assert_eq!(b.get_ref().read(&mut [0u8; 8]).unwrap(), 1);
+
+        // accept: N tasks on one listener, N clients; each task gets one connection.
+        let listener = Rc::new(Async::<TcpListener>::bind("127.0.0.1:0").unwrap());
+        let addr = listener.local_addr().unwrap();
+        let acceptors: Vec<_> = (0..N)
+            .map(|i| {
+                let listener = listener.clone();
+                ioloop::spawn(async move {
+                    let (s, _) = ioloop::timeout(HANG, listener.accept())
+                        .await
+                        .unwrap_or_else(|_| panic!("acceptor {i} was never woken"))
+                        .unwrap();
+                    s.peer_addr().unwrap()
+                })
+            })
+            .collect();
+        let_run().await;
+        let clients: Vec<_> = (0..N).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        let mut peers = Vec::new();
+        for t in acceptors {
+            peers.push(t.await.unwrap());
+        }
+        let mut want: Vec<_> = clients.iter().map(|c| c.local_addr().unwrap()).collect();
+        peers.sort_unstable();
+        want.sort_unstable();
+        assert_eq!(peers, want, "{}", P::NAME);
+    })
+    .unwrap();
+    assert_eq!(lp.handler_count(), 0);
+}
+
+/// A waker that panics (a foreign executor's may).
+struct Panics;
+
+impl std::task::Wake for Panics {
+    fn wake(self: Arc<Self>) {
+        panic!("a waker that panics");
+    }
+}
+
+/// A waker that panics does not keep the other tasks of the same report asleep: neither a
+/// second reader of the same direction nor a writer woken by the same report. The panic
+/// comes out of the loop's run, and the loop goes on.
+fn a_panicking_waker_wakes_the_others<P: Poller>() {
+    let lp = new_loop::<P>();
+    let (a, b) = util::socketpair();
+    let src = Async::with_loop(&lp, a).unwrap();
+    let panics = Waker::from(Arc::new(Panics));
+    let mut pcx = Context::from_waker(&panics);
+    let run_panics = |what: &str| {
+        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lp.run_once()));
+        assert!(
+            res.is_err(),
+            "{}: {what}: the waker's panic was lost",
+            P::NAME
+        );
+    };
+
+    // Two readers: the panicking one parked first.
+    let other = Arc::new(Woken::default());
+    let owaker = Waker::from(other.clone());
+    let mut ocx = Context::from_waker(&owaker);
+    let read = |cx: &mut Context<'_>| {
+        futures_io::AsyncRead::poll_read(Pin::new(&mut &src), cx, &mut [0u8; 8])
+    };
+    assert!(read(&mut pcx).is_pending());
+    assert!(read(&mut ocx).is_pending());
+    (&b).write_all(b"x").unwrap();
+    run_panics("two readers");
+    assert!(
+        other.0.load(Ordering::SeqCst),
+        "{}: the second reader was never woken",
+        P::NAME
+    );
+    assert!(matches!(read(&mut ocx), Poll::Ready(Ok(1))));
+
+    // A reader and a writer, one report for both.
+    util::fill(src.get_ref());
+    let writer = Arc::new(Woken::default());
+    let wwaker = Waker::from(writer.clone());
+    let mut wcx = Context::from_waker(&wwaker);
+    let wrote = futures_io::AsyncWrite::poll_write(Pin::new(&mut &src), &mut wcx, &[1; 8]);
+    assert!(wrote.is_pending());
+    assert!(read(&mut pcx).is_pending());
+    (&b).write_all(b"y").unwrap();
+    util::drain(&b);
+    // Both may come in one report, or the writer's in a later one.
+    let guard = lp.call_later(HANG, |lp| lp.stop());
+    run_panics("a reader and a writer");
+    lp.run_until(|_| writer.0.load(Ordering::SeqCst)).unwrap();
+    lp.remove_timeout(guard);
+    assert!(
+        writer.0.load(Ordering::SeqCst),
+        "{}: the writer was never woken",
+        P::NAME
+    );
+    drop(src);
+    assert_eq!(lp.handler_count(), 0);
+}
+
 /// A loop dropped while a `Handle` keeps its poller alive deregisters its fds first, so a
 /// socket its tasks' `Async`s close as they drop is closed (on io_uring a registration holds
 /// the file open).
@@ -1771,6 +1930,8 @@ backend_tests!(
     fd_number_reused_while_parked,
     into_inner_after_a_dropped_wait,
     read_with_an_error_pending,
+    many_tasks_wait_on_one_source,
+    a_panicking_waker_wakes_the_others,
 );
 
 #[test]

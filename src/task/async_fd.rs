@@ -24,13 +24,14 @@
 //!
 //! Nothing polls in a loop, and a wait allocates nothing.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::poll_fn;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
@@ -51,8 +52,15 @@ struct Direction {
     /// `Cell`, not a `RefCell`: a waker is only ever moved in or out, so none is dropped or
     /// woken while anything is borrowed.
     waker: Cell<Option<Waker>>,
-    /// A task waits for this direction: the next report wakes it.
-    parked: Cell<bool>,
+    /// Who waits for this direction ([`PRIMARY`]: the task of `waker`; [`OTHERS`]: the tasks
+    /// of `others`): the next report wakes them.
+    parked: Cell<Waiting>,
+    /// The wakers of further tasks waiting for this direction at the same time (tasks that
+    /// share one `Async`, such as several accepting on one listener): the next report wakes
+    /// them all, and those that find nothing wait again. A task whose wait was dropped
+    /// meanwhile gets a spurious wake-up then. A task is listed once however often it waits.
+    /// Woken and dropped with nothing borrowed (moved out first).
+    others: RefCell<Vec<Waker>>,
     /// Bumped each time the reactor reports this direction ready.
     tick: Cell<u64>,
     /// For [`Async::readable`]-style waits: the tick when the current wait began (`None`: no
@@ -65,27 +73,74 @@ impl Default for Direction {
         Self {
             ready: Cell::new(true),
             waker: Cell::new(None),
-            parked: Cell::new(false),
+            parked: Cell::new(0),
+            others: RefCell::new(Vec::new()),
             tick: Cell::new(0),
             start: Cell::new(None),
         }
     }
 }
 
+/// What [`Direction::fire`] found waiting: nothing, the task of the kept waker
+/// ([`PRIMARY`]), further tasks ([`OTHERS`]), or both.
+type Waiting = u8;
+const PRIMARY: Waiting = 1;
+const OTHERS: Waiting = 2;
+
 impl Direction {
-    /// A report: marks the direction ready; returns whether a task was waiting (no longer:
-    /// the caller wakes it with [`wake`](Self::wake)).
-    fn fire(&self) -> bool {
+    /// A report: marks the direction ready; returns who was waiting (no longer: the caller
+    /// wakes them with [`wake`](Self::wake)).
+    #[inline]
+    fn fire(&self) -> Waiting {
         self.tick.set(self.tick.get().wrapping_add(1));
         self.ready.set(true);
-        self.parked.replace(false)
+        self.parked.replace(0)
     }
 
-    /// Wakes the task [`fire`](Self::fire) found waiting. Called with nothing borrowed (a
-    /// waker may run any code, which may even wait on this direction again or drop the
-    /// `Async`): the waker is moved out for the call, and put back afterwards only if that
-    /// code left the slot empty and did not `retire` the source.
-    fn wake(&self, retired: &Cell<bool>) {
+    /// Wakes the tasks [`fire`](Self::fire) found waiting (`who`). Called with nothing
+    /// borrowed (a waker may run any code, which may even wait on this direction again or
+    /// drop the `Async`).
+    #[inline]
+    fn wake(&self, who: Waiting, retired: &Cell<bool>) {
+        if who == PRIMARY {
+            self.wake_primary(retired);
+        } else if who != 0 {
+            self.wake_all(who, retired);
+        }
+    }
+
+    /// Wakes the further waiting tasks too (and the kept waker's task if `who` says so). A
+    /// waker that panics does not keep the others asleep: all are woken, then the first
+    /// panic goes on.
+    #[cold]
+    #[inline(never)]
+    fn wake_all(&self, who: Waiting, retired: &Cell<bool>) {
+        let mut others = std::mem::take(&mut *self.others.borrow_mut());
+        let mut panic = None;
+        if who & PRIMARY != 0 {
+            panic = catch_unwind(AssertUnwindSafe(|| self.wake_primary(retired))).err();
+        }
+        for waker in others.drain(..) {
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| waker.wake())) {
+                panic.get_or_insert(p);
+            }
+        }
+        // The list's memory back for the next time, unless new waits made a new list.
+        let mut slot = self.others.borrow_mut();
+        if slot.capacity() == 0 && !retired.get() {
+            *slot = others;
+        }
+        drop(slot);
+        if let Some(p) = panic {
+            resume_unwind(p);
+        }
+    }
+
+    /// Wakes the task of the kept waker. The waker is moved out for the call, and put back
+    /// afterwards only if the wake-up's code left the slot empty and did not `retire` the
+    /// source.
+    #[inline]
+    fn wake_primary(&self, retired: &Cell<bool>) {
         let Some(waker) = self.waker.take() else {
             return;
         };
@@ -102,30 +157,69 @@ impl Direction {
     }
 
     fn waiting(&self) -> bool {
-        self.parked.get()
+        self.parked.get() != 0
     }
 
-    /// Parks a task: `waker` is woken by the next report.
+    /// Parks a task: `waker` is woken by the next report (with every other task waiting).
+    #[inline]
     fn set_waker(&self, waker: &Waker) {
         let old = self.waker.take();
         match old {
             Some(old) if old.will_wake(waker) => self.waker.set(Some(old)),
-            // Another task's waker, dropped here with nothing borrowed.
+            Some(old) if self.parked.get() & PRIMARY != 0 => {
+                // Another task waits already: both are woken by the next report.
+                self.waker.set(Some(old));
+                self.add_other(waker);
+                return;
+            }
+            // The waker of a task that no longer waits, dropped here with nothing borrowed.
             _ => self.waker.set(Some(waker.clone())),
         }
-        self.parked.set(true);
+        self.parked.set(self.parked.get() | PRIMARY);
     }
 
-    /// Forgets the waiting task (a wait that failed).
-    fn clear_waker(&self) {
-        self.parked.set(false);
-        drop(self.waker.take());
+    /// Lists a further waiting task, once.
+    #[cold]
+    #[inline(never)]
+    fn add_other(&self, waker: &Waker) {
+        if self.others.borrow().iter().any(|w| w.will_wake(waker)) {
+            return;
+        }
+        // Cloned with nothing borrowed (a foreign waker's clone runs its own code).
+        let waker = waker.clone();
+        self.others.borrow_mut().push(waker);
+        self.parked.set(self.parked.get() | OTHERS);
     }
 
-    /// Moves the waker out (for the caller to drop with nothing borrowed): nothing waits.
-    fn take_waker(&self) -> Option<Waker> {
-        self.parked.set(false);
-        self.waker.take()
+    /// Forgets the waiting task of `waker` (its wait failed); other tasks still wait.
+    fn clear_waker(&self, waker: &Waker) {
+        let old = self.waker.take();
+        match old {
+            Some(old) if old.will_wake(waker) => {
+                self.parked.set(self.parked.get() & !PRIMARY);
+                drop(old);
+            }
+            old => {
+                self.waker.set(old);
+                let mut others = self.others.borrow_mut();
+                let gone = others
+                    .iter()
+                    .position(|w| w.will_wake(waker))
+                    .map(|i| others.swap_remove(i));
+                if others.is_empty() {
+                    self.parked.set(self.parked.get() & !OTHERS);
+                }
+                drop(others);
+                drop(gone);
+            }
+        }
+    }
+
+    /// Moves the wakers out (for the caller to drop with nothing borrowed): nothing waits.
+    fn take_wakers(&self) -> (Option<Waker>, Vec<Waker>) {
+        self.parked.set(0);
+        let others = std::mem::take(&mut *self.others.borrow_mut());
+        (self.waker.take(), others)
     }
 
     /// Back to a new source's state: ready, no wait in progress. The waker is already gone
@@ -133,7 +227,7 @@ impl Direction {
     fn reset(&mut self) {
         debug_assert!(!self.waiting(), "a reused source still has a waiting task");
         debug_assert!(
-            self.waker.get_mut().is_none(),
+            self.waker.get_mut().is_none() && self.others.get_mut().is_empty(),
             "a reused source still holds a waker"
         );
         *self.ready.get_mut() = true;
@@ -225,9 +319,9 @@ impl IoSource {
     /// removed), so that the copy the executor keeps for reuse holds no task. The caller
     /// drops them.
     #[inline]
-    pub(crate) fn retire(&self) -> [Option<Waker>; 2] {
+    pub(crate) fn retire(&self) -> [(Option<Waker>, Vec<Waker>); 2] {
         self.retired.set(true);
-        [self.read.take_waker(), self.write.take_waker()]
+        [self.read.take_wakers(), self.write.take_wakers()]
     }
 
     /// Makes a retired source (its wakers taken) new again for the registration of
@@ -261,7 +355,7 @@ impl IoSource {
             self.read_blind.set(true);
         }
         let mut rest = Interest::empty();
-        let (mut wake_read, mut wake_write) = (false, false);
+        let (mut wake_read, mut wake_write) = (0, 0);
         if both || ready.intersects(Ready::READABLE | Ready::PRIORITY) {
             wake_read = self.read.fire();
         } else if !edge && self.read.waiting() {
@@ -273,27 +367,49 @@ impl IoSource {
             rest |= Interest::WRITABLE;
         }
         // Both directions' state is settled before any task runs code.
-        if wake_read {
-            self.read.wake(&self.retired);
-        }
-        if wake_write {
-            self.write.wake(&self.retired);
-        }
+        self.wake(wake_read, wake_write);
         rest
+    }
+
+    /// Wakes the tasks [`Direction::fire`] found waiting in each direction.
+    #[inline(always)]
+    fn wake(&self, read: Waiting, write: Waiting) {
+        if read != 0 && write != 0 {
+            self.wake_both(read, write);
+        } else if read != 0 {
+            self.read.wake(read, &self.retired);
+        } else if write != 0 {
+            self.write.wake(write, &self.retired);
+        }
+    }
+
+    /// Both directions: a waker of the read side that panics does not keep the writer
+    /// asleep (its direction is no longer marked waiting); the panic goes on after.
+    #[cold]
+    #[inline(never)]
+    fn wake_both(&self, read: Waiting, write: Waiting) {
+        let res = catch_unwind(AssertUnwindSafe(|| self.read.wake(read, &self.retired)));
+        self.write.wake(write, &self.retired);
+        if let Err(p) = res {
+            resume_unwind(p);
+        }
     }
 
     /// Wakes the tasks waiting for `dirs` (if any), marking those directions ready, so they
     /// try their operation again and, on `WouldBlock`, wait anew (a failed re-arm: their own
     /// wait then reports the error).
     pub(crate) fn wake_waiting(&self, dirs: Interest) {
-        let read = dirs.contains(Interest::READABLE) && self.read.fire();
-        let write = dirs.contains(Interest::WRITABLE) && self.write.fire();
-        if read {
-            self.read.wake(&self.retired);
-        }
-        if write {
-            self.write.wake(&self.retired);
-        }
+        let read = if dirs.contains(Interest::READABLE) {
+            self.read.fire()
+        } else {
+            0
+        };
+        let write = if dirs.contains(Interest::WRITABLE) {
+            self.write.fire()
+        } else {
+            0
+        };
+        self.wake(read, write);
     }
 
     /// Makes sure the registration reports `interest` when it is ready: arms a Oneshot
@@ -417,8 +533,11 @@ fn classify(fd: BorrowedFd<'_>) -> ShortIo {
 /// [`write_with`](Self::write_with)). With the `futures-io` feature (on by default) `Async<T>`
 /// and `&Async<T>` implement `AsyncRead`/`AsyncWrite` when `T`/`&T` implement `Read`/`Write`.
 ///
-/// One task at a time may wait for each direction: a second reader replaces the first one's
-/// waker (one reader task and one writer task at once is fine).
+/// Any number of tasks may wait on one `Async` at once (several tasks accepting on one
+/// listener, a reader and a writer): a report wakes every task waiting for its direction, and
+/// those that find nothing to do wait again. Only [`poll_readable`](Self::poll_readable) and
+/// [`poll_writable`](Self::poll_writable), which keep their wait's start in the `Async`, are
+/// for one task per direction (as tokio's `poll_read_ready`).
 ///
 /// Through the `futures-io` traits of `&Async<T>` (where `&T: Read`/`Write`, as for std's
 /// sockets, pipes and files, which make one system call per call), a read or write on a
@@ -602,7 +721,8 @@ impl<T: AsFd> Async<T> {
     ///
     /// What updating the registration reports; `NotConnected` if the loop is gone.
     pub async fn readable(&self) -> io::Result<()> {
-        poll_fn(|cx| self.poll_readable(cx)).await
+        let mut start = None;
+        poll_fn(|cx| poll_dir(&self.source, Interest::READABLE, &mut start, cx)).await
     }
 
     /// Waits until the fd is reported writable (or in error). May be spurious.
@@ -611,18 +731,24 @@ impl<T: AsFd> Async<T> {
     ///
     /// As [`readable`](Self::readable).
     pub async fn writable(&self) -> io::Result<()> {
-        poll_fn(|cx| self.poll_writable(cx)).await
+        let mut start = None;
+        poll_fn(|cx| poll_dir(&self.source, Interest::WRITABLE, &mut start, cx)).await
     }
 
     /// Polls for readability (for hand-written futures and `poll_*` methods): `Ready` once
     /// the reactor has reported the fd readable since the wait began (see
     /// [`readable`](Self::readable)).
     ///
+    /// The wait's start is kept in the `Async`, one per direction: one task at a time may
+    /// wait through `poll_readable` (the first poll that sees the report ends the wait; a
+    /// second task polling meanwhile would take it from the first). `readable()` has no
+    /// such limit.
+    ///
     /// # Errors
     ///
     /// As [`readable`](Self::readable).
     pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        poll_dir(&self.source, Interest::READABLE, cx)
+        poll_dir_kept(&self.source, Interest::READABLE, cx)
     }
 
     /// Polls for writability; see [`poll_readable`](Self::poll_readable).
@@ -631,7 +757,7 @@ impl<T: AsFd> Async<T> {
     ///
     /// As [`readable`](Self::readable).
     pub fn poll_writable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        poll_dir(&self.source, Interest::WRITABLE, cx)
+        poll_dir_kept(&self.source, Interest::WRITABLE, cx)
     }
 
     /// Runs the non-blocking `op` until it does not return `WouldBlock`, waiting for
@@ -898,7 +1024,7 @@ fn park(
 ) -> Poll<io::Result<u64>> {
     dir.set_waker(cx.waker());
     if let Err(e) = src.arm(interest, false) {
-        dir.clear_waker();
+        dir.clear_waker(cx.waker());
         return Poll::Ready(Err(e));
     }
     Poll::Pending
@@ -911,27 +1037,45 @@ fn park(
 /// it updates the registration, which makes the kernel report the current state again (a
 /// cleared readiness needs nothing once the direction is registered: the next change makes
 /// an edge).
-fn poll_dir(src: &IoSource, interest: Interest, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+///
+/// `start` is the wait's state: the tick when it began (`None` before its first poll and
+/// after it ended). [`Async::readable`]'s future keeps its own, so any number of tasks can
+/// wait at once; [`Async::poll_readable`] keeps it in the direction.
+fn poll_dir(
+    src: &IoSource,
+    interest: Interest,
+    start: &mut Option<u64>,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<()>> {
     let dir = src.dir(interest);
-    let fresh = match dir.start.get() {
-        Some(start) if start != dir.tick.get() => {
-            dir.start.set(None);
+    let fresh = match *start {
+        Some(begun) if begun != dir.tick.get() => {
+            *start = None;
             return Poll::Ready(Ok(()));
         }
         Some(_) => false,
         None => {
-            dir.start.set(Some(dir.tick.get()));
+            *start = Some(dir.tick.get());
             true
         }
     };
     dir.set_waker(cx.waker());
     let again = fresh && src.edge.get() && dir.ready.get();
     if let Err(e) = src.arm(interest, again) {
-        dir.clear_waker();
-        dir.start.set(None);
+        dir.clear_waker(cx.waker());
+        *start = None;
         return Poll::Ready(Err(e));
     }
     Poll::Pending
+}
+
+/// [`poll_dir`] for the `poll_*` methods, with the wait's state kept in the direction.
+fn poll_dir_kept(src: &IoSource, interest: Interest, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    let dir = src.dir(interest);
+    let mut start = dir.start.get();
+    let res = poll_dir(src, interest, &mut start, cx);
+    dir.start.set(start);
+    res
 }
 
 /// One non-blocking operation of the futures-io impls, on tokio's `PollEvented` pattern: try
@@ -1212,6 +1356,46 @@ mod tests {
 
     fn woken(p: &std::sync::Arc<Probe>) -> usize {
         p.woken.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A direction's waiters: a second task is listed once however often it waits, a failed
+    /// wait forgets only its own task, and a report wakes every task still waiting, once.
+    #[test]
+    fn a_direction_keeps_every_waiting_task() {
+        let dir = Direction::default();
+        let (a, wa) = probe(|| {});
+        let (b, wb) = probe(|| {});
+        let (c, wc) = probe(|| {});
+        dir.set_waker(&wa);
+        dir.set_waker(&wb);
+        dir.set_waker(&wb);
+        dir.set_waker(&wc);
+        dir.set_waker(&wa);
+        assert_eq!(dir.parked.get(), PRIMARY | OTHERS);
+        assert_eq!(dir.others.borrow().len(), 2, "b and c, once each");
+        // c's wait failed: a and b still wait.
+        dir.clear_waker(&wc);
+        assert_eq!(dir.others.borrow().len(), 1);
+        let retired = Cell::new(false);
+        let who = dir.fire();
+        assert_eq!(who, PRIMARY | OTHERS);
+        dir.wake(who, &retired);
+        assert_eq!((woken(&a), woken(&b), woken(&c)), (1, 1, 0));
+        assert_eq!(dir.parked.get(), 0);
+        assert!(dir.others.borrow().is_empty());
+        // a's waker is kept for its next wait; a report with nobody waiting wakes nobody.
+        let who = dir.fire();
+        assert_eq!(who, 0);
+        dir.wake(who, &retired);
+        assert_eq!((woken(&a), woken(&b)), (1, 1));
+        // The first task's failed wait leaves the second waiting.
+        dir.set_waker(&wa);
+        dir.set_waker(&wb);
+        dir.clear_waker(&wa);
+        assert_eq!(dir.parked.get(), OTHERS);
+        let who = dir.fire();
+        dir.wake(who, &retired);
+        assert_eq!((woken(&a), woken(&b)), (1, 2));
     }
 
     /// Polls a one-byte read of `src` with `cx`.
