@@ -56,6 +56,19 @@
 //!   returns: a socket closed right after is closed (its peer reads the end of the stream).
 //! * Completions left in a half-full CQ while nobody waits are moved aside by
 //!   register/modify/deregister, so they never pile up in the kernel's overflow list.
+//! * Completions the kernel drops (Linux 5.19+: the CQ and its overflow list are full and it
+//!   cannot allocate an overflow entry, so it sets `IO_CHECK_CQ_DROPPED_BIT` and says so
+//!   once, with `EBADR`, to the next `io_uring_enter` that waits on an empty CQ) are
+//!   recovered, not returned as an error: which ones were lost is unknown, so every
+//!   registration with a poll in flight gets a new one under a new generation (as `modify`
+//!   does), which reports the fd if it is ready then (spurious, never lost); the notifier's
+//!   poll is re-armed if it is gone, and that wait returns as if notified. See
+//!   `Uring::recover`.
+//! * A reap (turning completions into events) never fails half way, which would lose the
+//!   events it had taken off the CQ: the requests it queues (a cancel, the notifier's
+//!   re-arm) never submit, and wait in `State::deferred` if the SQ is full; an error
+//!   flushing the kernel's overflow list ends it early, and the next wait returns that error
+//!   before it consumes anything.
 //! * The notifier is a multishot `IORING_OP_POLL_ADD` (Linux 5.13+) of its eventfd, which is
 //!   never read: every write posts one completion and the poll stays armed, so a wake-up
 //!   costs no `read(2)` and no re-arm (mio's EPOLLET waker, on io_uring). It is submitted by
@@ -289,8 +302,12 @@ const INTERNAL_UD: u64 = u64::MAX - 1;
 /// ...the `IORING_OP_TIMEOUT` of the fallback timed wait (high word: a sequence number)...
 const TIMEOUT_LOW: u32 = u32::MAX - 2;
 /// ...and the cancel that [`Uring::is_stale`] submits and waits for (never reaped elsewhere:
-/// it is submitted and reaped under the state lock).
+/// it is submitted and reaped under the state lock)...
 const PROBE_UD: u64 = (u32::MAX - 3) as u64;
+/// ...and the `IORING_OP_ASYNC_CANCEL` of the notifier's poll that [`Uring::recover`] queues
+/// after the kernel dropped completions (high word: [`State::notify_seq`] when it was queued;
+/// its result tells whether that poll was still alive: see [`Uring::notify_cancelled`])...
+const NOTIFY_CANCEL_LOW: u32 = u32::MAX - 4;
 /// ...and the `POLL_REMOVE` of a registration's poll: its `user_data` with this bit set in
 /// the low word (fds are below 2^31, and the values above stay reserved), so that a removal
 /// the kernel refused with `EALREADY` is retried ([`remove_ud`]).
@@ -300,7 +317,7 @@ const REMOVE_BIT: u32 = 1 << 31;
 /// [`REMOVE_BIT`], or [`INTERNAL_UD`] (not retried) for an fd so high that it would read as
 /// one of the reserved values above (beyond any fd limit Linux allows).
 fn remove_ud(target: u64) -> u64 {
-    if (target as u32) < REMOVE_BIT - 4 {
+    if (target as u32) < REMOVE_BIT - 5 {
         target | u64::from(REMOVE_BIT)
     } else {
         INTERNAL_UD
@@ -319,6 +336,11 @@ enum Ud {
     Remove {
         target: u64,
     },
+    /// The completion of a recovery's cancel of the notifier's poll, queued when
+    /// [`State::notify_seq`] was `seq` ([`notify_cancel_ud`]).
+    NotifyCancel {
+        seq: u32,
+    },
     User {
         fd: RawFd,
         gen: u32,
@@ -330,6 +352,12 @@ fn user_ud(fd: RawFd, gen: u32) -> u64 {
     (u64::from(gen) << 32) | u64::from(fd.unsigned_abs())
 }
 
+/// The `user_data` of a recovery's cancel of the notifier's poll ([`NOTIFY_CANCEL_LOW`]),
+/// queued when [`State::notify_seq`] was `seq`.
+fn notify_cancel_ud(seq: u32) -> u64 {
+    (u64::from(seq) << 32) | u64::from(NOTIFY_CANCEL_LOW)
+}
+
 fn decode(ud: u64) -> Ud {
     let low = ud as u32;
     match low {
@@ -338,6 +366,9 @@ fn decode(ud: u64) -> Ud {
         },
         l if l == u32::MAX - 1 || l == u32::MAX - 3 => Ud::Internal,
         TIMEOUT_LOW => Ud::Timeout,
+        NOTIFY_CANCEL_LOW => Ud::NotifyCancel {
+            seq: (ud >> 32) as u32,
+        },
         l if l & REMOVE_BIT != 0 => Ud::Remove {
             target: ud & !u64::from(REMOVE_BIT),
         },
@@ -379,6 +410,11 @@ fn decode(ud: u64) -> Ud {
 ///   re-checks level readiness inside `epoll_wait`). Such a report is spurious, never lost:
 ///   as with every readiness API, treat `WouldBlock` as "wait again". Checking each
 ///   completion with `poll(2)` would cost a system call per event.
+/// * If the kernel drops completions (Linux 5.19+: a full CQ and no memory for its overflow
+///   list; it says so with `EBADR`), the wait that learns of it does not fail: every
+///   registration with a poll in the kernel is armed anew, which reports the fds that are
+///   ready (perhaps spuriously), and the wait returns as if [`notify`](Poller::notify) had
+///   been called, since a notify may have been lost.
 /// * An armed poll request holds its own reference to the file: closing the fd without
 ///   [`deregister`](Poller::deregister) while it is idle does not release the file (a
 ///   socket's peer sees no end of file) and no wait reports it; the fd number stays
@@ -470,9 +506,10 @@ struct State {
     /// Oneshot registration plus the notifier's and a timeout, since a single-shot poll is
     /// re-armed only once reported (the notifier's multishot poll posts once per write, and
     /// writes are coalesced until a wait consumes the wake-up), plus the removes that need
-    /// a follow-up (`EALREADY`, one per registration being removed). [`Mode::Edge`]
-    /// completions never land here: they are merged into their entry's [`Entry::pending`]
-    /// at once.
+    /// a follow-up (`EALREADY`, one per registration being removed) and a recovery's cancel
+    /// of the notifier's poll that found none (`ENOENT`, see [`Uring::notify_cancelled`]).
+    /// [`Mode::Edge`] completions never land here: they are merged into their entry's
+    /// [`Entry::pending`] at once.
     stash: Vec<(u64, i32, u32)>,
     /// The [`Mode::Edge`] registrations with readiness not yet reported, oldest first: epoll's
     /// ready list. A multishot poll may post several completions for one fd before a wait
@@ -485,15 +522,51 @@ struct State {
     /// a wait reaped its completions. Submitting them there would sample readiness before the
     /// caller has consumed the events just reported, and report them again (a stale event
     /// for every fd past the SQ's size in a large batch). The next wait pushes them first;
-    /// those whose registration was since modified or removed are dropped.
+    /// those whose registration was since modified or removed are dropped. Sets
+    /// [`State::attention`].
     rearm: Vec<(RawFd, Interest, u64)>,
+    /// The other requests a reap (or [`Uring::recover`]) queues, which may not submit either
+    /// ([`State::defer`]): the `ASYNC_CANCEL` that follows a removal refused with `EALREADY`,
+    /// the notifier's re-arm, a recovery's removals and cancel; here only when the SQ was
+    /// full (or this held some already: they keep their order). The next wait pushes them
+    /// before anything else. Kept for its capacity: no allocation per wait in steady state.
+    /// Sets [`State::attention`].
+    deferred: Vec<IoUringSqe>,
+    /// The error that ended a reap early (flushing the kernel's overflow list: see
+    /// [`Uring::reap`]). That round still returned the events it had collected; the next wait
+    /// returns this before it consumes anything, so the caller sees it and nothing is lost.
+    /// Sets [`State::attention`].
+    error: Option<io::Error>,
+    /// The kernel said it dropped completions (`EBADR`) and [`Uring::recover`] has not run
+    /// since: set by a wait that saw it (which recovers after its reap) or by
+    /// [`Uring::probe`] (the next wait recovers, if `is_stale` did not). Sets
+    /// [`State::attention`].
+    dropped: bool,
+    /// A recovery outside a wait (in `is_stale`) re-opened the notifier's flag: the next wait
+    /// reports a wake-up, since the one it stood for may have been among the dropped
+    /// completions. Sets [`State::attention`].
+    wake_due: bool,
+    /// One of `rearm`, `deferred`, `error`, `dropped` and `wake_due` asks something of the next
+    /// wait ([`State::needs_attention`]): the one check a wait makes for all of them
+    /// ([`Uring::before_wait`]), set by whatever sets them and recomputed there.
+    attention: bool,
+    /// How many notifier polls were queued (wrapping): the tag of a recovery's cancel of the
+    /// notifier's poll, which tells its completion whether a poll was queued after it.
+    notify_seq: u32,
+    /// Tests: an errno that the next io_uring_enter of a wait or of [`Uring::probe`] reports
+    /// instead of its own result (the kernel's `EBADR` cannot be provoked at will).
+    #[cfg(test)]
+    inject_enter: Option<i32>,
+    /// Tests: an errno that the next [`Uring::flush_overflow`] fails with, without entering.
+    #[cfg(test)]
+    inject_flush: Option<i32>,
     /// Source of registration generations (wraps; only equality with the current one counts).
     next_gen: u32,
     /// The `cancel_flags` of [`Uring::is_stale`]'s probe: `CANCEL_FD | CANCEL_USERDATA`, then
     /// `CANCEL_FD` alone once the kernel refused that (`EINVAL`), 0 once it refused both.
     probe_flags: u32,
     /// The kernel refused a multishot poll (`EINVAL`, Linux < 5.13): the notifier is a
-    /// single-shot poll plus a `read(2)` per wake-up from then on. See [`Uring::push_notify`].
+    /// single-shot poll plus a `read(2)` per wake-up from then on. See [`Uring::notify_sqe`].
     notify_by_poll: bool,
     /// A wait is blocked in `io_uring_enter` without the lock: changes must be submitted now
     /// to take effect in it. Otherwise they stay queued and the next wait submits them in its
@@ -511,6 +584,36 @@ impl State {
     fn must_block(&self, left: Option<Duration>) -> bool {
         let ready_now = !self.stash.is_empty() || !self.ready.is_empty() || self.ring.cq_len() > 0;
         !(ready_now || left == Some(Duration::ZERO))
+    }
+
+    /// What [`State::attention`] stands for.
+    fn needs_attention(&self) -> bool {
+        !self.rearm.is_empty()
+            || !self.deferred.is_empty()
+            || self.error.is_some()
+            || self.dropped
+            || self.wake_due
+    }
+
+    /// Queues `sqe` without submitting, for a reap or a recovery: in the SQ if it has room and
+    /// nothing is deferred yet, else in [`State::deferred`] behind what is there, so that
+    /// these requests reach the kernel in the order they were queued (a recovery's cancel of
+    /// the notifier's poll must come after a re-arm of that poll queued before it).
+    fn defer(&mut self, sqe: &IoUringSqe) {
+        if self.deferred.is_empty() && self.ring.try_push(sqe) {
+            return;
+        }
+        self.deferred.push(*sqe);
+        self.attention = true;
+    }
+
+    /// Keeps the error that ended a reap early for the next wait (the first one, if two).
+    #[cold]
+    fn keep_error(&mut self, e: io::Error) {
+        if self.error.is_none() {
+            self.error = Some(e);
+        }
+        self.attention = true;
     }
 }
 
@@ -828,9 +931,10 @@ impl Poller for Uring {
     /// is not open. A live poll is cancelled by it and re-armed at once (queued for the next
     /// wait, which samples readiness again: nothing is lost). Other completions arriving
     /// meanwhile are kept for the next wait. `Ok(false)` where the answer is unknown: a
-    /// kernel without `CANCEL_FD`, or no poll in the kernel to ask about ([`Mode::Oneshot`]
-    /// after its report, or a re-arm not yet submitted). Submits what is queued; the
-    /// completions that brings are queued again (`Uring::resample`), so the next wait
+    /// kernel without `CANCEL_FD`, no poll in the kernel to ask about ([`Mode::Oneshot`]
+    /// after its report, or a re-arm not yet submitted), or completions the kernel dropped
+    /// meanwhile (`EBADR`: recovered at once, see `Uring::recover`). Submits what is queued;
+    /// the completions that brings are queued again (`Uring::resample`), so the next wait
     /// still samples readiness when it starts.
     fn is_stale(&self, fd: RawFd) -> io::Result<bool> {
         self.claim()?;
@@ -856,6 +960,11 @@ impl Poller for Uring {
         }
         if !old.armed {
             return self.submit_if_waiting(&mut st);
+        }
+        if !st.deferred.is_empty() {
+            // Among them, perhaps, a recovery's removal of this fd's previous poll (see
+            // `Uring::recover`), which did not fit in the SQ then: it goes with this one.
+            self.flush_deferred(&mut st)?;
         }
         self.push(&mut st, &poll_remove(user_ud(fd, old.gen)))?;
         if st.waiting {
@@ -934,6 +1043,16 @@ impl Uring {
                 }
                 libc::EINVAL => st.probe_flags = 0,
                 libc::EBADF => return Ok(true),
+                // The kernel dropped completions, perhaps this answer, perhaps this poll's
+                // report (ENOENT would then say "stale" of a live fd): recovered now, which
+                // gives this registration a fresh poll too, queued: none in the kernel to
+                // ask about. The wake-up the notifier may have lost is the next wait's.
+                libc::EBADR => {
+                    self.recover(st);
+                    st.wake_due = true;
+                    st.attention = true;
+                    return Ok(false);
+                }
                 // No poll on this file; unless ours completed meanwhile, it watches another.
                 libc::ENOENT => return Ok(in_kernel(st)),
                 // Found and cancelled (`res` >= 0, or EALREADY: being cancelled): live. Re-arm
@@ -964,7 +1083,10 @@ impl Uring {
         // Queued only: the first wait submits it, so the kernel finishes its completions as
         // task work of the waiting thread (the multishot poll is never submitted again),
         // not of the thread that created the poller.
-        poller.push_notify(&mut poller.lock())?;
+        let mut st = poller.lock();
+        let sqe = poller.notify_sqe(&mut st);
+        poller.push(&mut st, &sqe)?;
+        drop(st);
         Ok(poller)
     }
 
@@ -999,7 +1121,10 @@ impl Uring {
         }
         let mut poller = Self::with_ring(ring_fd, &p, false, Some(OnceLock::new()))?;
         poller.multishot = true;
-        poller.push_notify(&mut poller.lock())?;
+        let mut st = poller.lock();
+        let sqe = poller.notify_sqe(&mut st);
+        poller.push(&mut st, &sqe)?;
+        drop(st);
         Ok(poller)
     }
 
@@ -1036,6 +1161,16 @@ impl Uring {
                 stash: Vec::new(),
                 ready: VecDeque::new(),
                 rearm: Vec::new(),
+                deferred: Vec::new(),
+                error: None,
+                dropped: false,
+                wake_due: false,
+                attention: false,
+                notify_seq: 0,
+                #[cfg(test)]
+                inject_enter: None,
+                #[cfg(test)]
+                inject_flush: None,
                 next_gen: 0,
                 probe_flags: IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_USERDATA,
                 notify_by_poll,
@@ -1138,6 +1273,7 @@ impl Uring {
             ..poll_add(self.wake_fd(), Interest::READABLE, PROBE_UD)
         };
         self.push(&mut st, &sqe)?;
+        // EBADR (dropped completions, the first wait recovers) is Linux 5.19+: multishot too.
         let res = self.probe(&mut st, &poll_remove(PROBE_UD))?;
         Ok(res != -libc::EINVAL)
     }
@@ -1322,6 +1458,8 @@ impl Uring {
                     Ud::Notify { .. } | Ud::Timeout => true,
                     // Only an `EALREADY` asks for more (see `complete_other`).
                     Ud::Remove { .. } => res == -libc::EALREADY,
+                    // Only an `ENOENT` does (see `notify_cancelled`).
+                    Ud::NotifyCancel { .. } => res == -libc::ENOENT,
                     Ud::User { fd, gen } => match st.table.get(&fd) {
                         Some(e) if e.gen == gen && e.mode == Mode::Edge => {
                             kept |= Self::edge_completion(st, fd, ud, res, flags);
@@ -1339,8 +1477,23 @@ impl Uring {
             if !st.ring.overflowed() {
                 return Ok(kept);
             }
-            retry(|| self.enter(0, 0, IORING_ENTER_GETEVENTS, None))?;
+            self.flush_overflow(st)?;
         }
+    }
+
+    /// Has the kernel move the completions of its overflow list into the CQ (a `GETEVENTS`
+    /// that waits for none). Out of line: the CQ overflows only when nobody reaped for long.
+    #[cold]
+    #[inline(never)]
+    fn flush_overflow(
+        &self,
+        #[cfg_attr(not(test), allow(unused_variables))] st: &mut State,
+    ) -> io::Result<()> {
+        #[cfg(test)]
+        if let Some(errno) = st.inject_flush.take() {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
+        retry(|| self.enter(0, 0, IORING_ENTER_GETEVENTS, None)).map(drop)
     }
 
     /// Turns the registrations' completions stashed from `from` on (by a [`probe`], or after
@@ -1373,14 +1526,29 @@ impl Uring {
     /// [`PROBE_UD`] (`sqe`, or one queued before it), stashing the other completions that
     /// arrive meanwhile. A blocked waiter is woken by
     /// them (the CQ tail moves) and reports the stash.
+    ///
+    /// `-EBADR` if the kernel said it dropped completions (the result may be one of them, and
+    /// waiting on would then never end): marked in [`State::dropped`], for the caller or the
+    /// next wait to [`recover`](Self::recover).
     fn probe(&self, st: &mut State, sqe: &IoUringSqe) -> io::Result<i32> {
         self.push(st, sqe)?;
         let mut result = None;
         loop {
-            match self.enter(st.ring.sq_pending(), 1, IORING_ENTER_GETEVENTS, None) {
+            let entered = self.enter(st.ring.sq_pending(), 1, IORING_ENTER_GETEVENTS, None);
+            #[cfg(test)]
+            let entered = st
+                .inject_enter
+                .take()
+                .map_or(entered, |errno| Err(io::Error::from_raw_os_error(errno)));
+            match entered {
                 Ok(_) => {}
                 // EBUSY: the CQ overflowed (flushed by stash_cq); EINTR: a signal.
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EBADR) => {
+                    st.dropped = true;
+                    st.attention = true;
+                    return Ok(-libc::EBADR);
+                }
                 Err(e) => return Err(e),
             }
             self.stash_cq(st, &mut result)?;
@@ -1399,10 +1567,11 @@ impl Uring {
         left: Option<Duration>,
     ) -> io::Result<Round> {
         let mut st = self.lock();
-        if !st.rearm.is_empty() {
-            self.flush_rearm(&mut st)?;
+        let mut notified = false;
+        if st.attention {
+            notified = self.before_wait(&mut st)?;
         }
-        let block = st.must_block(left);
+        let block = !notified && st.must_block(left);
         if let Some(d) = left.filter(|_| block && !self.ext_arg) {
             ws.seq = ws.seq.wrapping_add(1);
             let ud = (u64::from(ws.seq) << 32) | u64::from(TIMEOUT_LOW);
@@ -1430,23 +1599,153 @@ impl Uring {
         let mut st = self.lock();
         // Also after a failed call: other threads' changes wait for the next wait again.
         st.waiting = false;
-        entered?;
-        let notified = self.reap(&mut st, &mut ws.timeout, events)?;
+        #[cfg(test)]
+        let entered = st
+            .inject_enter
+            .take()
+            .map_or(entered, |errno| Err(io::Error::from_raw_os_error(errno)));
+        let lost = match entered {
+            Ok(()) => false,
+            Err(e) => Self::enter_failed(&mut st, e)?,
+        };
+        notified |= self.reap(&mut st, &mut ws.timeout, events);
+        if lost {
+            self.recover(&mut st);
+            notified = true;
+        }
         if let Some(ud) = ws.timeout.take() {
-            // The wait ended before its timeout: cancel it (submitted with the next call).
-            self.push(
-                &mut st,
-                &aimed_at(IORING_OP_TIMEOUT_REMOVE, ud, INTERNAL_UD),
-            )?;
+            // The wait ended before its timeout: cancel it (submitted with the next call;
+            // not `push`, whose error would lose the events just reaped).
+            st.defer(&aimed_at(IORING_OP_TIMEOUT_REMOVE, ud, INTERNAL_UD));
         }
         Ok(Round { notified })
+    }
+
+    /// What a wait does first when [`State::attention`] is set, before it consumes anything:
+    /// returns the error a reap kept ([`State::error`]); recovers if [`Uring::probe`] saw
+    /// dropped completions; pushes the requests a reap left in [`State::deferred`], then
+    /// the re-arms in [`State::rearm`]. Returns whether this round reports a wake-up (a
+    /// recovery re-opened the notifier's flag), in which case it does not block.
+    #[cold]
+    #[inline(never)]
+    fn before_wait(&self, st: &mut State) -> io::Result<bool> {
+        if let Some(e) = st.error.take() {
+            st.attention = st.needs_attention();
+            return Err(e);
+        }
+        if st.dropped {
+            self.recover(st);
+            st.wake_due = true;
+        }
+        let res = self.flush_deferred(st).and_then(|()| self.flush_rearm(st));
+        // After an error, the wake-up stays due, for the next wait.
+        let woke = res.is_ok() && mem::take(&mut st.wake_due);
+        st.attention = st.needs_attention();
+        res.map(|()| woke)
+    }
+
+    /// A wait's `io_uring_enter` failed with `e`. `EBADR` (Linux 5.19+): the kernel dropped
+    /// completions, because the CQ was full and it could not allocate an overflow entry for
+    /// them, and says so once; marked in [`State::dropped`] and `Ok(true)`: the round reaps
+    /// what is there, then [`recover`](Self::recover)s (or, if it fails first, the next wait
+    /// does). Any other error is returned (nothing was consumed).
+    #[cold]
+    #[inline(never)]
+    fn enter_failed(st: &mut State, e: io::Error) -> io::Result<bool> {
+        if e.raw_os_error() != Some(libc::EBADR) {
+            return Err(e);
+        }
+        st.dropped = true;
+        st.attention = true;
+        Ok(true)
+    }
+
+    /// Recovers from completions the kernel dropped (`EBADR`). Which ones is unknown, and a
+    /// lost completion leaves a registration marked armed with no poll in the kernel (it
+    /// would never report again) or the notifier's poll dead (a `notify` would never wake a
+    /// wait), so:
+    ///
+    /// * every registration marked armed is armed anew with a fresh generation, as
+    ///   [`modify`](Poller::modify) does: a `POLL_REMOVE` of the old poll (its completion,
+    ///   or `ENOENT` if it is gone, is ignored for its old generation), then a new poll,
+    ///   which reports the fd if it is ready when it is armed: a lost report comes back
+    ///   (perhaps spuriously). Its token, interest and mode stay, and so does the readiness
+    ///   an Edge registration has not reported yet ([`Entry::pending`], [`State::ready`]).
+    ///   Oneshot registrations already reported (not armed) stay as they are. Re-arms
+    ///   already queued under the old generation are dropped by [`flush_rearm`], or, if in
+    ///   the SQ, submitted ahead of the removal, which ends them.
+    /// * the notifier's flag is re-opened (after a drain: [`Receiver::reset`]), since the
+    ///   wake-up it stands for may be lost; the caller reports a wake-up for it (spurious
+    ///   at worst).
+    /// * the notifier's poll gets an `IORING_OP_ASYNC_CANCEL` ([`NOTIFY_CANCEL_LOW`]) whose
+    ///   result says whether it lived: see [`notify_cancelled`](Self::notify_cancelled).
+    ///
+    /// Nothing is submitted here (this runs in a wait, after its reap, or in `is_stale`):
+    /// the requests are queued with [`State::defer`] and [`Uring::rearm`].
+    ///
+    /// [`flush_rearm`]: Self::flush_rearm
+    #[cold]
+    #[inline(never)]
+    fn recover(&self, st: &mut State) {
+        st.dropped = false;
+        let mut fresh = Vec::new();
+        for (&fd, e) in &mut st.table {
+            if e.armed {
+                st.next_gen = st.next_gen.wrapping_add(1);
+                let old = user_ud(fd, e.gen);
+                e.gen = st.next_gen;
+                fresh.push((fd, e.interest, e.mode, old, user_ud(fd, e.gen)));
+            }
+        }
+        for (fd, interest, mode, old, new) in fresh {
+            st.defer(&poll_remove(old));
+            Self::rearm(st, fd, interest, mode, new);
+        }
+        let target = if st.notify_by_poll {
+            NOTIFY_POLL_UD
+        } else {
+            NOTIFY_MULTI_UD
+        };
+        let cancel = aimed_at(
+            IORING_OP_ASYNC_CANCEL,
+            target,
+            notify_cancel_ud(st.notify_seq),
+        );
+        st.defer(&cancel);
+        self.wake.reset();
+        st.attention = st.needs_attention();
+    }
+
+    /// The completion (`res`) of a recovery's cancel of the notifier's poll, queued when
+    /// [`State::notify_seq`] was `seq`; returns whether it consumed a wake-up. `0`: the poll
+    /// was alive and is cancelled now; its own completion (`ECANCELED`, no `F_MORE`) follows
+    /// and re-arms it, as for any poll of the notifier that ends. `EALREADY`: alive and
+    /// completing: nothing to do (if that ends it, its end re-arms it). `ENOENT`: gone, its
+    /// completion dropped, or posted and handled
+    /// before this one (the kernel posts completions in order, and takes the poll out of
+    /// its table in the same task work that posts its end), in which case a new poll was
+    /// queued since this cancel: so a new poll is queued only if none was
+    /// (`seq == notify_seq`), after a drain (`Receiver::reset`; the write it eats is this
+    /// round's wake-up). Exactly one poll of the notifier lives on either way.
+    #[cold]
+    #[inline(never)]
+    fn notify_cancelled(&self, st: &mut State, seq: u32, res: i32) -> bool {
+        if res != -libc::ENOENT || seq != st.notify_seq {
+            return false;
+        }
+        self.wake.reset();
+        let sqe = self.notify_sqe(st);
+        st.defer(&sqe);
+        true
     }
 
     /// The `io_uring_enter` of a wait round: submits `to_submit` and, if `block`, waits for
     /// a completion for at most `timeout` (passed to the kernel with
     /// `IORING_ENTER_EXT_ARG`; `None`: no limit here). ETIME (the timeout passed), EINTR (a
     /// signal: `wait_loop` waits the rest) and EBUSY (the CQ overflowed: reaping flushes it)
-    /// end the wait without an error. Inlined, so the instruction sits in the caller's loop.
+    /// end the wait without an error; EBADR (dropped completions) is returned, for the caller
+    /// to recover ([`enter_failed`](Self::enter_failed)). Inlined, so the instruction sits in
+    /// the caller's loop.
     #[inline(always)]
     fn enter_wait(&self, to_submit: u32, block: bool, timeout: Option<Duration>) -> io::Result<()> {
         let ts;
@@ -1512,14 +1811,28 @@ impl Uring {
         events: &mut Events,
         left: Option<Duration>,
     ) -> io::Result<Round> {
-        if !st.rearm.is_empty() {
-            self.flush_rearm(st)?;
+        let mut notified = false;
+        if st.attention {
+            notified = self.before_wait(st)?;
         }
-        let block = st.must_block(left);
-        self.enter_wait(st.ring.sq_pending(), block, left)?;
+        let block = !notified && st.must_block(left);
+        let entered = self.enter_wait(st.ring.sq_pending(), block, left);
+        #[cfg(test)]
+        let entered = st
+            .inject_enter
+            .take()
+            .map_or(entered, |errno| Err(io::Error::from_raw_os_error(errno)));
+        let lost = match entered {
+            Ok(()) => false,
+            Err(e) => Self::enter_failed(st, e)?,
+        };
         self.run_deferred(st)?;
         // No fallback timeout in owned mode: a timeout completion is never ours.
-        let notified = self.reap(st, &mut None, events)?;
+        notified |= self.reap(st, &mut None, events);
+        if lost {
+            self.recover(st);
+            notified = true;
+        }
         Ok(Round { notified })
     }
 
@@ -1536,34 +1849,41 @@ impl Uring {
     /// inlined into the caller's loop, and a call made after the system call costs nothing
     /// extra (a return *across* it does); inlined as well, it made the caller's loop larger
     /// and the many-events case (fanin) about 1 % slower.
+    ///
+    /// Never fails: an error here would lose the events already taken off the CQ (and the
+    /// Oneshot registrations already marked disarmed for them). The requests it queues do not
+    /// submit ([`Uring::rearm`], [`State::defer`]); an error flushing the kernel's overflow
+    /// list ends it early, with the events collected so far, and is kept for the next wait
+    /// ([`State::error`]); the completions not taken stay in the kernel.
     #[inline(never)]
-    fn reap(
-        &self,
-        st: &mut State,
-        timeout: &mut Option<u64>,
-        events: &mut Events,
-    ) -> io::Result<bool> {
+    fn reap(&self, st: &mut State, timeout: &mut Option<u64>, events: &mut Events) -> bool {
         let mut notified = false;
         if !st.stash.is_empty() {
             let mut used = 0;
             while used < st.stash.len() && events.remaining() > st.ready.len() {
                 let (ud, res, flags) = st.stash[used];
                 used += 1;
-                notified |= self.complete(st, timeout, events, ud, res, flags)?;
+                notified |= self.complete(st, timeout, events, ud, res, flags);
             }
             st.stash.drain(..used);
         }
         loop {
             if events.remaining() <= st.ready.len() {
-                self.stash_cq(st, &mut None)?;
+                // Not `stash_cq`: no wait is blocked (`waiting` is false), so no NOP to queue.
+                if let Err(e) = self.stash_cq_inner(st, &mut None) {
+                    st.keep_error(e);
+                }
                 break;
             }
             match st.ring.pop() {
                 Some((ud, res, flags)) => {
-                    notified |= self.complete(st, timeout, events, ud, res, flags)?;
+                    notified |= self.complete(st, timeout, events, ud, res, flags);
                 }
                 None if st.ring.overflowed() => {
-                    retry(|| self.enter(0, 0, IORING_ENTER_GETEVENTS, None))?;
+                    if let Err(e) = self.flush_overflow(st) {
+                        st.keep_error(e);
+                        break;
+                    }
                 }
                 None => break,
             }
@@ -1578,7 +1898,7 @@ impl Uring {
                 e.queued = false;
             }
         }
-        Ok(notified)
+        notified
     }
 
     /// Handles one completion; returns whether it was the notifier's. The notifier's
@@ -1593,17 +1913,18 @@ impl Uring {
         ud: u64,
         res: i32,
         flags: u32,
-    ) -> io::Result<bool> {
+    ) -> bool {
         if ud == NOTIFY_MULTI_UD && flags & IORING_CQE_F_MORE != 0 {
             // One eventfd write, one completion; the poll stays armed and the counter is
-            // never read, as with epoll's EPOLLET (see `push_notify`).
+            // never read, as with epoll's EPOLLET (see `notify_sqe`).
             self.wake.reset_edge();
-            return Ok(true);
+            return true;
         }
         self.complete_other(st, timeout, events, ud, res, flags)
     }
 
-    /// [`complete`](Self::complete) for all but a live multishot notifier poll.
+    /// [`complete`](Self::complete) for all but a live multishot notifier poll. What it
+    /// queues does not submit (see [`reap`](Self::reap)).
     #[inline(never)]
     fn complete_other(
         &self,
@@ -1613,13 +1934,14 @@ impl Uring {
         ud: u64,
         res: i32,
         flags: u32,
-    ) -> io::Result<bool> {
+    ) -> bool {
         match decode(ud) {
             Ud::Notify { multi: true } if res == -libc::EINVAL => {
                 // No multishot poll before Linux 5.13: a single-shot poll from now on.
                 st.notify_by_poll = true;
-                self.push_notify(st)?;
-                Ok(false)
+                let sqe = self.notify_sqe(st);
+                st.defer(&sqe);
+                false
             }
             Ud::Notify { .. } => {
                 // A single-shot poll, or a multishot one the kernel ended (cancelled, or a CQ
@@ -1627,10 +1949,12 @@ impl Uring {
                 // first, so the new poll does not fire on old writes: it fires for the
                 // writes of notifies that come after the flag is open (`Receiver::reset`).
                 self.wake.reset();
-                self.push_notify(st)?;
-                Ok(true)
+                let sqe = self.notify_sqe(st);
+                st.defer(&sqe);
+                true
             }
-            Ud::Internal => Ok(false),
+            Ud::NotifyCancel { seq } => self.notify_cancelled(st, seq, res),
+            Ud::Internal => false,
             Ud::Remove { target } => {
                 if res == -libc::EALREADY {
                     // The poll was being woken (its task work pending, which in owned mode
@@ -1638,22 +1962,22 @@ impl Uring {
                     // it cannot take ownership of, and a multishot poll would live on,
                     // holding its file open after the caller closed the fd. An
                     // `ASYNC_CANCEL` marks it cancelled whoever owns it.
-                    self.push(st, &async_cancel(target))?;
+                    st.defer(&async_cancel(target));
                 }
-                Ok(false)
+                false
             }
             Ud::Timeout => {
                 if *timeout == Some(ud) {
                     *timeout = None;
                 }
-                Ok(false)
+                false
             }
             Ud::User { fd, gen } => {
                 let Some(entry) = st.table.get_mut(&fd) else {
-                    return Ok(false);
+                    return false;
                 };
                 if entry.gen != gen {
-                    return Ok(false);
+                    return false;
                 }
                 if entry.mode == Mode::Edge {
                     // As `Self::edge_completion`, without a second lookup.
@@ -1665,14 +1989,14 @@ impl Uring {
                     if queue {
                         st.ready.push_back(fd);
                     }
-                    return Ok(false);
+                    return false;
                 }
                 let entry = *entry;
                 // Cancelled by the kernel (not by us: ours have old generations) or empty:
                 // nothing to report, arm again.
                 if res == -libc::ECANCELED || res == 0 {
                     Self::rearm(st, fd, entry.interest, entry.mode, ud);
-                    return Ok(false);
+                    return false;
                 }
                 let ready = if res < 0 {
                     Ready::ERROR
@@ -1687,7 +2011,7 @@ impl Uring {
                 } else if let Some(e) = st.table.get_mut(&fd) {
                     e.armed = false;
                 }
-                Ok(false)
+                false
             }
         }
     }
@@ -1723,14 +2047,19 @@ impl Uring {
     fn rearm(st: &mut State, fd: RawFd, interest: Interest, mode: Mode, ud: u64) {
         if !st.ring.try_push(&poll_for(fd, interest, mode, ud)) {
             st.rearm.push((fd, interest, ud));
+            st.attention = true;
         }
     }
 
     /// Pushes the re-arms left in [`State::rearm`] whose registration is still current
-    /// (submitting whenever the SQ fills: this runs at the start of a wait).
+    /// (submitting whenever the SQ fills: this runs at the start of a wait). After an error
+    /// the ones not pushed yet stay for the next wait (dropping them would leave their
+    /// registrations marked armed with no poll), as do re-arms queued meanwhile (a
+    /// submission that moved completions aside).
     fn flush_rearm(&self, st: &mut State) -> io::Result<()> {
         let mut rearm = mem::take(&mut st.rearm);
         let mut res = Ok(());
+        let mut done = 0;
         for &(fd, interest, ud) in &rearm {
             let current = match decode(ud) {
                 Ud::User { gen, .. } => st
@@ -1746,14 +2075,38 @@ impl Uring {
                     break;
                 }
             }
+            done += 1;
         }
         // Kept for its capacity: no allocation per wait in steady state.
-        rearm.clear();
+        rearm.drain(..done);
+        rearm.append(&mut st.rearm);
         st.rearm = rearm;
         res
     }
 
-    /// Queues the notifier's request: a multishot `IORING_POLL_ADD` of its eventfd, which
+    /// Pushes the requests left in [`State::deferred`], in order (submitting whenever the SQ
+    /// fills: this runs at the start of a wait). After an error the ones not pushed yet stay,
+    /// in order, for the next wait.
+    fn flush_deferred(&self, st: &mut State) -> io::Result<()> {
+        let mut deferred = mem::take(&mut st.deferred);
+        let mut res = Ok(());
+        let mut done = 0;
+        for sqe in &deferred {
+            res = self.push(st, sqe);
+            if res.is_err() {
+                break;
+            }
+            done += 1;
+        }
+        // Kept for its capacity: no allocation per wait in steady state.
+        deferred.drain(..done);
+        deferred.append(&mut st.deferred);
+        st.deferred = deferred;
+        res
+    }
+
+    /// The notifier's request, counted in [`State::notify_seq`] (the caller queues it): a
+    /// multishot `IORING_POLL_ADD` of its eventfd, which
     /// posts a completion for every write (the eventfd wakes its waiters on each write, and
     /// the counter, never read, keeps it readable) and stays armed. A wake-up then costs
     /// neither a `read(2)` nor a re-arm in the next wait: only the flag is re-opened
@@ -1761,16 +2114,16 @@ impl Uring {
     /// (the wait returns anyway) or writes, which posts a new completion. This is mio's
     /// EPOLLET waker on io_uring. Without multishot poll ([`State::notify_by_poll`]), a
     /// single-shot poll, drained and re-armed after each wake-up.
-    fn push_notify(&self, st: &mut State) -> io::Result<()> {
+    fn notify_sqe(&self, st: &mut State) -> IoUringSqe {
+        st.notify_seq = st.notify_seq.wrapping_add(1);
         let fd = self.wake_fd();
         if st.notify_by_poll {
-            return self.push(st, &poll_add(fd, Interest::READABLE, NOTIFY_POLL_UD));
+            return poll_add(fd, Interest::READABLE, NOTIFY_POLL_UD);
         }
-        let sqe = IoUringSqe {
+        IoUringSqe {
             len: IORING_POLL_ADD_MULTI,
             ..poll_add(fd, Interest::READABLE, NOTIFY_MULTI_UD)
-        };
-        self.push(st, &sqe)
+        }
     }
 
     fn wake_fd(&self) -> RawFd {
@@ -1913,9 +2266,15 @@ mod tests {
         let target = user_ud(7, 0xdead_beef);
         assert!(matches!(decode(remove_ud(target)), Ud::Remove { target: t } if t == target));
         assert_eq!(remove_ud(user_ud(i32::MAX, 1)), INTERNAL_UD);
+        assert_eq!(remove_ud(user_ud(i32::MAX - 4, 1)), INTERNAL_UD);
         assert!(matches!(
-            decode(remove_ud(user_ud(i32::MAX - 4, 1))),
+            decode(remove_ud(user_ud(i32::MAX - 5, 1))),
             Ud::Remove { .. }
+        ));
+        // A recovery's cancel of the notifier's poll keeps its tag.
+        assert!(matches!(
+            decode(notify_cancel_ud(0xdead_beef)),
+            Ud::NotifyCancel { seq: 0xdead_beef }
         ));
     }
 
@@ -2397,5 +2756,443 @@ mod tests {
         let start = std::time::Instant::now();
         assert_eq!(p.wait(&mut events, Some(t)).unwrap(), 0);
         assert!(start.elapsed() >= t);
+    }
+
+    /// How the tests below make the poller recover from dropped completions: by calling
+    /// [`Uring::recover`] itself, or through a wait or an `is_stale` probe whose
+    /// `io_uring_enter` reports `EBADR` (injected: the kernel drops a completion only when
+    /// it cannot allocate memory).
+    #[derive(Clone, Copy, Debug)]
+    enum Recovery {
+        Direct,
+        WaitEbadr,
+        ProbeEbadr,
+    }
+
+    /// One `io_uring_enter` that submits what is queued and waits for a completion for at
+    /// most `t` (`IORING_ENTER_EXT_ARG`).
+    fn enter_timed(p: &Uring, st: &State, t: Duration) {
+        let ts = kernel_timespec(t);
+        let arg = IoUringGeteventsArg {
+            sigmask: 0,
+            sigmask_sz: 0,
+            pad: 0,
+            ts: (&ts as *const KernelTimespec) as u64,
+        };
+        let flags = IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG;
+        match p.enter(st.ring.sq_pending(), 1, flags, Some(&arg)) {
+            Ok(_) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR)) => {}
+            Err(e) => panic!("io_uring_enter: {e}"),
+        }
+    }
+
+    /// Kills the kernel's polls of every armed registration (and of the notifier, if
+    /// `notifier`) behind the table's back, and throws their completions away, as the kernel
+    /// does when it drops them: an `ASYNC_CANCEL` of each, then every completion is taken
+    /// off the CQ and discarded until each of those polls has posted its end (and each
+    /// cancel its result).
+    fn lose_completions(p: &Uring, notifier: bool) {
+        let mut st = p.lock();
+        assert!(p.ext_arg, "EXT_ARG is Linux 5.11+");
+        assert!(st.stash.is_empty() && st.ready.is_empty());
+        let mut polls: std::collections::HashSet<u64> = st
+            .table
+            .iter()
+            .filter(|(_, e)| e.armed)
+            .map(|(&fd, e)| user_ud(fd, e.gen))
+            .collect();
+        if notifier {
+            polls.insert(NOTIFY_MULTI_UD);
+        }
+        for &ud in &polls {
+            p.push(&mut st, &aimed_at(IORING_OP_ASYNC_CANCEL, ud, PROBE_UD))
+                .unwrap();
+        }
+        let mut cancels = polls.len();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while cancels > 0 || !polls.is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "polls not ended: {polls:?}"
+            );
+            enter_timed(p, &st, Duration::from_millis(100));
+            while let Some((ud, _, flags)) = st.ring.pop() {
+                if ud == PROBE_UD {
+                    cancels -= 1;
+                } else if flags & IORING_CQE_F_MORE == 0 {
+                    polls.remove(&ud);
+                }
+            }
+        }
+        assert!(!st.ring.overflowed());
+    }
+
+    /// The poll requests alive in the kernel (`PollList` of the ring's fdinfo), if the kernel
+    /// lists them.
+    fn live_polls(p: &Uring) -> Option<usize> {
+        let info =
+            std::fs::read_to_string(format!("/proc/self/fdinfo/{}", p.ring_fd.as_raw_fd())).ok()?;
+        let (_, list) = info.split_once("PollList:\n")?;
+        Some(
+            list.lines()
+                .take_while(|l| l.starts_with(' ') || l.starts_with('\t'))
+                .filter(|l| l.contains("op=6,"))
+                .count(),
+        )
+    }
+
+    /// Waits until `want` (tokens) have all been reported, for at most 5 s; returns every
+    /// token reported meanwhile. Each reported fd is read dry (`pairs[token].0`).
+    fn collect(
+        p: &Uring,
+        events: &mut Events,
+        pairs: &[(UnixStream, UnixStream)],
+        want: &std::collections::BTreeSet<u64>,
+    ) -> std::collections::BTreeSet<u64> {
+        let mut got = std::collections::BTreeSet::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !got.is_superset(want) {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            p.wait(events, Some(deadline - now)).unwrap();
+            for ev in events.iter() {
+                got.insert(ev.token());
+                let mut buf = [0u8; 16];
+                while (&pairs[ev.token() as usize].0).read(&mut buf).is_ok() {}
+            }
+        }
+        got
+    }
+
+    /// A `notify` from another thread, made once this thread's wait is about to block in
+    /// `io_uring_enter` (or blocks there), wakes it within 5 s.
+    fn notify_wakes_blocked_wait(p: &Uring) -> bool {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                while !p.lock().waiting && std::time::Instant::now() < deadline {
+                    std::thread::yield_now();
+                }
+                p.notify().unwrap();
+            });
+            notified(p, Duration::from_secs(5))
+        })
+    }
+
+    /// Completions the kernel dropped (`EBADR`) are recovered: with the kernel's polls of
+    /// every registration (Level, Oneshot, Edge; some readable when they were lost, some
+    /// not) and of the notifier (or not: then it must stay one poll) gone and their
+    /// completions thrown away, and a `notify` whose wake-up was lost with them, nothing is
+    /// reported (the hang this fixes); after a recovery (direct, or through a wait or an
+    /// `is_stale` probe that saw `EBADR`), every fd readable before is reported with its
+    /// token, every fd made readable after too, a wait with nothing ready and no notify
+    /// times out with no event and no wake-up, the kernel holds exactly one poll per armed
+    /// registration plus one of the notifier (where its fdinfo lists them), and a `notify`
+    /// from another thread wakes a blocked wait, twice. On a shared ring and on an owned one.
+    #[test]
+    fn dropped_completions_are_recovered() {
+        for owned in [false, true] {
+            let p = if owned {
+                Uring::new_owned()
+            } else {
+                Uring::new()
+            }
+            .expect("io_uring_setup");
+            if owned && p.owner.is_none() {
+                eprintln!("owned mode needs Linux 6.1+: skipped");
+                continue;
+            }
+            recovers_from_dropped_completions(&p, owned);
+        }
+    }
+
+    fn recovers_from_dropped_completions(p: &Uring, owned: bool) {
+        use std::collections::BTreeSet;
+        const PER: usize = 2;
+        let modes = [Mode::Level, Mode::Oneshot, Mode::Edge];
+        // Token i: mode `modes[i / (2 * PER)]`; readable before the loss if `early(i)`.
+        let mode_of = |i: usize| modes[i / (2 * PER)];
+        let early = |i: usize| (i / PER) % 2 == 0;
+        let pairs: Vec<_> = (0..modes.len() * 2 * PER)
+            .map(|_| nonblocking_pair())
+            .collect();
+        for (i, (a, _)) in pairs.iter().enumerate() {
+            p.register(a.as_raw_fd(), i as u64, Interest::READABLE, mode_of(i))
+                .unwrap();
+        }
+        let tokens = |f: &dyn Fn(usize) -> bool| -> BTreeSet<u64> {
+            (0..pairs.len())
+                .filter(|&i| f(i))
+                .map(|i| i as u64)
+                .collect()
+        };
+        let level_fd = pairs[0].0.as_raw_fd();
+        assert_eq!(mode_of(0), Mode::Level);
+        let mut events = Events::with_capacity(64);
+        // With the notifier's poll lost too, or alive (its completions were not among the
+        // lost ones: the recovery must not add a second poll).
+        for (how, notifier_lost) in [
+            (Recovery::Direct, true),
+            (Recovery::WaitEbadr, true),
+            (Recovery::ProbeEbadr, true),
+            (Recovery::Direct, false),
+            (Recovery::WaitEbadr, false),
+        ] {
+            let what = format!("owned {owned}, {how:?}, notifier lost {notifier_lost}");
+            // The Oneshot registrations reported last time: armed again.
+            for (i, (a, _)) in pairs.iter().enumerate() {
+                if mode_of(i) == Mode::Oneshot {
+                    p.modify(a.as_raw_fd(), i as u64, Interest::READABLE, Mode::Oneshot)
+                        .unwrap();
+                }
+            }
+            assert!(poll_now(p, &mut events).is_empty(), "{what}");
+            for (i, (_, b)) in pairs.iter().enumerate() {
+                if early(i) {
+                    (&*b).write_all(b"x").unwrap();
+                }
+            }
+            lose_completions(p, notifier_lost);
+            // The loss: no report of the readable fds (and no wake-up for a notify).
+            if notifier_lost {
+                p.notify().unwrap();
+            }
+            assert!(!notified(p, Duration::ZERO), "{what}");
+            match how {
+                Recovery::Direct => p.recover(&mut p.lock()),
+                Recovery::WaitEbadr => {
+                    p.lock().inject_enter = Some(libc::EBADR);
+                    // Not an error: the wait recovers and returns as woken.
+                    assert_eq!(p.wait(&mut events, Some(Duration::ZERO)).unwrap(), 0);
+                }
+                Recovery::ProbeEbadr => {
+                    p.lock().inject_enter = Some(libc::EBADR);
+                    assert!(!p.is_stale(level_fd).unwrap(), "{what}");
+                    // Recovered in there; the wake-up is the next wait's (which also
+                    // reports the fds, re-armed and ready: collected below).
+                    let st = p.lock();
+                    assert!(st.wake_due && st.attention, "{what}");
+                }
+            }
+            assert!(!p.lock().dropped, "{what}");
+            let want = tokens(&early);
+            assert_eq!(collect(p, &mut events, &pairs, &want), want, "{what}");
+            assert!(!p.lock().wake_due, "{what}");
+            for (i, (_, b)) in pairs.iter().enumerate() {
+                if !early(i) {
+                    (&*b).write_all(b"y").unwrap();
+                }
+            }
+            let want = tokens(&|i| !early(i));
+            assert_eq!(collect(p, &mut events, &pairs, &want), want, "{what}");
+            // The wake-ups the recovery left (spurious) are consumed; then none comes
+            // without a notify.
+            let mut settled = false;
+            for _ in 0..8 {
+                if !notified(p, Duration::ZERO) {
+                    settled = true;
+                    break;
+                }
+            }
+            assert!(settled, "{what}: woken again and again");
+            assert!(!notified(p, Duration::from_millis(20)), "{what}");
+            // Level and Edge polls (Oneshot ones reported, disarmed) and the notifier's.
+            if let Some(n) = live_polls(p) {
+                assert_eq!(n, 4 * PER + 1, "{what}: polls in the kernel");
+            }
+            for _ in 0..2 {
+                assert!(notify_wakes_blocked_wait(p), "{what}");
+                assert!(!notified(p, Duration::ZERO), "{what}");
+            }
+            assert!(!notified(p, Duration::from_millis(20)), "{what}");
+        }
+        for (a, _) in &pairs {
+            p.deregister(a.as_raw_fd()).unwrap();
+        }
+        assert!(poll_now(p, &mut events).is_empty());
+        if let Some(n) = live_polls(p) {
+            assert_eq!(n, 1, "owned {owned}: only the notifier's poll is left");
+        }
+    }
+
+    /// A reap never submits (nor fails on) what it queues: a notifier poll that ends in a
+    /// wait whose Level re-arms filled the SQ is kept in `deferred`, the wait returns every
+    /// event of its round (each fd once: submitting the re-arms then would have reported
+    /// the unread fds again in the same wait), the next wait pushes it first (and reports
+    /// nothing stale once the fds are read), and the notifier works again, with one poll.
+    #[test]
+    fn reap_defers_what_does_not_fit() {
+        let p = Uring::new().expect("io_uring_setup");
+        let n = SQ_ENTRIES as usize + 44;
+        let pairs: Vec<_> = (0..n).map(|_| nonblocking_pair()).collect();
+        for (i, (a, _)) in pairs.iter().enumerate() {
+            p.register(a.as_raw_fd(), i as u64, Interest::READABLE, Mode::Level)
+                .unwrap();
+        }
+        let mut events = Events::with_capacity(n + 8);
+        assert!(poll_now(&p, &mut events).is_empty());
+        for (_, b) in &pairs {
+            (&*b).write_all(b"x").unwrap();
+        }
+        {
+            // The notifier's poll ends (cancelled, as the kernel may end it) after every
+            // fd's completion, which the writes posted; all of them are moved aside.
+            let mut st = p.lock();
+            let cancel = aimed_at(IORING_OP_ASYNC_CANCEL, NOTIFY_MULTI_UD, PROBE_UD);
+            assert_eq!(p.probe(&mut st, &cancel).unwrap(), 0);
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while !st.stash.iter().any(|c| c.0 == NOTIFY_MULTI_UD) {
+                assert!(std::time::Instant::now() < deadline);
+                enter_timed(&p, &st, Duration::from_millis(100));
+                p.stash_cq(&mut st, &mut None).unwrap();
+            }
+            assert_eq!(st.stash.len(), n + 1);
+            assert_eq!(st.stash[n].0, NOTIFY_MULTI_UD);
+        }
+        assert_eq!(p.wait(&mut events, Some(Duration::ZERO)).unwrap(), n);
+        let mut tokens: Vec<u64> = events.iter().map(|e| e.token()).collect();
+        tokens.sort_unstable();
+        tokens.dedup();
+        assert_eq!(tokens.len(), n, "each fd once");
+        {
+            let st = p.lock();
+            assert_eq!(
+                st.ring.sq_pending(),
+                SQ_ENTRIES,
+                "the SQ is full of re-arms"
+            );
+            assert_eq!(st.rearm.len(), n - SQ_ENTRIES as usize);
+            assert_eq!(st.deferred.len(), 1, "the notifier's re-arm is deferred");
+            assert_eq!(st.deferred[0].user_data, NOTIFY_MULTI_UD);
+            assert!(st.attention);
+        }
+        for (a, _) in &pairs {
+            let mut buf = [0u8; 4];
+            assert_eq!((&*a).read(&mut buf).unwrap(), 1);
+        }
+        assert!(poll_now(&p, &mut events).is_empty(), "nothing stale");
+        {
+            let st = p.lock();
+            assert!(st.deferred.is_empty() && st.rearm.is_empty() && !st.attention);
+            assert!(st.deferred.capacity() > 0, "capacity kept");
+        }
+        assert!(!notified(&p, Duration::from_millis(20)));
+        if let Some(live) = live_polls(&p) {
+            assert_eq!(live, n + 1, "one poll per fd and the notifier's");
+        }
+        for _ in 0..2 {
+            assert!(notify_wakes_blocked_wait(&p));
+            assert!(!notified(&p, Duration::ZERO));
+        }
+        for (a, _) in &pairs {
+            p.deregister(a.as_raw_fd()).unwrap();
+        }
+    }
+
+    /// An error flushing the kernel's overflow list in a reap ends it early but does not lose
+    /// the events it collected: the wait returns them (a Oneshot fd, disarmed once
+    /// reported, would otherwise never be reported), the next wait returns the error before
+    /// it consumes anything, and the one after reports the completion that was in the
+    /// overflow list.
+    #[test]
+    fn reap_error_keeps_the_events_of_its_round() {
+        let p = Uring::new().expect("io_uring_setup");
+        let (a, mut a_peer) = nonblocking_pair();
+        let (b, mut b_peer) = nonblocking_pair();
+        p.register(a.as_raw_fd(), 1, Interest::READABLE, Mode::Oneshot)
+            .unwrap();
+        p.register(b.as_raw_fd(), 2, Interest::READABLE, Mode::Oneshot)
+            .unwrap();
+        let mut events = Events::with_capacity(8);
+        assert!(poll_now(&p, &mut events).is_empty());
+        // a's completion first (this thread submitted the poll and posts it on its way back
+        // from `write`), then NOPs up to a full CQ...
+        a_peer.write_all(b"x").unwrap();
+        let nop = IoUringSqe {
+            opcode: IORING_OP_NOP,
+            user_data: INTERNAL_UD,
+            ..IoUringSqe::default()
+        };
+        let fill = |st: &mut State, mut k: u32| {
+            while k > 0 {
+                let batch = k.min(SQ_ENTRIES);
+                for _ in 0..batch {
+                    assert!(st.ring.try_push(&nop));
+                }
+                let submitted = retry(|| p.enter(batch, 0, 0, None)).unwrap();
+                assert_eq!(submitted, batch);
+                k -= batch;
+            }
+        };
+        {
+            let mut st = p.lock();
+            assert_eq!(st.ring.cq_len(), 1);
+            fill(&mut st, CQ_ENTRIES - 1);
+            assert_eq!(st.ring.cq_len(), CQ_ENTRIES);
+        }
+        // ...so that b's completion, and more NOPs, go to the overflow list.
+        b_peer.write_all(b"x").unwrap();
+        {
+            let mut st = p.lock();
+            fill(&mut st, 8);
+            assert!(st.ring.overflowed());
+            st.inject_flush = Some(libc::ENOMEM);
+        }
+        assert_eq!(
+            p.wait(&mut events, Some(Duration::from_secs(5))).unwrap(),
+            1
+        );
+        let got: Vec<_> = events.iter().map(|e| (e.token(), e.ready())).collect();
+        assert_eq!(got, [(1, Ready::READABLE)]);
+        let err = p.wait(&mut events, Some(Duration::ZERO)).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::ENOMEM));
+        assert!(p.lock().ring.overflowed(), "nothing consumed");
+        assert_eq!(
+            p.wait(&mut events, Some(Duration::from_secs(5))).unwrap(),
+            1
+        );
+        let got: Vec<_> = events.iter().map(|e| (e.token(), e.ready())).collect();
+        assert_eq!(got, [(2, Ready::READABLE)]);
+        assert!(poll_now(&p, &mut events).is_empty());
+        assert!(!p.lock().attention);
+    }
+
+    /// A recovery whose removal of a live poll did not fit in the SQ (deferred) does not keep
+    /// that poll, and its file, past `deregister`: the file is released at once, so the peer
+    /// of a socket closed right after reads the end of the stream.
+    #[test]
+    fn deregister_after_a_deferred_recovery_releases_the_file() {
+        let p = Uring::new().expect("io_uring_setup");
+        let (a, b) = nonblocking_pair();
+        b.set_nonblocking(true).unwrap();
+        p.register(a.as_raw_fd(), 1, Interest::READABLE, Mode::Level)
+            .unwrap();
+        let mut events = Events::with_capacity(8);
+        assert!(poll_now(&p, &mut events).is_empty());
+        {
+            // The SQ full (as a reap's re-arms can leave it) when the recovery runs: the
+            // removal of the live poll is deferred.
+            let mut st = p.lock();
+            let nop = IoUringSqe {
+                opcode: IORING_OP_NOP,
+                user_data: INTERNAL_UD,
+                ..IoUringSqe::default()
+            };
+            while st.ring.try_push(&nop) {}
+            p.recover(&mut st);
+            assert!(st
+                .deferred
+                .iter()
+                .any(|sqe| sqe.opcode == IORING_OP_POLL_REMOVE));
+        }
+        p.deregister(a.as_raw_fd()).unwrap();
+        drop(a);
+        let mut buf = [0u8; 1];
+        assert_eq!((&b).read(&mut buf).unwrap(), 0, "end of file");
+        assert!(poll_now(&p, &mut events).is_empty());
+        assert!(p.lock().deferred.is_empty());
     }
 }
