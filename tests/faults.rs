@@ -16,7 +16,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use faults_util::{bump, close_behind_back, counter, new_loop, raw, run_until_count};
+use faults_util::{bump, counter, fd_out_of_the_way, new_loop, raw, run_until_count};
 use ioloop::{Interest, IoLoop, Mode, Poller, Ready, TimeoutId};
 use util::{assert_kind, backend_tests, drain, send, socketpair};
 
@@ -45,14 +45,18 @@ fn closed_fd_without_remove_neither_spins_nor_fails<P: Poller>() {
     let lp = new_loop::<P>();
     let healthy: Vec<_> = (0..3).map(|_| counted_reader(&lp)).collect();
     let (_peer, victim) = socketpair();
+    // Moved to a high number, which stays closed once closed: the kernel gives each new fd
+    // the lowest free number, so the other tests of this process, running alongside, would
+    // soon reopen a low one (and this test then saw no error for it).
+    let vfd = fd_out_of_the_way(victim);
     let calls = Rc::new(RefCell::new(Vec::<Ready>::new()));
     let c = calls.clone();
-    lp.add_handler(&victim, Interest::READABLE, move |_, _, r| {
+    lp.add_handler(vfd, Interest::READABLE, move |_, _, r| {
         c.borrow_mut().push(r)
     })
     .unwrap();
     assert_eq!(lp.handler_count(), 4);
-    let vfd = close_behind_back(victim);
+    nix::unistd::close(vfd).expect("close");
 
     // One timer 50 ms away: the loop must sleep until it, not spin on the closed fd.
     let fired = Rc::new(Cell::new(None::<Instant>));

@@ -701,7 +701,10 @@ impl<T: AsFd> Async<T> {
     ///
     /// # Errors
     ///
-    /// What removing the handler reports.
+    /// What removing the handler reports (the poller's `deregister` failed: rare, such as
+    /// `ENOMEM`). The I/O object is then dropped, as async-io does: its fd is closed, which
+    /// also ends what the kernel still held of the registration, whereas an fd handed back
+    /// still registered would be reported to a loop that no longer has its handler.
     pub fn into_inner(mut self) -> io::Result<T> {
         let io = self.io.take().expect("Async used after into_inner");
         self.source.ops.remove_source(&self.source)?;

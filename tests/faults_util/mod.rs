@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::cell::Cell;
-use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::rc::Rc;
 use std::sync::Mutex;
@@ -66,12 +66,14 @@ pub fn inode_of(fd: RawFd) -> Option<u64> {
         .map(|m| m.ino())
 }
 
-/// Closes the fd behind `x` without telling anybody (the "closed behind the loop's back"
-/// case); returns its number.
-pub fn close_behind_back(x: impl IntoRawFd) -> RawFd {
-    let fd = x.into_raw_fd();
-    nix::unistd::close(fd).expect("close");
-    fd
+/// Moves `x` to a number of at least 900 (below select's `FD_SETSIZE`, far above what the
+/// tests of one process hold at once) and returns that number, which the caller now owns
+/// (and closes: the "closed behind the loop's back" case). A closed high number stays closed:
+/// the kernel gives every new fd the lowest free number, so a low one would soon be reused
+/// by the tests running alongside in the same process.
+pub fn fd_out_of_the_way(x: impl AsFd) -> RawFd {
+    use nix::fcntl::{fcntl, FcntlArg};
+    fcntl(x.as_fd(), FcntlArg::F_DUPFD_CLOEXEC(900)).expect("F_DUPFD_CLOEXEC")
 }
 
 /// The raw fd of `x`.
