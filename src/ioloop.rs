@@ -285,7 +285,11 @@ impl<P: Poller> IoLoop<P> {
         })
     }
 
-    /// The poller underneath (for registrations this loop does not dispatch, or its notifier).
+    /// The poller underneath: for its [`notifier`](Poller::notifier), what it
+    /// [`supports`](Poller::supports), or [`is_stale`](Poller::is_stale). Do not register fds
+    /// on it directly: the loop's wait takes every event of the poller and reads each token as
+    /// one of its own handlers', so such an fd's events would be lost, or given to the
+    /// handler whose token matches (and a level-triggered one would keep the loop spinning).
     pub fn poller(&self) -> &P {
         &self.inner.shared.poller
     }
@@ -308,12 +312,24 @@ impl<P: Poller> IoLoop<P> {
     /// (level-triggered: again on every iteration while it stays ready).
     ///
     /// The loop does not own `fd`: remove the handler before closing it. An fd closed without
-    /// removal never wedges the loop, and its handler gets one last call with
+    /// removal never wedges the loop (on epoll, unless a duplicate keeps its file open:
+    /// below), and its handler gets one last call with
     /// [`Ready::ERROR`] and is removed: at the next wait on poll and select (and on io_uring
     /// when the fd had events in flight); on epoll, whose kernel forgets the fd silently, and
     /// on io_uring, whose poll keeps the closed file, when a new handler is added for the
     /// reused fd number ([`Poller::is_stale`] tells). kqueue keeps the number registered:
-    /// adding a handler for it there is `AlreadyExists` until the stale one is removed.
+    /// adding a handler for it there is `AlreadyExists` until the stale one is removed. So is
+    /// it on poll and select (and on io_uring before the stale fd's poll was submitted) when
+    /// the number is reused before the loop waits again (say, by an `accept` in the same
+    /// iteration): nothing then tells the new file from the old one, and the stale handler
+    /// is called for the new file's events until it is removed. Remove handlers before
+    /// closing their fds.
+    ///
+    /// On epoll, an fd closed while a duplicate of it (`dup`, `fork`, `SCM_RIGHTS`) keeps
+    /// the file open stays in the kernel's interest list, which nothing can then remove (it
+    /// needs an fd of that file): its events keep coming under the stale registration,
+    /// which the loop drops, and a level-triggered one keeps the loop from sleeping until
+    /// the last duplicate is closed. As epoll's own documentation says: deregister first.
     ///
     /// # Errors
     ///
@@ -514,7 +530,8 @@ impl<P: Poller> IoLoop<P> {
     /// # Errors
     ///
     /// `NotFound` if `fd` has no handler (also on a second removal), `InvalidInput` if
-    /// `fd < 0`. An fd that was already closed is removed without error.
+    /// `fd < 0`. An fd that was already closed is removed without error (but see
+    /// [`add_handler`](Self::add_handler) on epoll and a closed fd's duplicates).
     pub fn remove_handler(&self, fd: impl HandlerFd) -> io::Result<()> {
         let fd = fd.handler_fd();
         self.remove_slot(fd, None)
@@ -625,7 +642,9 @@ impl<P: Poller> IoLoop<P> {
     /// removed before, or is unknown). O(1); cancelled entries are purged once they outnumber
     /// the live ones.
     pub fn remove_timeout(&self, id: TimeoutId) -> bool {
-        self.inner.timers.borrow_mut().remove(id)
+        let callback = self.inner.timers.borrow_mut().remove(id);
+        // Dropped with nothing borrowed: what it captured may use the loop's timers.
+        callback.is_some()
     }
 
     /// How many timers are pending.
@@ -1062,7 +1081,9 @@ struct LentPeriodic<'a, P: Poller> {
 impl<P: Poller> Drop for LentPeriodic<'_, P> {
     fn drop(&mut self) {
         if let Some(f) = self.f.take() {
-            self.lp.inner.timers.borrow_mut().restore_every(self.id, f);
+            let left = self.lp.inner.timers.borrow_mut().restore_every(self.id, f);
+            // Cancelled while it ran: dropped with nothing borrowed (see `remove_timeout`).
+            drop(left);
         }
     }
 }

@@ -141,21 +141,33 @@ impl<F, G> Timers<F, G> {
         self.heap.push(Reverse((ns, self.seq, slot, gen)));
     }
 
-    /// Cancels a pending timer; `false` if `id` is not pending (fired, removed, or unknown).
-    pub(crate) fn remove(&mut self, id: TimeoutId) -> bool {
+    /// Cancels a pending timer and returns its callback, for the caller to drop once it has
+    /// let go of the timers (a callback's captures may use the loop when dropped: a `Sleep`
+    /// cancels its own timer); `None` if `id` is not pending (fired, removed, or unknown).
+    pub(crate) fn remove(&mut self, id: TimeoutId) -> Option<Callback<F, G>> {
         if id.owner != self.owner {
-            return false;
+            return None;
         }
-        match self.slots.get_mut(id.slot as usize) {
-            Some(s) if s.gen == id.gen && s.callback.is_some() => {
-                s.callback = None;
-                s.gen = s.gen.wrapping_add(1);
-                self.free.push(id.slot);
-                self.stale += 1;
-                self.compact();
-                true
-            }
-            _ => false,
+        let s = self
+            .slots
+            .get_mut(id.slot as usize)
+            .filter(|s| s.gen == id.gen)?;
+        let callback = s.callback.take()?;
+        self.release(id.slot);
+        self.stale += 1;
+        self.compact();
+        Some(callback)
+    }
+
+    /// Ends the current use of `slot` (its callback already taken): a new generation, so
+    /// that the ids handed out for it are unknown from now on, and back to the free list,
+    /// unless the generation wrapped: the slot is then retired for good, since its next
+    /// use would hand out the ids of its first one again.
+    fn release(&mut self, slot: u32) {
+        let s = &mut self.slots[slot as usize];
+        s.gen = s.gen.wrapping_add(1);
+        if s.gen != 0 {
+            self.free.push(slot);
         }
     }
 
@@ -255,8 +267,7 @@ impl<F, G> Timers<F, G> {
                     let Some(Callback::Once(f)) = s.callback.take() else {
                         unreachable!()
                     };
-                    s.gen = s.gen.wrapping_add(1);
-                    self.free.push(slot);
+                    self.release(slot);
                     return Some(Due::Once(f));
                 }
                 None => unreachable!("live timer slot without a callback"),
@@ -264,14 +275,19 @@ impl<F, G> Timers<F, G> {
         }
     }
 
-    /// Gives a periodic callback back after it ran, if its timer is still pending.
-    pub(crate) fn restore_every(&mut self, id: TimeoutId, g: G) {
-        if let Some(s) = self.slots.get_mut(id.slot as usize) {
-            if s.gen == id.gen {
-                if let Some(Callback::Every(p)) = &mut s.callback {
-                    p.f = Some(g);
-                }
+    /// Gives a periodic callback back after it ran, if its timer is still pending; else
+    /// returns it, for the caller to drop once it has let go of the timers (see
+    /// [`remove`](Self::remove)).
+    pub(crate) fn restore_every(&mut self, id: TimeoutId, g: G) -> Option<G> {
+        match self.slots.get_mut(id.slot as usize) {
+            Some(Slot {
+                gen,
+                callback: Some(Callback::Every(p)),
+            }) if *gen == id.gen => {
+                p.f = Some(g);
+                None
             }
+            _ => Some(g),
         }
     }
 }
@@ -315,6 +331,31 @@ mod tests {
         assert_eq!(t.len(), 0);
     }
 
+    /// A slot whose generation wraps is retired: a new timer never gets an id that an old
+    /// timer of the same slot had, so a stale id stays unknown.
+    #[test]
+    fn a_slot_is_retired_when_its_generation_wraps() {
+        let mut t = T::new(0);
+        let far = Instant::now() + Duration::from_secs(3600);
+        let first = t.insert(far, Callback::Once(1));
+        assert!(t.remove(first).is_some());
+        // Reused: same slot, next generation.
+        let second = t.insert(far, Callback::Once(2));
+        assert_eq!(second.slot, first.slot);
+        assert_ne!(second.gen, first.gen);
+        // Fast-forward to the last generation before the wrap.
+        t.slots[second.slot as usize].gen = u32::MAX;
+        let last = TimeoutId {
+            gen: u32::MAX,
+            ..second
+        };
+        assert!(t.remove(last).is_some());
+        let next = t.insert(far, Callback::Once(3));
+        assert_ne!(next.slot, first.slot, "the wrapped slot was reused");
+        assert!(t.remove(first).is_none(), "a stale id removed a new timer");
+        assert_eq!(t.len(), 1);
+    }
+
     #[test]
     fn cancelled_garbage_stays_bounded() {
         let mut t = T::new(0);
@@ -322,12 +363,12 @@ mod tests {
         let live = t.insert(far, Callback::Once(0));
         for i in 0..100_000 {
             let id = t.insert(far, Callback::Once(i));
-            assert!(t.remove(id));
-            assert!(!t.remove(id), "second remove of the same id");
+            assert!(t.remove(id).is_some());
+            assert!(t.remove(id).is_none(), "second remove of the same id");
         }
         assert_eq!(t.len(), 1);
         assert!(t.heap_len() <= 200, "heap holds {} entries", t.heap_len());
-        assert!(t.remove(live));
+        assert!(t.remove(live).is_some());
     }
 
     #[test]

@@ -220,6 +220,64 @@ fn periodic_cancelled_from_inside_itself() {
     assert_eq!(ticks.get(), 3, "the cancelled periodic ran again");
 }
 
+/// Cancels a timer when dropped, as a `Sleep` or an RAII guard does.
+struct Cancel(IoLoop, TimeoutId, Rc<Cell<bool>>);
+
+impl Drop for Cancel {
+    fn drop(&mut self) {
+        self.2.set(self.0.remove_timeout(self.1));
+    }
+}
+
+/// A timer's callback is dropped with nothing of the loop borrowed, so what it captured may
+/// use the loop's timers as it goes: a one-shot timer cancelled by `remove_timeout`, and a
+/// periodic one that cancels itself, each owning a guard that cancels another timer. (The
+/// guard's `remove_timeout` panicked with "already borrowed" inside the first, and left the
+/// queue miscounted.)
+#[test]
+fn a_dropped_timer_callback_may_cancel_timers() {
+    let lp = new_loop();
+    let other = lp.call_later(Duration::from_secs(3600), |_| panic!("cancelled"));
+    let cancelled = Rc::new(Cell::new(false));
+    let guard = Cancel(lp.clone(), other, cancelled.clone());
+    let owner = lp.call_later(Duration::from_secs(3600), move |_| drop(guard));
+    assert!(lp.remove_timeout(owner));
+    assert!(
+        cancelled.get(),
+        "the guard's remove_timeout found the other timer"
+    );
+    assert_eq!(lp.timer_count(), 0);
+    assert!(!lp.remove_timeout(other));
+
+    // A periodic timer that removes itself, holding a guard for another timer.
+    let other = lp.call_later(Duration::from_secs(3600), |_| panic!("cancelled"));
+    let cancelled = Rc::new(Cell::new(false));
+    let guard = Cancel(lp.clone(), other, cancelled.clone());
+    let me = Rc::new(Cell::new(None::<TimeoutId>));
+    let m = me.clone();
+    let id = lp
+        .call_every(MS, move |lp| {
+            let _keep = &guard;
+            lp.remove_timeout(m.get().expect("id"));
+        })
+        .unwrap();
+    me.set(Some(id));
+    lp.run_until(|lp| lp.timer_count() == 0).unwrap();
+    assert!(
+        cancelled.get(),
+        "the guard's remove_timeout found the other timer"
+    );
+    assert!(!lp.remove_timeout(other));
+    assert!(!lp.remove_timeout(id));
+    assert!(lp.timer_queue_len() <= 2);
+    // The queue is consistent: a new timer fires.
+    let fired = counter();
+    let f = fired.clone();
+    lp.call_later(Duration::ZERO, move |_| bump(&f));
+    lp.run_until(|_| fired.get() == 1).unwrap();
+    assert_eq!(lp.timer_count(), 0);
+}
+
 #[test]
 fn zero_period_is_invalid_input() {
     let lp = new_loop();
