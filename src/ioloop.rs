@@ -667,9 +667,10 @@ impl<P: Poller> IoLoop<P> {
     ///
     /// # Errors
     ///
-    /// `InvalidInput` for a number that is not a catchable signal (and for `SIGSEGV`,
-    /// `SIGBUS`, `SIGILL`, `SIGFPE`); `AlreadyExists` if some loop of this process handles
-    /// `signum` already.
+    /// `InvalidInput` for a number that is not a signal the program may catch (and for
+    /// `SIGSEGV`, `SIGBUS`, `SIGILL`, `SIGFPE`; real-time signals are fine, except those
+    /// libc keeps for itself); `AlreadyExists` if some loop of this process handles `signum`
+    /// already.
     pub fn add_signal_handler(
         &self,
         signum: i32,

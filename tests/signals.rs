@@ -195,3 +195,41 @@ fn uncatchable_and_fault_signals_are_invalid_input() {
     }
     assert_eq!(lp.handler_count(), 0);
 }
+
+/// Real-time signals are signals too: one is handled on the loop (each delivery queued by
+/// the kernel, merged into the calls), and the old disposition comes back on removal. glibc
+/// keeps the first two for itself (its `sigaction` refuses them): `InvalidInput`, as for any
+/// number the program may not catch.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[test]
+fn real_time_signals_are_handled() {
+    let _g = serial();
+    let lp = new_loop();
+    let sig = libc::SIGRTMIN() + 3;
+    assert!(sig <= libc::SIGRTMAX());
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let g = got.clone();
+    lp.add_signal_handler(sig, move |lp, s| {
+        g.borrow_mut().push(s);
+        lp.stop();
+    })
+    .unwrap();
+    assert_eq!(
+        err_kind(lp.add_signal_handler(sig, |_, _| {})),
+        io::ErrorKind::AlreadyExists
+    );
+    ioloop::sys::signal::raise(sig).unwrap();
+    lp.run().unwrap();
+    assert_eq!(*got.borrow(), [sig]);
+    lp.remove_signal_handler(sig).unwrap();
+    assert_eq!(lp.handler_count(), 0);
+    if cfg!(target_env = "gnu") {
+        for reserved in [32, 33] {
+            assert_eq!(
+                err_kind(lp.add_signal_handler(reserved, |_, _| {})),
+                io::ErrorKind::InvalidInput,
+                "signal {reserved}"
+            );
+        }
+    }
+}

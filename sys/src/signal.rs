@@ -11,6 +11,7 @@
 //! thread that has them unblocked).
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -36,22 +37,52 @@ static WRITE_FDS: [AtomicI32; 128] = [NO_FD; 128];
 /// # std::io::Result::Ok(())
 /// ```
 pub struct SignalPipe {
-    signal: Signal,
+    signum: i32,
     read: OwnedFd,
     /// Owned here; its raw value is also in `WRITE_FDS[signal]` for the handler, which is
     /// cleared (and the old action restored) before this is closed.
     #[allow(dead_code)] // kept open for the handler; closed on drop
     write: OwnedFd,
-    old: SigAction,
+    /// The action before `new` (raw: nix's `Signal` has no real-time signals).
+    old: libc::sigaction,
 }
 
 impl std::fmt::Debug for SignalPipe {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SignalPipe")
-            .field("signal", &self.signal)
+            .field("signal", &SigName(self.signum))
             .field("read", &self.read)
             .finish()
     }
+}
+
+/// A signal number as its name where nix knows it (`SIGUSR1`), else as `signal 40` (a
+/// real-time signal).
+struct SigName(i32);
+
+impl std::fmt::Display for SigName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match Signal::try_from(self.0) {
+            Ok(s) => write!(f, "{s}"),
+            Err(_) => write!(f, "signal {}", self.0),
+        }
+    }
+}
+
+impl std::fmt::Debug for SigName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+/// `sigaction(signum, new)`, returning the old action.
+fn sigaction_raw(signum: i32, new: &libc::sigaction) -> io::Result<libc::sigaction> {
+    let mut old = MaybeUninit::<libc::sigaction>::uninit();
+    // SAFETY: `new` is a valid action and `old` points to writable memory for one action;
+    // both live across the call. The kernel (or libc) checks `signum`.
+    crate::syscall::cvt(unsafe { libc::sigaction(signum, new, old.as_mut_ptr()) })?;
+    // SAFETY: a successful sigaction(2) filled `old` in.
+    Ok(unsafe { old.assume_init() })
 }
 
 extern "C" fn on_signal(signum: libc::c_int) {
@@ -74,33 +105,37 @@ impl SignalPipe {
     ///
     /// # Errors
     ///
-    /// * `InvalidInput`: not a signal number this OS knows, or one that cannot be caught
-    ///   (`SIGKILL`, `SIGSTOP`) or must not be (`SIGSEGV`, `SIGBUS`, `SIGILL`, `SIGFPE`: the
-    ///   faulting instruction would run again as soon as the handler returns).
+    /// * `InvalidInput`: not a signal number this OS lets a program catch (`SIGKILL`,
+    ///   `SIGSTOP`, the real-time signals libc keeps for itself, numbers out of range), or one
+    ///   that must not be (`SIGSEGV`, `SIGBUS`, `SIGILL`, `SIGFPE`: the faulting instruction
+    ///   would run again as soon as the handler returns). Real-time signals
+    ///   (`SIGRTMIN()..=SIGRTMAX()`) are fine.
     /// * `AlreadyExists`: another `SignalPipe` for this signal is alive.
     /// * what `pipe(2)` or `sigaction(2)` report.
     pub fn new(signum: i32) -> io::Result<Self> {
-        let signal = Signal::try_from(signum).map_err(|_| {
+        let invalid = |why: &str| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("{signum} is not a signal number"),
+                format!("{}: {why}", SigName(signum)),
             )
-        })?;
-        if matches!(
-            signal,
-            Signal::SIGKILL
-                | Signal::SIGSTOP
-                | Signal::SIGSEGV
-                | Signal::SIGBUS
-                | Signal::SIGILL
-                | Signal::SIGFPE
-        ) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("{signal} cannot be handled on an event loop"),
-            ));
+        };
+        let slot = usize::try_from(signum)
+            .ok()
+            .filter(|&i| i > 0)
+            .and_then(|i| WRITE_FDS.get(i))
+            .ok_or_else(|| invalid("not a signal number"))?;
+        if [
+            libc::SIGKILL,
+            libc::SIGSTOP,
+            libc::SIGSEGV,
+            libc::SIGBUS,
+            libc::SIGILL,
+            libc::SIGFPE,
+        ]
+        .contains(&signum)
+        {
+            return Err(invalid("cannot be handled on an event loop"));
         }
-        let slot = &WRITE_FDS[signum as usize];
         let (read, write) = pipe_nonblocking()?;
         if slot
             .compare_exchange(-1, write.as_raw_fd(), Ordering::AcqRel, Ordering::Acquire)
@@ -108,33 +143,39 @@ impl SignalPipe {
         {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
-                format!("{signal} is already routed to an event loop"),
+                format!("{} is already routed to an event loop", SigName(signum)),
             ));
         }
-        let action = SigAction::new(
-            SigHandler::Handler(on_signal),
-            SaFlags::SA_RESTART,
-            SigSet::empty(),
-        );
-        // SAFETY: `on_signal` is async-signal-safe: it loads an atomic, calls write(2) and
+        // SAFETY: all zeroes is a valid `sigaction` (a plain C struct of integers and a
+        // sigset_t: SIG_DFL, no flags), filled in below before use.
+        let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+        action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        action.sa_flags = libc::SA_RESTART;
+        // SAFETY: `sa_mask` is a valid, writable sigset_t.
+        unsafe { libc::sigemptyset(&mut action.sa_mask) };
+        // `on_signal` is async-signal-safe: it loads an atomic, calls write(2) and
         // saves/restores errno, nothing else.
-        match unsafe { nsig::sigaction(signal, &action) } {
+        match sigaction_raw(signum, &action) {
             Ok(old) => Ok(Self {
-                signal,
+                signum,
                 read,
                 write,
                 old,
             }),
             Err(e) => {
                 slot.store(-1, Ordering::Release);
-                Err(e.into())
+                Err(if e.raw_os_error() == Some(libc::EINVAL) {
+                    invalid("not a signal number this program may catch")
+                } else {
+                    e
+                })
             }
         }
     }
 
     /// The signal number.
     pub fn signum(&self) -> i32 {
-        self.signal as i32
+        self.signum
     }
 
     /// The read end: readable when the signal has arrived since the last [`drain`](Self::drain).
@@ -162,10 +203,31 @@ impl SignalPipe {
 
 impl Drop for SignalPipe {
     fn drop(&mut self) {
-        // SAFETY: restores exactly the action that was in place before `new`.
-        let _ = unsafe { nsig::sigaction(self.signal, &self.old) };
-        WRITE_FDS[self.signal as usize].store(-1, Ordering::Release);
+        // Restores exactly the action that was in place before `new`.
+        let _ = sigaction_raw(self.signum, &self.old);
+        WRITE_FDS[self.signum as usize].store(-1, Ordering::Release);
     }
+}
+
+/// Sends `signum` to the calling thread (`raise(3)`), real-time signals included (nix's
+/// `raise` takes its `Signal` enum, which has none).
+///
+/// # Examples
+///
+/// ```
+/// use ioloop_sys::signal::{raise, SignalPipe};
+/// let pipe = SignalPipe::new(libc::SIGUSR2)?;
+/// raise(libc::SIGUSR2)?;
+/// assert_eq!(pipe.drain(), 1);
+/// # std::io::Result::Ok(())
+/// ```
+///
+/// # Errors
+///
+/// `InvalidInput` (`EINVAL`) for a number that is not a signal.
+pub fn raise(signum: i32) -> io::Result<()> {
+    // SAFETY: raise(3) takes no pointers; what the signal then does is the caller's intent.
+    crate::syscall::cvt(unsafe { libc::raise(signum) }).map(drop)
 }
 
 /// Installs, process-wide, a handler for `sig` that does nothing, without `SA_RESTART`: a
