@@ -14,6 +14,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Mutex;
 
 use nix::sys::signal::{self as nsig, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
@@ -24,6 +25,49 @@ use crate::syscall::cvt_retry;
 #[allow(clippy::declare_interior_mutable_const)] // only used to initialise WRITE_FDS
 const NO_FD: AtomicI32 = AtomicI32::new(-1);
 static WRITE_FDS: [AtomicI32; 128] = [NO_FD; 128];
+
+/// The pipes of dropped `SignalPipe`s, `(signum, read end, write end)`, kept open for the
+/// next `SignalPipe` of the same signal rather than closed: a signal handler running in
+/// another thread may have loaded the write end's number from [`WRITE_FDS`] just before the
+/// drop cleared it, and its `write` must not reach a file that reuses the number. At most
+/// one pipe per signal number ever used in the process.
+static SPARE: Mutex<Vec<(i32, OwnedFd, OwnedFd)>> = Mutex::new(Vec::new());
+
+fn spare() -> std::sync::MutexGuard<'static, Vec<(i32, OwnedFd, OwnedFd)>> {
+    SPARE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A pipe for `signum`: the spare one, emptied of the deliveries its last owner did not take
+/// (they were meant for a handler that is gone), or a new one (never seen by a handler: it
+/// may be closed).
+fn pipe_for(signum: i32) -> io::Result<(OwnedFd, OwnedFd, bool)> {
+    let kept = {
+        let mut spare = spare();
+        let i = spare.iter().position(|(s, _, _)| *s == signum);
+        i.map(|i| spare.swap_remove(i))
+    };
+    match kept {
+        Some((_, read, write)) => {
+            drain_fd(read.as_raw_fd());
+            Ok((read, write, true))
+        }
+        None => pipe_nonblocking().map(|(read, write)| (read, write, false)),
+    }
+}
+
+/// Reads `fd` (non-blocking) until it is empty; returns how many bytes it held.
+fn drain_fd(fd: RawFd) -> usize {
+    let mut buf = [0u8; 64];
+    let mut total = 0;
+    loop {
+        // SAFETY: `buf` is valid and writable for its length during the call.
+        let r = cvt_retry(|| unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) });
+        match r {
+            Ok(n) if n > 0 => total += n.unsigned_abs(),
+            _ => return total,
+        }
+    }
+}
 
 /// A signal number routed to a pipe. See the [module docs](self).
 ///
@@ -38,11 +82,10 @@ static WRITE_FDS: [AtomicI32; 128] = [NO_FD; 128];
 /// ```
 pub struct SignalPipe {
     signum: i32,
-    read: OwnedFd,
-    /// Owned here; its raw value is also in `WRITE_FDS[signal]` for the handler, which is
-    /// cleared (and the old action restored) before this is closed.
-    #[allow(dead_code)] // kept open for the handler; closed on drop
-    write: OwnedFd,
+    /// The read end and the write end, whose raw value is also in `WRITE_FDS[signal]` for
+    /// the handler. `None` only while dropping: the pair then goes to [`SPARE`], after
+    /// `WRITE_FDS[signal]` is cleared and the old action restored.
+    pipe: Option<(OwnedFd, OwnedFd)>,
     /// The action before `new` (raw: nix's `Signal` has no real-time signals).
     old: libc::sigaction,
 }
@@ -51,7 +94,7 @@ impl std::fmt::Debug for SignalPipe {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SignalPipe")
             .field("signal", &SigName(self.signum))
-            .field("read", &self.read)
+            .field("read", &self.fd())
             .finish()
     }
 }
@@ -136,11 +179,15 @@ impl SignalPipe {
         {
             return Err(invalid("cannot be handled on an event loop"));
         }
-        let (read, write) = pipe_nonblocking()?;
+        let (read, write, kept) = pipe_for(signum)?;
         if slot
             .compare_exchange(-1, write.as_raw_fd(), Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
+            if kept {
+                // A pipe a handler may still write to: kept, not closed.
+                spare().push((signum, read, write));
+            }
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 format!("{} is already routed to an event loop", SigName(signum)),
@@ -158,12 +205,12 @@ impl SignalPipe {
         match sigaction_raw(signum, &action) {
             Ok(old) => Ok(Self {
                 signum,
-                read,
-                write,
+                pipe: Some((read, write)),
                 old,
             }),
             Err(e) => {
                 slot.store(-1, Ordering::Release);
+                spare().push((signum, read, write));
                 Err(if e.raw_os_error() == Some(libc::EINVAL) {
                     invalid("not a signal number this program may catch")
                 } else {
@@ -180,24 +227,13 @@ impl SignalPipe {
 
     /// The read end: readable when the signal has arrived since the last [`drain`](Self::drain).
     pub fn fd(&self) -> RawFd {
-        self.read.as_raw_fd()
+        self.pipe.as_ref().map_or(-1, |(read, _)| read.as_raw_fd())
     }
 
     /// Empties the pipe and returns how many deliveries it held (several deliveries of one
     /// signal may also have been merged by the kernel before the handler ran).
     pub fn drain(&self) -> usize {
-        let mut buf = [0u8; 64];
-        let mut total = 0;
-        loop {
-            // SAFETY: `buf` is valid and writable for its length during the call.
-            let r = cvt_retry(|| unsafe {
-                libc::read(self.read.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len())
-            });
-            match r {
-                Ok(n) if n > 0 => total += n.unsigned_abs(),
-                _ => return total,
-            }
-        }
+        drain_fd(self.fd())
     }
 }
 
@@ -206,6 +242,9 @@ impl Drop for SignalPipe {
         // Restores exactly the action that was in place before `new`.
         let _ = sigaction_raw(self.signum, &self.old);
         WRITE_FDS[self.signum as usize].store(-1, Ordering::Release);
+        if let Some((read, write)) = self.pipe.take() {
+            spare().push((self.signum, read, write));
+        }
     }
 }
 
@@ -263,4 +302,35 @@ pub fn install_noop_handler(sig: i32) -> io::Result<()> {
     // SAFETY: `noop` does nothing, so it is async-signal-safe.
     unsafe { nsig::sigaction(signal, &action) }?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A dropped `SignalPipe`'s write end stays open and goes to the next `SignalPipe` of the
+    /// signal (a signal handler in another thread may still write to it: the number must not
+    /// name another file), and a delivery its last owner did not take is not passed on.
+    #[test]
+    fn a_dropped_pipe_is_kept_for_the_next_one() {
+        // The only test of this binary that touches signals (SIGURG is ignored by default).
+        let sig = libc::SIGURG;
+        let first = SignalPipe::new(sig).unwrap();
+        let write = WRITE_FDS[sig as usize].load(Ordering::Acquire);
+        raise(sig).unwrap();
+        drop(first);
+        assert_eq!(WRITE_FDS[sig as usize].load(Ordering::Acquire), -1);
+        assert!(crate::is_open(write), "the write end was closed");
+        let second = SignalPipe::new(sig).unwrap();
+        assert_eq!(WRITE_FDS[sig as usize].load(Ordering::Acquire), write);
+        assert_eq!(second.drain(), 0, "the old delivery was passed on");
+        raise(sig).unwrap();
+        assert_eq!(second.drain(), 1);
+        // A second `SignalPipe` for the signal is refused and takes nothing away.
+        let err = SignalPipe::new(sig).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(WRITE_FDS[sig as usize].load(Ordering::Acquire), write);
+        raise(sig).unwrap();
+        assert_eq!(second.drain(), 1);
+    }
 }
