@@ -352,6 +352,20 @@ fn user_ud(fd: RawFd, gen: u32) -> u64 {
     (u64::from(gen) << 32) | u64::from(fd.unsigned_abs())
 }
 
+/// What an `io_uring_enter` of a wait or of [`Uring::probe`] returned (`entered`), or in
+/// tests the errno of [`State::inject_enter`] in its place.
+#[inline(always)]
+fn injected<T>(
+    #[cfg_attr(not(test), allow(unused_variables))] st: &mut State,
+    entered: io::Result<T>,
+) -> io::Result<T> {
+    #[cfg(test)]
+    if let Some(errno) = st.inject_enter.take() {
+        return Err(io::Error::from_raw_os_error(errno));
+    }
+    entered
+}
+
 /// The `user_data` of a recovery's cancel of the notifier's poll ([`NOTIFY_CANCEL_LOW`]),
 /// queued when [`State::notify_seq`] was `seq`.
 fn notify_cancel_ud(seq: u32) -> u64 {
@@ -1535,11 +1549,7 @@ impl Uring {
         let mut result = None;
         loop {
             let entered = self.enter(st.ring.sq_pending(), 1, IORING_ENTER_GETEVENTS, None);
-            #[cfg(test)]
-            let entered = st
-                .inject_enter
-                .take()
-                .map_or(entered, |errno| Err(io::Error::from_raw_os_error(errno)));
+            let entered = injected(st, entered);
             match entered {
                 Ok(_) => {}
                 // EBUSY: the CQ overflowed (flushed by stash_cq); EINTR: a signal.
@@ -1599,15 +1609,7 @@ impl Uring {
         let mut st = self.lock();
         // Also after a failed call: other threads' changes wait for the next wait again.
         st.waiting = false;
-        #[cfg(test)]
-        let entered = st
-            .inject_enter
-            .take()
-            .map_or(entered, |errno| Err(io::Error::from_raw_os_error(errno)));
-        let lost = match entered {
-            Ok(()) => false,
-            Err(e) => Self::enter_failed(&mut st, e)?,
-        };
+        let lost = Self::check_entered(&mut st, entered)?;
         notified |= self.reap(&mut st, &mut ws.timeout, events);
         if lost {
             self.recover(&mut st);
@@ -1642,6 +1644,17 @@ impl Uring {
         let woke = res.is_ok() && mem::take(&mut st.wake_due);
         st.attention = st.needs_attention();
         res.map(|()| woke)
+    }
+
+    /// What a wait's `io_uring_enter` returned: `Ok(false)` if it went well, else as
+    /// [`enter_failed`](Self::enter_failed).
+    #[inline(always)]
+    fn check_entered(st: &mut State, entered: io::Result<()>) -> io::Result<bool> {
+        let entered = injected(st, entered);
+        match entered {
+            Ok(()) => Ok(false),
+            Err(e) => Self::enter_failed(st, e),
+        }
     }
 
     /// A wait's `io_uring_enter` failed with `e`. `EBADR` (Linux 5.19+): the kernel dropped
@@ -1817,15 +1830,7 @@ impl Uring {
         }
         let block = !notified && st.must_block(left);
         let entered = self.enter_wait(st.ring.sq_pending(), block, left);
-        #[cfg(test)]
-        let entered = st
-            .inject_enter
-            .take()
-            .map_or(entered, |errno| Err(io::Error::from_raw_os_error(errno)));
-        let lost = match entered {
-            Ok(()) => false,
-            Err(e) => Self::enter_failed(st, e)?,
-        };
+        let lost = Self::check_entered(st, entered)?;
         self.run_deferred(st)?;
         // No fallback timeout in owned mode: a timeout completion is never ours.
         notified |= self.reap(st, &mut None, events);
@@ -2057,51 +2062,60 @@ impl Uring {
     /// registrations marked armed with no poll), as do re-arms queued meanwhile (a
     /// submission that moved completions aside).
     fn flush_rearm(&self, st: &mut State) -> io::Result<()> {
-        let mut rearm = mem::take(&mut st.rearm);
-        let mut res = Ok(());
-        let mut done = 0;
-        for &(fd, interest, ud) in &rearm {
-            let current = match decode(ud) {
-                Ud::User { gen, .. } => st
-                    .table
-                    .get(&fd)
-                    .filter(|e| e.gen == gen && e.armed)
-                    .map(|e| e.mode),
-                _ => None,
-            };
-            if let Some(mode) = current {
-                res = self.push(st, &poll_for(fd, interest, mode, ud));
-                if res.is_err() {
-                    break;
+        self.flush_queued(
+            st,
+            |st| &mut st.rearm,
+            |this, st, &(fd, interest, ud)| {
+                let current = match decode(ud) {
+                    Ud::User { gen, .. } => st
+                        .table
+                        .get(&fd)
+                        .filter(|e| e.gen == gen && e.armed)
+                        .map(|e| e.mode),
+                    _ => None,
+                };
+                match current {
+                    Some(mode) => this.push(st, &poll_for(fd, interest, mode, ud)),
+                    None => Ok(()),
                 }
-            }
-            done += 1;
-        }
-        // Kept for its capacity: no allocation per wait in steady state.
-        rearm.drain(..done);
-        rearm.append(&mut st.rearm);
-        st.rearm = rearm;
-        res
+            },
+        )
     }
 
     /// Pushes the requests left in [`State::deferred`], in order (submitting whenever the SQ
     /// fills: this runs at the start of a wait). After an error the ones not pushed yet stay,
     /// in order, for the next wait.
     fn flush_deferred(&self, st: &mut State) -> io::Result<()> {
-        let mut deferred = mem::take(&mut st.deferred);
+        self.flush_queued(
+            st,
+            |st| &mut st.deferred,
+            |this, st, sqe| this.push(st, sqe),
+        )
+    }
+
+    /// Runs `push` on each item of the list `list` picks out of the state ([`State::rearm`]
+    /// or [`State::deferred`]), in order, until one fails; the items not done stay, ahead of
+    /// any that the pushes' submissions queued meanwhile. The list's memory is kept: no
+    /// allocation per wait in steady state.
+    fn flush_queued<T>(
+        &self,
+        st: &mut State,
+        list: fn(&mut State) -> &mut Vec<T>,
+        mut push: impl FnMut(&Self, &mut State, &T) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let mut items = mem::take(list(st));
         let mut res = Ok(());
         let mut done = 0;
-        for sqe in &deferred {
-            res = self.push(st, sqe);
+        for item in &items {
+            res = push(self, st, item);
             if res.is_err() {
                 break;
             }
             done += 1;
         }
-        // Kept for its capacity: no allocation per wait in steady state.
-        deferred.drain(..done);
-        deferred.append(&mut st.deferred);
-        st.deferred = deferred;
+        items.drain(..done);
+        items.append(list(st));
+        *list(st) = items;
         res
     }
 
