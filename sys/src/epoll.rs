@@ -10,6 +10,11 @@ use crate::notify::Receiver;
 use crate::syscall::{cvt, retry};
 use crate::{Events, Interest, Mode, Notifier, Poller, RESERVED_TOKEN};
 
+/// The most events one `epoll_wait` may ask for: the kernel refuses more than
+/// `INT_MAX / sizeof(struct epoll_event)` with `EINVAL`; a larger [`Events`] buffer is
+/// filled over several waits.
+const MAX_EVENTS: usize = libc::c_int::MAX as usize / std::mem::size_of::<libc::epoll_event>();
+
 /// The epoll backend, for Linux and Android.
 ///
 /// # Platform notes
@@ -29,7 +34,7 @@ pub struct Epoll {
     /// Invariant: an epoll instance this value owns.
     epfd: OwnedFd,
     wake: Receiver,
-    /// The notifier's eventfd (`wake.fd()`), which `deregister` refuses.
+    /// The notifier's eventfd (`wake.fd()`), which `modify` and `deregister` refuse.
     wake_fd: RawFd,
 }
 
@@ -87,8 +92,12 @@ impl Poller for Epoll {
 
     fn modify(&self, fd: RawFd, token: u64, interest: Interest, mode: Mode) -> io::Result<()> {
         common::check_registration(fd, token, mode, true)?;
+        if fd == self.wake_fd {
+            // The notifier's, not the user's: modifying it would take the notifier over.
+            return Err(common::not_found(fd));
+        }
         self.ctl(libc::EPOLL_CTL_MOD, fd, token, epoll_flags(interest, mode))
-            .map_err(|e| not_found_if_enoent(e, fd))
+            .map_err(|e| self.not_registered(e, fd))
     }
 
     #[inline]
@@ -97,7 +106,7 @@ impl Poller for Epoll {
             return refuse_deregister(fd);
         }
         self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
-            .map_err(|e| not_found_if_enoent(e, fd))
+            .map_err(|e| self.not_registered(e, fd))
     }
 
     /// epoll forgets an fd when its open file is closed, so the probe asks whether the file
@@ -109,7 +118,7 @@ impl Poller for Epoll {
     /// also `true`.
     fn is_stale(&self, fd: RawFd) -> io::Result<bool> {
         common::check_fd(fd)?;
-        if Some(fd) == self.wake.fd() {
+        if Some(fd) == self.wake.fd() || fd == self.epfd.as_raw_fd() {
             return Ok(false);
         }
         match self.ctl(libc::EPOLL_CTL_ADD, fd, RESERVED_TOKEN, 0) {
@@ -172,6 +181,16 @@ impl Epoll {
         Ok(())
     }
 
+    /// [`not_found_if_enoent`], and `EINVAL` for the epoll fd itself (which epoll refuses to
+    /// hold): never registered either.
+    #[cold]
+    fn not_registered(&self, e: io::Error, fd: RawFd) -> io::Error {
+        if fd == self.epfd.as_raw_fd() && e.raw_os_error() == Some(libc::EINVAL) {
+            return common::not_found(fd);
+        }
+        not_found_if_enoent(e, fd)
+    }
+
     /// One `epoll_pwait2`/`epoll_wait` call, straight into `events` (an [`Event`] is an
     /// `epoll_event`; flags are decoded only when read).
     ///
@@ -179,7 +198,8 @@ impl Epoll {
     #[inline]
     fn wait_once(&self, events: &mut Events, left: Option<Duration>) -> io::Result<Round> {
         let notified = events.fill_epoll(|out, room| {
-            let max = libc::c_int::try_from(room).unwrap_or(libc::c_int::MAX);
+            // The kernel refuses more than INT_MAX / sizeof(epoll_event) (EINVAL).
+            let max = room.min(MAX_EVENTS) as libc::c_int;
             self.sys_wait(out, max, left)
         })?;
         if notified {
@@ -349,4 +369,23 @@ fn epoll_flags(interest: Interest, mode: Mode) -> u32 {
         Mode::Edge => libc::EPOLLET,
     };
     f as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// [`MAX_EVENTS`] is the kernel's limit: a wait for that many is taken (nothing is ready,
+    /// so the one-entry buffer is never written past), one more is `EINVAL`. A larger
+    /// [`Events`] buffer is asked for `MAX_EVENTS` at a time.
+    #[test]
+    fn max_events_is_the_kernels_limit() {
+        let p = Epoll::new().unwrap();
+        let mut one = vec![libc::epoll_event { events: 0, u64: 0 }];
+        let max = MAX_EVENTS as libc::c_int;
+        let zero = Some(Duration::ZERO);
+        assert_eq!(p.sys_wait(one.as_mut_ptr(), max, zero).unwrap(), 0);
+        let err = p.sys_wait(one.as_mut_ptr(), max + 1, zero).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
+    }
 }

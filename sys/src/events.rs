@@ -23,6 +23,13 @@ pub struct Event {
 
 #[cfg(ioloop_has_epoll)]
 impl Event {
+    /// An event of the reserved token that is the notifier's edge (`EPOLLIN`), not the
+    /// hang-up or error of `Epoll::is_stale`'s probe registration (which asks for nothing).
+    #[inline]
+    fn is_notifier_edge(&self) -> bool {
+        self.0.events & libc::EPOLLIN as u32 != 0
+    }
+
     /// Builds an event (handy in tests and for backends outside this crate).
     pub const fn new(token: u64, ready: Ready) -> Self {
         Self(libc::epoll_event {
@@ -266,26 +273,29 @@ impl Events {
         // SAFETY: `fill` (the kernel) initialised the first `n <= room` entries past `len`,
         // inside the capacity; `Event` is `repr(transparent)` over `epoll_event`.
         unsafe { self.list.set_len(len + n) };
+        // The reserved token is the notifier's; `Epoll::is_stale`'s brief probe registration
+        // carries it too (with no interest, so only a hang-up or an error is reported for it,
+        // never `EPOLLIN`, which every notifier edge has): every such event is dropped, and
+        // only the notifier's count as a wake-up.
         let new = &self.list[len..];
         match new.iter().position(|e| e.token() == crate::RESERVED_TOKEN) {
             // The usual case: the notifier's event is the last one (often the only one).
             Some(i) if len + i + 1 == self.list.len() => {
+                let notified = self.list[len + i].is_notifier_edge();
                 self.list.truncate(len + i);
-                Ok(true)
+                Ok(notified)
             }
             Some(i) => {
-                self.list.remove(len + i);
-                // Usually the only one; `Epoll::is_stale`'s brief probe registration, if
-                // another thread's wait caught an error on it, carries the token too.
+                let mut notified = false;
                 let mut j = len + i;
                 while j < self.list.len() {
                     if self.list[j].token() == crate::RESERVED_TOKEN {
-                        self.list.remove(j);
+                        notified |= self.list.remove(j).is_notifier_edge();
                     } else {
                         j += 1;
                     }
                 }
-                Ok(true)
+                Ok(notified)
             }
             None => Ok(false),
         }
@@ -322,8 +332,10 @@ mod tests {
     fn fill_epoll_drops_exactly_the_notifier_events() {
         const N: u64 = crate::RESERVED_TOKEN;
         /// Tokens stored before the batch, the batch, the tokens expected, whether notified.
+        /// `P` is the probe of `Epoll::is_stale` (the reserved token, a hang-up only).
         type Case = (&'static [u64], &'static [u64], &'static [u64], bool);
-        let cases: [Case; 7] = [
+        const P: u64 = u64::MAX - 1;
+        let cases: [Case; 11] = [
             (&[], &[N], &[], true),
             (&[], &[1, N], &[1], true),
             (&[], &[N, 2], &[2], true),
@@ -331,6 +343,10 @@ mod tests {
             (&[], &[1, 2], &[1, 2], false),
             (&[5], &[N], &[5], true),
             (&[5], &[1, N, 3], &[5, 1, 3], true),
+            (&[], &[P], &[], false),
+            (&[], &[1, P], &[1], false),
+            (&[], &[P, 2, N], &[2], true),
+            (&[], &[N, 2, P], &[2], true),
         ];
         for (before, batch, want, notified) in cases {
             let mut events = Events::with_capacity(8);
@@ -341,9 +357,16 @@ mod tests {
                 .fill_epoll(|out, room| {
                     assert!(batch.len() <= room);
                     for (i, &t) in batch.iter().enumerate() {
-                        let ev = libc::epoll_event {
-                            events: libc::EPOLLIN as u32,
-                            u64: t,
+                        let ev = if t == P {
+                            libc::epoll_event {
+                                events: libc::EPOLLHUP as u32,
+                                u64: N,
+                            }
+                        } else {
+                            libc::epoll_event {
+                                events: libc::EPOLLIN as u32,
+                                u64: t,
+                            }
                         };
                         // SAFETY: `out` has room for `room >= batch.len()` events.
                         unsafe { out.add(i).write(ev) };

@@ -149,11 +149,13 @@ impl Registry {
         supported: bool,
     ) -> io::Result<()> {
         common::check_registration(fd, token, mode, supported)?;
-        common::check_open(fd)?;
         let mut table = self.lock();
+        // Not registered comes first (`NotFound`, whether or not the number is open, as on
+        // epoll); a registered fd closed since is `EBADF`.
         if !table.entries.contains_key(&fd) {
             return Err(common::not_found(fd));
         }
+        common::check_open(fd)?;
         self.wake_round(&table)?;
         let gen = next_gen(&mut table);
         let entry = table.entries.get_mut(&fd).expect("checked above");
