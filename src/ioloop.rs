@@ -498,12 +498,23 @@ impl<P: Poller> IoLoop<P> {
         interest: Interest,
         mode: Mode,
     ) -> io::Result<()> {
-        let fd = fd.handler_fd();
+        self.update_slot(fd.handler_fd(), None, interest, mode)
+    }
+
+    /// Changes `fd`'s registration if it has a handler and, when `gen` is given, its
+    /// registration is that generation (as [`remove_slot`](Self::remove_slot)).
+    fn update_slot(
+        &self,
+        fd: RawFd,
+        gen: Option<u32>,
+        interest: Interest,
+        mode: Mode,
+    ) -> io::Result<()> {
         let mut fds = self.inner.fds.borrow_mut();
         let slot = usize::try_from(fd)
             .ok()
             .and_then(|i| fds.get_mut(i))
-            .filter(|s| s.live)
+            .filter(|s| s.live && gen.map_or(true, |g| g == s.gen))
             .ok_or_else(|| if fd < 0 { bad_fd(fd) } else { no_handler(fd) })?;
         self.inner
             .shared
@@ -1222,19 +1233,7 @@ impl<P: Poller> IoLoop<P> {
         interest: Interest,
         mode: Mode,
     ) -> io::Result<()> {
-        let mut fds = self.inner.fds.borrow_mut();
-        let slot = usize::try_from(fd)
-            .ok()
-            .and_then(|i| fds.get_mut(i))
-            .filter(|s| s.live && s.gen == gen)
-            .ok_or_else(|| no_handler(fd))?;
-        self.inner
-            .shared
-            .poller
-            .modify(fd, pack(gen, fd), interest, mode)?;
-        slot.interest = interest;
-        slot.mode = mode;
-        Ok(())
+        self.update_slot(fd, Some(gen), interest, mode)
     }
 }
 

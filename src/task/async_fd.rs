@@ -81,6 +81,26 @@ impl Default for Direction {
     }
 }
 
+/// Wake-ups run one after another whatever each does: a waker that panics (a foreign
+/// executor's) does not keep the later ones from running; the first panic goes on once all
+/// have run ([`finish`](Self::finish)).
+#[derive(Default)]
+struct Wakes(Option<Box<dyn std::any::Any + Send>>);
+
+impl Wakes {
+    fn run(&mut self, wake: impl FnOnce()) {
+        if let Err(p) = catch_unwind(AssertUnwindSafe(wake)) {
+            self.0.get_or_insert(p);
+        }
+    }
+
+    fn finish(self) {
+        if let Some(p) = self.0 {
+            resume_unwind(p);
+        }
+    }
+}
+
 /// What [`Direction::fire`] found waiting: nothing, the task of the kept waker
 /// ([`PRIMARY`]), further tasks ([`OTHERS`]), or both.
 type Waiting = u8;
@@ -116,14 +136,12 @@ impl Direction {
     #[inline(never)]
     fn wake_all(&self, who: Waiting, retired: &Cell<bool>) {
         let mut others = std::mem::take(&mut *self.others.borrow_mut());
-        let mut panic = None;
+        let mut wakes = Wakes::default();
         if who & PRIMARY != 0 {
-            panic = catch_unwind(AssertUnwindSafe(|| self.wake_primary(retired))).err();
+            wakes.run(|| self.wake_primary(retired));
         }
         for waker in others.drain(..) {
-            if let Err(p) = catch_unwind(AssertUnwindSafe(|| waker.wake())) {
-                panic.get_or_insert(p);
-            }
+            wakes.run(|| waker.wake());
         }
         // The list's memory back for the next time, unless new waits made a new list.
         let mut slot = self.others.borrow_mut();
@@ -131,9 +149,7 @@ impl Direction {
             *slot = others;
         }
         drop(slot);
-        if let Some(p) = panic {
-            resume_unwind(p);
-        }
+        wakes.finish();
     }
 
     /// Wakes the task of the kept waker. The waker is moved out for the call, and put back
@@ -388,11 +404,10 @@ impl IoSource {
     #[cold]
     #[inline(never)]
     fn wake_both(&self, read: Waiting, write: Waiting) {
-        let res = catch_unwind(AssertUnwindSafe(|| self.read.wake(read, &self.retired)));
-        self.write.wake(write, &self.retired);
-        if let Err(p) = res {
-            resume_unwind(p);
-        }
+        let mut wakes = Wakes::default();
+        wakes.run(|| self.read.wake(read, &self.retired));
+        wakes.run(|| self.write.wake(write, &self.retired));
+        wakes.finish();
     }
 
     /// Wakes the tasks waiting for `dirs` (if any), marking those directions ready, so they

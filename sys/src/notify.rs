@@ -316,8 +316,8 @@ fn write_all_or_full(fd: RawFd, buf: &[u8]) -> io::Result<()> {
     }
 }
 
-/// One non-blocking read into `buf`.
-fn read_some(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+/// One non-blocking read into `buf` (`EINTR` retried).
+pub(crate) fn read_some(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     retry(|| raw_read(fd, buf))
 }
 

@@ -16,10 +16,9 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Mutex;
 
-use nix::sys::signal::{self as nsig, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use nix::sys::signal::Signal;
 
-use crate::notify::pipe_nonblocking;
-use crate::syscall::cvt_retry;
+use crate::notify::{pipe_nonblocking, read_some};
 
 /// One slot per signal number: the write end of that signal's pipe, or -1.
 #[allow(clippy::declare_interior_mutable_const)] // only used to initialise WRITE_FDS
@@ -59,14 +58,10 @@ fn pipe_for(signum: i32) -> io::Result<(OwnedFd, OwnedFd, bool)> {
 fn drain_fd(fd: RawFd) -> usize {
     let mut buf = [0u8; 64];
     let mut total = 0;
-    loop {
-        // SAFETY: `buf` is valid and writable for its length during the call.
-        let r = cvt_retry(|| unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) });
-        match r {
-            Ok(n) if n > 0 => total += n.unsigned_abs(),
-            _ => return total,
-        }
+    while let Ok(n @ 1..) = read_some(fd, &mut buf) {
+        total += n;
     }
+    total
 }
 
 /// A signal number routed to a pipe. See the [module docs](self).
@@ -116,6 +111,23 @@ impl std::fmt::Debug for SigName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         std::fmt::Display::fmt(self, f)
     }
+}
+
+/// Installs `handler` for `signum` with `flags` and an empty mask; returns the old action.
+/// `handler` must be async-signal-safe.
+fn install(
+    signum: i32,
+    handler: extern "C" fn(libc::c_int),
+    flags: libc::c_int,
+) -> io::Result<libc::sigaction> {
+    // SAFETY: all zeroes is a valid `sigaction` (a plain C struct of integers and a
+    // sigset_t: SIG_DFL, no flags), filled in below before use.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = handler as libc::sighandler_t;
+    action.sa_flags = flags;
+    // SAFETY: `sa_mask` is a valid, writable sigset_t.
+    unsafe { libc::sigemptyset(&mut action.sa_mask) };
+    sigaction_raw(signum, &action)
 }
 
 /// `sigaction(signum, new)`, returning the old action.
@@ -193,16 +205,9 @@ impl SignalPipe {
                 format!("{} is already routed to an event loop", SigName(signum)),
             ));
         }
-        // SAFETY: all zeroes is a valid `sigaction` (a plain C struct of integers and a
-        // sigset_t: SIG_DFL, no flags), filled in below before use.
-        let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
-        action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
-        action.sa_flags = libc::SA_RESTART;
-        // SAFETY: `sa_mask` is a valid, writable sigset_t.
-        unsafe { libc::sigemptyset(&mut action.sa_mask) };
         // `on_signal` is async-signal-safe: it loads an atomic, calls write(2) and
         // saves/restores errno, nothing else.
-        match sigaction_raw(signum, &action) {
+        match install(signum, on_signal, libc::SA_RESTART) {
             Ok(old) => Ok(Self {
                 signum,
                 pipe: Some((read, write)),
@@ -292,16 +297,9 @@ pub fn install_noop_handler(sig: i32) -> io::Result<()> {
     /// Does nothing, which is trivially async-signal-safe; being called is the point.
     extern "C" fn noop(_sig: libc::c_int) {}
 
-    let signal = Signal::try_from(sig).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{sig} is not a signal number"),
-        )
-    })?;
-    let action = SigAction::new(SigHandler::Handler(noop), SaFlags::empty(), SigSet::empty());
-    // SAFETY: `noop` does nothing, so it is async-signal-safe.
-    unsafe { nsig::sigaction(signal, &action) }?;
-    Ok(())
+    // `noop` does nothing, so it is async-signal-safe. A number that is not a signal, or
+    // one that cannot be caught, is EINVAL (`InvalidInput`).
+    install(sig, noop, 0).map(drop)
 }
 
 #[cfg(test)]

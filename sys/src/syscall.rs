@@ -31,6 +31,7 @@ pub(crate) fn cvt<T: MinusOne>(ret: T) -> io::Result<T> {
 /// Runs `f` until it does not fail with `EINTR`. Right for calls that have no timeout and
 /// make no partial progress (`epoll_ctl`, `read` of an eventfd, `close` is *not* one of them).
 #[inline]
+#[cfg_attr(not(ioloop_has_kqueue), allow(dead_code))] // kqueue's change lists use it
 pub(crate) fn cvt_retry<T: MinusOne>(mut f: impl FnMut() -> T) -> io::Result<T> {
     retry(|| cvt(f()))
 }
