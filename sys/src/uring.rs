@@ -58,8 +58,9 @@
 //!   register/modify/deregister, so they never pile up in the kernel's overflow list.
 //! * Completions the kernel drops (Linux 5.19+: the CQ and its overflow list are full and it
 //!   cannot allocate an overflow entry, so it sets `IO_CHECK_CQ_DROPPED_BIT` and says so
-//!   once, with `EBADR`, to the next `io_uring_enter` that waits on an empty CQ) are
-//!   recovered, not returned as an error: which ones were lost is unknown, so every
+//!   once, with `EBADR`, to the next `io_uring_enter` that waits on an empty CQ; it also
+//!   counts them in the CQ ring, which every wait checks, so a loop that only polls with a
+//!   zero timeout learns of them too) are recovered, not returned as an error: which ones were lost is unknown, so every
 //!   registration with a poll in flight gets a new one under a new generation (as `modify`
 //!   does), which reports the fd if it is ready then (spurious, never lost); the notifier's
 //!   poll is re-armed if it is gone, and that wait returns as if notified. See
@@ -425,7 +426,8 @@ fn decode(ud: u64) -> Ud {
 ///   as with every readiness API, treat `WouldBlock` as "wait again". Checking each
 ///   completion with `poll(2)` would cost a system call per event.
 /// * If the kernel drops completions (Linux 5.19+: a full CQ and no memory for its overflow
-///   list; it says so with `EBADR`), the wait that learns of it does not fail: every
+///   list; it says so with `EBADR`, and counts them in the CQ ring, which every wait checks,
+///   blocking or not), the wait that learns of it does not fail: every
 ///   registration with a poll in the kernel is armed anew, which reports the fds that are
 ///   ready (perhaps spuriously), and the wait returns as if [`notify`](Poller::notify) had
 ///   been called, since a notify may have been lost.
@@ -556,6 +558,10 @@ struct State {
     /// [`Uring::probe`] (the next wait recovers, if `is_stale` did not). Sets
     /// [`State::attention`].
     dropped: bool,
+    /// The kernel's drop count ([`Ring::dropped`]) when last looked at: a wait that finds it
+    /// moved recovers as from `EBADR`, which the kernel reports only to a call that blocks
+    /// (a loop that only ever polls with a zero timeout would never hear of it).
+    drops_seen: u32,
     /// A recovery outside a wait (in `is_stale`) re-opened the notifier's flag: the next wait
     /// reports a wake-up, since the one it stood for may have been among the dropped
     /// completions. Sets [`State::attention`].
@@ -731,7 +737,7 @@ impl Drop for Mmap {
 /// are plain pointers, so nothing dereferences them after the mappings drop); the offsets
 /// came from the kernel's `io_uring_params` for this ring. The user-owned words (SQ tail,
 /// SQEs and array, CQ head) are written only through `&mut self`, i.e. by the holder of
-/// `Uring::state`; the kernel-owned words (SQ head, CQ tail, flags) are only read, with
+/// `Uring::state`; the kernel-owned words (SQ head, CQ tail, flags, drop count) are only read, with
 /// `Acquire`.
 struct Ring {
     sq_head: *const AtomicU32,
@@ -745,6 +751,9 @@ struct Ring {
     cq_mask: u32,
     cq_entries: u32,
     cqes: *const IoUringCqe,
+    /// The kernel's count of completions it dropped (`cq_off.overflow`; with
+    /// `IORING_FEAT_NODROP` only when it could not allocate an overflow entry).
+    cq_overflow: *const AtomicU32,
     /// Our copy of the SQ tail (we are its only writer).
     tail: u32,
     _sq_map: Mmap,
@@ -807,6 +816,7 @@ impl Ring {
             cq_mask,
             cq_entries: p.cq_entries,
             cqes: at(cq, p.cq_off.cqes).cast(),
+            cq_overflow: at(cq, p.cq_off.overflow).cast(),
             tail: 0,
             _sq_map: sq_map,
             _cq_map: cq_map,
@@ -879,6 +889,12 @@ impl Ring {
         // Release: the kernel may reuse the slot only after we have read it.
         self.store(self.cq_head, head.wrapping_add(1));
         Some((cqe.user_data, cqe.res, cqe.flags))
+    }
+
+    /// How many completions the kernel has dropped so far (wrapping).
+    #[inline(always)]
+    fn dropped(&self) -> u32 {
+        self.load(self.cq_overflow, Ordering::Acquire)
     }
 
     /// The kernel holds completions that did not fit in the CQ (flushed by GETEVENTS).
@@ -1168,6 +1184,7 @@ impl Uring {
         owner: Option<OnceLock<(ThreadId, i32)>>,
     ) -> io::Result<Self> {
         let ring = Ring::map(ring_fd.as_raw_fd(), p)?;
+        let drops_seen = ring.dropped();
         Ok(Self {
             state: Mutex::new(State {
                 ring,
@@ -1178,6 +1195,7 @@ impl Uring {
                 deferred: Vec::new(),
                 error: None,
                 dropped: false,
+                drops_seen,
                 wake_due: false,
                 attention: false,
                 notify_seq: 0,
@@ -1652,9 +1670,21 @@ impl Uring {
     fn check_entered(st: &mut State, entered: io::Result<()>) -> io::Result<bool> {
         let entered = injected(st, entered);
         match entered {
-            Ok(()) => Ok(false),
+            Ok(()) if st.ring.dropped() == st.drops_seen => Ok(false),
+            Ok(()) => Ok(Self::drops_counted(st)),
             Err(e) => Self::enter_failed(st, e),
         }
+    }
+
+    /// The kernel's drop count moved since the last recovery (or since the ring was set
+    /// up), with no `EBADR` to say so (this wait did not block): as
+    /// [`enter_failed`](Self::enter_failed) with `EBADR`.
+    #[cold]
+    #[inline(never)]
+    fn drops_counted(st: &mut State) -> bool {
+        st.dropped = true;
+        st.attention = true;
+        true
     }
 
     /// A wait's `io_uring_enter` failed with `e`. `EBADR` (Linux 5.19+): the kernel dropped
@@ -1701,6 +1731,8 @@ impl Uring {
     #[inline(never)]
     fn recover(&self, st: &mut State) {
         st.dropped = false;
+        // Whatever the count says was dropped so far is covered by this recovery.
+        st.drops_seen = st.ring.dropped();
         let mut fresh = Vec::new();
         for (&fd, e) in &mut st.table {
             if e.armed {
@@ -2781,6 +2813,8 @@ mod tests {
         Direct,
         WaitEbadr,
         ProbeEbadr,
+        /// The kernel's drop count moves (no `EBADR`): a zero-timeout wait recovers.
+        DropCount,
     }
 
     /// One `io_uring_enter` that submits what is queued and waits for a completion for at
@@ -2952,8 +2986,10 @@ mod tests {
             (Recovery::Direct, true),
             (Recovery::WaitEbadr, true),
             (Recovery::ProbeEbadr, true),
+            (Recovery::DropCount, true),
             (Recovery::Direct, false),
             (Recovery::WaitEbadr, false),
+            (Recovery::DropCount, false),
         ] {
             let what = format!("owned {owned}, {how:?}, notifier lost {notifier_lost}");
             // The Oneshot registrations reported last time: armed again.
@@ -2981,6 +3017,17 @@ mod tests {
                     p.lock().inject_enter = Some(libc::EBADR);
                     // Not an error: the wait recovers and returns as woken.
                     assert_eq!(p.wait(&mut events, Some(Duration::ZERO)).unwrap(), 0);
+                }
+                Recovery::DropCount => {
+                    // As the kernel counts a completion it drops (the count is in the
+                    // shared CQ ring; only the kernel writes it otherwise).
+                    let mut st = p.lock();
+                    let n = st.ring.dropped().wrapping_add(1);
+                    let word = st.ring.cq_overflow;
+                    st.ring.store(word, n);
+                    drop(st);
+                    assert_eq!(p.wait(&mut events, Some(Duration::ZERO)).unwrap(), 0);
+                    assert_eq!(p.lock().drops_seen, n, "{what}");
                 }
                 Recovery::ProbeEbadr => {
                     p.lock().inject_enter = Some(libc::EBADR);
