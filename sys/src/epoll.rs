@@ -2,7 +2,8 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::common::{self, Round};
@@ -36,6 +37,15 @@ pub struct Epoll {
     wake: Receiver,
     /// The notifier's eventfd (`wake.fd()`), which `modify` and `deregister` refuse.
     wake_fd: RawFd,
+    /// [`is_stale`](Poller::is_stale)'s probes, one at a time: a probe adds the fd to the set
+    /// for an instant, so a `register` or `modify` of the same number by another thread
+    /// meanwhile would meet the probe's entry (a spurious `AlreadyExists`; a `modify` that
+    /// succeeds on it and is then undone by the probe). Such a call is redone holding this.
+    probe_lock: Mutex<()>,
+    /// Counts probe edges: odd while a probe's entry is in the set (changed under
+    /// `probe_lock`). A call that read it even and unchanged around its `epoll_ctl` met no
+    /// probe.
+    probe_seq: AtomicU32,
 }
 
 impl std::fmt::Debug for Epoll {
@@ -61,6 +71,8 @@ impl Poller for Epoll {
             epfd,
             wake,
             wake_fd,
+            probe_lock: Mutex::new(()),
+            probe_seq: AtomicU32::new(0),
         };
         poller.ctl(
             libc::EPOLL_CTL_ADD,
@@ -87,7 +99,15 @@ impl Poller for Epoll {
         if fd < 0 || token == RESERVED_TOKEN {
             return refuse_registration(fd, token, mode);
         }
-        self.ctl(libc::EPOLL_CTL_ADD, fd, token, epoll_flags(interest, mode))
+        let seq = self.probe_seq.load(Ordering::SeqCst);
+        let flags = epoll_flags(interest, mode);
+        match self.ctl(libc::EPOLL_CTL_ADD, fd, token, flags) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) && self.probed(seq) => {
+                self.redo(libc::EPOLL_CTL_ADD, fd, token, flags)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn modify(&self, fd: RawFd, token: u64, interest: Interest, mode: Mode) -> io::Result<()> {
@@ -96,7 +116,17 @@ impl Poller for Epoll {
             // The notifier's, not the user's: modifying it would take the notifier over.
             return Err(common::not_found(fd));
         }
-        self.ctl(libc::EPOLL_CTL_MOD, fd, token, epoll_flags(interest, mode))
+        let seq = self.probe_seq.load(Ordering::SeqCst);
+        let flags = epoll_flags(interest, mode);
+        self.ctl(libc::EPOLL_CTL_MOD, fd, token, flags)
+            .and_then(|()| {
+                // It may have modified a probe's entry, which the probe then removed.
+                if self.probed(seq) {
+                    self.redo(libc::EPOLL_CTL_MOD, fd, token, flags)
+                } else {
+                    Ok(())
+                }
+            })
             .map_err(|e| self.not_registered(e, fd))
     }
 
@@ -115,23 +145,35 @@ impl Poller for Epoll {
     /// that succeeds (undone at once), or `EPERM` (a file epoll cannot watch) or `EBADF`,
     /// means stale. (Unlike `modify`, this re-arms no [`Mode::Oneshot`] registration and
     /// makes no new [`Mode::Edge`] report.) epoll keeps no table: an fd never registered is
-    /// also `true`.
+    /// also `true`. Probes run one at a time, and a `register` or `modify` of the number by
+    /// another thread that meets a probe's entry is made again once the probe is done, so it
+    /// answers as if no probe had run.
     fn is_stale(&self, fd: RawFd) -> io::Result<bool> {
         common::check_fd(fd)?;
         if Some(fd) == self.wake.fd() || fd == self.epfd.as_raw_fd() {
             return Ok(false);
         }
-        match self.ctl(libc::EPOLL_CTL_ADD, fd, RESERVED_TOKEN, 0) {
+        let _one = self.probe_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.probe_seq.fetch_add(1, Ordering::SeqCst);
+        let stale = match self.ctl(libc::EPOLL_CTL_ADD, fd, RESERVED_TOKEN, 0) {
             Ok(()) => {
-                self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)?;
-                Ok(true)
+                #[cfg(test)]
+                tests::in_probe();
+                // ENOENT: a `deregister` of the number in another thread removed the
+                // probe's entry (and answered `Ok` for a file that was not registered).
+                match self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0) {
+                    Err(e) if e.raw_os_error() != Some(libc::ENOENT) => Err(e),
+                    _ => Ok(true),
+                }
             }
             Err(e) => match e.raw_os_error() {
                 Some(libc::EEXIST) => Ok(false),
                 Some(libc::EPERM | libc::EBADF) => Ok(true),
                 _ => Err(e),
             },
-        }
+        };
+        self.probe_seq.fetch_add(1, Ordering::SeqCst);
+        stale
     }
 
     #[inline]
@@ -179,6 +221,24 @@ impl Epoll {
         // SAFETY: as in `ctl` (`ev` is the same valid epoll_event).
         retry(|| unsafe { epoll_ctl(self.epfd.as_raw_fd(), op, fd, &mut *ev) })?;
         Ok(())
+    }
+
+    /// Whether an `is_stale` probe may have overlapped an `epoll_ctl` made after
+    /// `probe_seq` read `seq`: one was in its window then, or one began since.
+    #[inline]
+    fn probed(&self, seq: u32) -> bool {
+        seq & 1 == 1 || self.probe_seq.load(Ordering::SeqCst) != seq
+    }
+
+    /// An `epoll_ctl` that met an `is_stale` probe's entry, made again with no probe in its
+    /// window.
+    #[cold]
+    #[inline(never)]
+    fn redo(&self, op: libc::c_int, fd: RawFd, token: u64, flags: u32) -> io::Result<()> {
+        #[cfg(test)]
+        tests::redone();
+        let _no_probe = self.probe_lock.lock().unwrap_or_else(|p| p.into_inner());
+        self.ctl(op, fd, token, flags)
     }
 
     /// [`not_found_if_enoent`], and `EINVAL` for the epoll fd itself (which epoll refuses to
@@ -374,6 +434,83 @@ fn epoll_flags(interest: Interest, mode: Mode) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::RefCell;
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+    use std::thread;
+
+    thread_local! {
+        /// Run by an `is_stale` probe of this thread while its entry is in the set.
+        static IN_PROBE: RefCell<Option<Box<dyn FnMut()>>> = RefCell::new(None);
+    }
+
+    /// How many `epoll_ctl`s were redone for meeting a probe (any thread, any poller).
+    static REDONE: AtomicUsize = AtomicUsize::new(0);
+
+    pub(super) fn in_probe() {
+        IN_PROBE.with(|h| {
+            if let Some(f) = h.borrow_mut().as_mut() {
+                f();
+            }
+        });
+    }
+
+    pub(super) fn redone() {
+        REDONE.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A `register` or `modify` of an fd number by another thread while an `is_stale`
+    /// probe of the same number has its entry in the set: the register succeeds (it was
+    /// `AlreadyExists`) and the fd reports; the modify of the unregistered fd is `NotFound`
+    /// (it succeeded on the probe's entry, which the probe then removed).
+    #[test]
+    fn a_probe_disturbs_no_call_of_another_thread() {
+        let p = Arc::new(Epoll::new().unwrap());
+        let (a, b) = UnixStream::pair().unwrap();
+        let fd = a.as_raw_fd();
+        for register in [false, true] {
+            let done = std::rc::Rc::new(RefCell::new(None));
+            let (p2, done2) = (p.clone(), done.clone());
+            IN_PROBE.with(|h| {
+                *h.borrow_mut() = Some(Box::new(move || {
+                    let before = REDONE.load(Ordering::SeqCst);
+                    let p = p2.clone();
+                    let call = thread::spawn(move || {
+                        if register {
+                            p.register(fd, 7, Interest::READABLE, Mode::Level)
+                        } else {
+                            p.modify(fd, 7, Interest::READABLE, Mode::Level)
+                        }
+                    });
+                    // Until the call met the probe's entry and waits for the probe to end
+                    // (or, without that, returned).
+                    while REDONE.load(Ordering::SeqCst) == before && !call.is_finished() {
+                        thread::yield_now();
+                    }
+                    *done2.borrow_mut() = Some(call);
+                }));
+            });
+            assert!(p.is_stale(fd).unwrap(), "register {register}");
+            IN_PROBE.with(|h| h.borrow_mut().take());
+            let call = done.borrow_mut().take().expect("the probe ran the call");
+            let res = call.join().unwrap();
+            if register {
+                res.unwrap();
+                (&b).write_all(b"x").unwrap();
+                let mut events = Events::with_capacity(4);
+                assert_eq!(
+                    p.wait(&mut events, Some(Duration::from_secs(5))).unwrap(),
+                    1
+                );
+                assert_eq!(events.iter().next().unwrap().token(), 7);
+                p.deregister(fd).unwrap();
+            } else {
+                assert_eq!(res.unwrap_err().kind(), io::ErrorKind::NotFound);
+            }
+        }
+    }
 
     /// [`MAX_EVENTS`] is the kernel's limit: a wait for that many is taken (nothing is ready,
     /// so the one-entry buffer is never written past), one more is `EINVAL`. A larger
