@@ -101,13 +101,8 @@ impl Poller for Epoll {
         }
         let seq = self.probe_seq.load(Ordering::SeqCst);
         let flags = epoll_flags(interest, mode);
-        match self.ctl(libc::EPOLL_CTL_ADD, fd, token, flags) {
-            Ok(()) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) && self.probed(seq) => {
-                self.redo(libc::EPOLL_CTL_ADD, fd, token, flags)
-            }
-            Err(e) => Err(e),
-        }
+        self.ctl(libc::EPOLL_CTL_ADD, fd, token, flags)
+            .or_else(|e| self.add_failed(e, seq, fd, token, flags))
     }
 
     fn modify(&self, fd: RawFd, token: u64, interest: Interest, mode: Mode) -> io::Result<()> {
@@ -228,6 +223,25 @@ impl Epoll {
     #[inline]
     fn probed(&self, seq: u32) -> bool {
         seq & 1 == 1 || self.probe_seq.load(Ordering::SeqCst) != seq
+    }
+
+    /// `register`'s `EPOLL_CTL_ADD` failed with `e` (`probe_seq` read `seq` before it): made
+    /// again if `EEXIST` may be the entry of a probe. Out of line, so that `register` stays
+    /// small enough to inline with its system call.
+    #[cold]
+    #[inline(never)]
+    fn add_failed(
+        &self,
+        e: io::Error,
+        seq: u32,
+        fd: RawFd,
+        token: u64,
+        flags: u32,
+    ) -> io::Result<()> {
+        if e.raw_os_error() == Some(libc::EEXIST) && self.probed(seq) {
+            return self.redo(libc::EPOLL_CTL_ADD, fd, token, flags);
+        }
+        Err(e)
     }
 
     /// An `epoll_ctl` that met an `is_stale` probe's entry, made again with no probe in its
