@@ -60,11 +60,11 @@
 //!   cannot allocate an overflow entry, so it sets `IO_CHECK_CQ_DROPPED_BIT` and says so
 //!   once, with `EBADR`, to the next `io_uring_enter` that waits on an empty CQ; it also
 //!   counts them in the CQ ring, which every wait checks, so a loop that only polls with a
-//!   zero timeout learns of them too) are recovered, not returned as an error: which ones were lost is unknown, so every
-//!   registration with a poll in flight gets a new one under a new generation (as `modify`
-//!   does), which reports the fd if it is ready then (spurious, never lost); the notifier's
-//!   poll is re-armed if it is gone, and that wait returns as if notified. See
-//!   `Uring::recover`.
+//!   zero timeout learns of them too) are recovered, not returned as an error: which ones
+//!   were lost is unknown, so every registration with a poll in flight gets a new one under
+//!   a new generation (as `modify` does), which reports the fd if it is ready then
+//!   (spurious, never lost); the notifier's poll is re-armed if it is gone, and that wait
+//!   returns as if notified. See `Uring::recover`.
 //! * A reap (turning completions into events) never fails half way, which would lose the
 //!   events it had taken off the CQ: the requests it queues (a cancel, the notifier's
 //!   re-arm) never submit, and wait in `State::deferred` if the SQ is full; an error
@@ -737,8 +737,8 @@ impl Drop for Mmap {
 /// are plain pointers, so nothing dereferences them after the mappings drop); the offsets
 /// came from the kernel's `io_uring_params` for this ring. The user-owned words (SQ tail,
 /// SQEs and array, CQ head) are written only through `&mut self`, i.e. by the holder of
-/// `Uring::state`; the kernel-owned words (SQ head, CQ tail, flags, drop count) are only read, with
-/// `Acquire`.
+/// `Uring::state`; the kernel-owned words (SQ head, CQ tail, flags, drop count) are only
+/// read, with `Acquire` (a unit test writes the drop count, to stand for the kernel).
 struct Ring {
     sq_head: *const AtomicU32,
     sq_tail: *const AtomicU32,
