@@ -189,7 +189,7 @@ doc.append(f"- load average (1/5/15 min) before / after the run: {os.environ['LO
            "(a shared machine: other jobs ran during the measurement)")
 doc.append("")
 doc.append("## How to regenerate\n")
-doc.append("```sh\nbenches/run.sh            # about 5-6 minutes (one more the first time: the mio-on-poll build); ROUNDS_SCALE=0.2 for a smoke run\n```\n")
+doc.append("```sh\nbenches/run.sh            # about 4-6 minutes (one more the first time: the mio-on-poll build); ROUNDS_SCALE=0.2 for a smoke run\n```\n")
 doc.append("Each workload runs all its contenders in one process, interleaved: every round runs each "
            "contender once (in a random order per round), and the ratios are medians of the per-round ratios "
            "of CPU time (thread CPU time; process CPU time for `waker`), so load from other processes "
