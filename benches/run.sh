@@ -5,6 +5,7 @@
 #
 #   benches/run.sh [OUTPUT]          # default: BENCHMARKS.md at the workspace root
 #   ROUNDS_SCALE=0.2 benches/run.sh /tmp/quick.md   # fewer rounds, for a smoke run
+#   FANIN_RUNS=1 benches/run.sh      # fanin once (default 3 runs, its goals on their median)
 #
 # Keeps the sections "## Analysis" and "## HTTP" of an existing OUTPUT (written by hand:
 # where the missed goals' cost is; the numbers of benches/http.sh).
