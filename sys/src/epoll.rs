@@ -145,7 +145,7 @@ impl Poller for Epoll {
     /// answers as if no probe had run.
     fn is_stale(&self, fd: RawFd) -> io::Result<bool> {
         common::check_fd(fd)?;
-        if Some(fd) == self.wake.fd() || fd == self.epfd.as_raw_fd() {
+        if fd == self.wake_fd || fd == self.epfd.as_raw_fd() {
             return Ok(false);
         }
         let _one = self.probe_lock.lock().unwrap_or_else(|p| p.into_inner());

@@ -627,6 +627,14 @@ impl State {
         self.attention = true;
     }
 
+    /// The kernel dropped completions (it said `EBADR`, or its drop count moved): the next
+    /// wait, or the caller, [`recover`](Uring::recover)s.
+    #[cold]
+    fn mark_dropped(&mut self) {
+        self.dropped = true;
+        self.attention = true;
+    }
+
     /// Keeps the error that ended a reap early for the next wait (the first one, if two).
     #[cold]
     fn keep_error(&mut self, e: io::Error) {
@@ -1573,8 +1581,7 @@ impl Uring {
                 // EBUSY: the CQ overflowed (flushed by stash_cq); EINTR: a signal.
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EBADR) => {
-                    st.dropped = true;
-                    st.attention = true;
+                    st.mark_dropped();
                     return Ok(-libc::EBADR);
                 }
                 Err(e) => return Err(e),
@@ -1671,20 +1678,14 @@ impl Uring {
         let entered = injected(st, entered);
         match entered {
             Ok(()) if st.ring.dropped() == st.drops_seen => Ok(false),
-            Ok(()) => Ok(Self::drops_counted(st)),
+            // The drop count moved since the last recovery (or since the ring was set up),
+            // with no `EBADR` to say so (this wait did not block): as `EBADR`.
+            Ok(()) => {
+                st.mark_dropped();
+                Ok(true)
+            }
             Err(e) => Self::enter_failed(st, e),
         }
-    }
-
-    /// The kernel's drop count moved since the last recovery (or since the ring was set
-    /// up), with no `EBADR` to say so (this wait did not block): as
-    /// [`enter_failed`](Self::enter_failed) with `EBADR`.
-    #[cold]
-    #[inline(never)]
-    fn drops_counted(st: &mut State) -> bool {
-        st.dropped = true;
-        st.attention = true;
-        true
     }
 
     /// A wait's `io_uring_enter` failed with `e`. `EBADR` (Linux 5.19+): the kernel dropped
@@ -1698,8 +1699,7 @@ impl Uring {
         if e.raw_os_error() != Some(libc::EBADR) {
             return Err(e);
         }
-        st.dropped = true;
-        st.attention = true;
+        st.mark_dropped();
         Ok(true)
     }
 
