@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 
 use ioloop::{Async, IoLoop, Poller};
-use ioloop_sys::alloc_counter::{allocations, CountingAlloc};
+use ioloop_sys::alloc_counter::{allocated_bytes, allocations, CountingAlloc};
 use util::backend_tests;
 
 #[global_allocator]
@@ -63,3 +63,26 @@ fn ping_pong_allocates_nothing_per_wake<P: Poller>() {
 }
 
 backend_tests!(ping_pong_allocates_nothing_per_wake);
+
+/// A spawned future is stored once: spawning one of 4 KiB allocates its 4 KiB and the
+/// task's small bookkeeping, not a second copy (an `async` block awaiting the future would
+/// hold it twice: rust-lang/rust#62958).
+#[test]
+fn a_spawned_future_is_stored_once() {
+    const SIZE: usize = 4096;
+    let lp = IoLoop::new().unwrap();
+    // Grow the task table and the run queue first, so that only the spawn is counted.
+    lp.spawn(async {}).detach();
+    lp.run_until(|lp| lp.task_count() == 0).unwrap();
+    let payload = [7u8; SIZE];
+    let future = async move { payload.iter().map(|&b| u64::from(b)).sum::<u64>() };
+    assert!(std::mem::size_of_val(&future) >= SIZE);
+    let before = allocated_bytes();
+    let task = lp.spawn(future);
+    let spent = allocated_bytes() - before;
+    assert!(
+        spent < (SIZE + 512) as u64,
+        "spawning a {SIZE}-byte future allocated {spent} bytes"
+    );
+    assert_eq!(lp.block_on(task).unwrap().unwrap(), 7 * SIZE as u64);
+}

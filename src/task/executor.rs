@@ -189,12 +189,43 @@ impl Wake for Header {
     }
 }
 
-/// A spawned task: its future (output already routed to its [`JoinState`]), its waker, and
-/// where to report a panic.
+/// A spawned future, its output type erased: polled where it was boxed, and its output handed
+/// to its task's [`JoinState`] (`sink`, the one `spawn` made for this output type).
+///
+/// Not an `async` block around the future (`async move { out.complete(Ok(future.await)) }`):
+/// such a block's state holds the future twice, once as the value it captured and once as
+/// the future it awaits (rust-lang/rust#62958), so a task's state would take twice the
+/// memory, and every poll would load the block's state at one end and the future in the
+/// middle.
+pub(crate) trait TaskFuture {
+    fn poll_task(self: Pin<&mut Self>, cx: &mut Context<'_>, sink: &dyn JoinSink) -> Poll<()>;
+}
+
+impl<F> TaskFuture for F
+where
+    F: Future,
+    F::Output: 'static,
+{
+    #[inline]
+    fn poll_task(self: Pin<&mut Self>, cx: &mut Context<'_>, sink: &dyn JoinSink) -> Poll<()> {
+        match self.poll(cx) {
+            Poll::Ready(value) => {
+                match sink.as_any().downcast_ref::<JoinState<F::Output>>() {
+                    Some(state) => state.complete(Ok(value)),
+                    None => unreachable!("a task's sink is its output's JoinState"),
+                }
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// A spawned task: its future, its waker, and where its output (or panic) goes.
 struct TaskBody {
     header: Arc<Header>,
     waker: Waker,
-    future: Pin<Box<dyn Future<Output = ()>>>,
+    future: Pin<Box<dyn TaskFuture>>,
     sink: Rc<dyn JoinSink>,
 }
 
@@ -337,12 +368,8 @@ impl Executor {
         F: Future + 'static,
         F::Output: 'static,
     {
-        let state = Rc::new(JoinState::new());
-        let out = state.clone();
-        let future = Box::pin(async move {
-            let value = future.await;
-            out.complete(Ok(value));
-        });
+        let state = Rc::new(JoinState::<F::Output>::new());
+        let future: Pin<Box<dyn TaskFuture>> = Box::pin(future);
         let key = {
             let mut table = self.table.borrow_mut();
             let idx = match table.free.pop() {
@@ -480,15 +507,16 @@ impl Executor {
         // Cleared before polling: a wake from inside the poll queues the task again.
         body.header.scheduled.store(false, Ordering::Relaxed);
         let mut cx = Context::from_waker(&body.waker);
-        let done =
-            match panic::catch_unwind(AssertUnwindSafe(|| body.future.as_mut().poll(&mut cx))) {
-                Ok(Poll::Pending) => false,
-                Ok(Poll::Ready(())) => true,
-                Err(payload) => {
-                    body.sink.fail(JoinError::panicked(payload));
-                    true
-                }
-            };
+        let done = match panic::catch_unwind(AssertUnwindSafe(|| {
+            body.future.as_mut().poll_task(&mut cx, &*body.sink)
+        })) {
+            Ok(Poll::Pending) => false,
+            Ok(Poll::Ready(())) => true,
+            Err(payload) => {
+                body.sink.fail(JoinError::panicked(payload));
+                true
+            }
+        };
         if done {
             body.header.scheduled.store(true, Ordering::Relaxed);
             let released = self.table.borrow_mut().release(key);

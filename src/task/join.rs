@@ -138,9 +138,12 @@ struct JoinInner<T> {
     waiter: Option<Waker>,
 }
 
-/// The type-erased side of a [`JoinState`]: what the executor calls when a task panics.
+/// The type-erased side of a [`JoinState`]: what the executor calls when a task panics, and
+/// what its future's output is handed to ([`as_any`](Self::as_any), downcast by
+/// [`TaskFuture`](super::executor::TaskFuture) to its own output's `JoinState`).
 pub(crate) trait JoinSink {
     fn fail(&self, err: JoinError);
+    fn as_any(&self) -> &dyn Any;
 }
 
 impl<T> JoinState<T> {
@@ -175,9 +178,13 @@ impl<T> JoinState<T> {
     }
 }
 
-impl<T> JoinSink for JoinState<T> {
+impl<T: 'static> JoinSink for JoinState<T> {
     fn fail(&self, err: JoinError) {
         self.complete(Err(err));
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 
