@@ -396,7 +396,7 @@ impl<P: Poller> IoLoop<P> {
     /// `add_handler`, `add_handler_with` and `remove_handler` are `#[inline]` too, so that
     /// their system call lands in the caller's frame: where the kernel guards the return
     /// stack across system calls (this machine: AMD's SRSO "safe RET" mitigation), the
-    /// first return after one into a frame entered before it costs ~55 ns (`getppid`) to
+    /// first return after one into a frame entered before it costs ~50 ns (`getppid`) to
     /// ~200 ns (`epoll_ctl`), and a caller's loop of registrations then makes none (churn:
     /// the reactor's add + remove 0.98 -> 0.72 x mio, where mio returns through libc's
     /// wrapper after each call).

@@ -1,4 +1,5 @@
-//! A counting global allocator, for tests that prove a code path makes no heap allocation.
+//! A counting global allocator, for tests that prove a code path makes no heap allocation
+//! (or bound the bytes it asks for).
 //!
 //! Enabled by the `alloc-counter` feature. Install it in a test binary of its own:
 //!
@@ -15,7 +16,8 @@ thread_local! {
     static BYTES: Cell<u64> = const { Cell::new(0) };
 }
 
-/// Forwards to [`System`] and counts allocations (and reallocations) made by the current thread.
+/// Forwards to [`System`] and counts the allocations (and reallocations) made by the current
+/// thread, and the bytes they request.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CountingAlloc;
 
@@ -37,7 +39,7 @@ fn bump(size: usize) {
 }
 
 // SAFETY: every method forwards to `System` with the caller's arguments unchanged, so the
-// GlobalAlloc contract holds exactly as it does for `System`; counting touches only a
+// GlobalAlloc contract holds exactly as it does for `System`; counting touches only
 // const-initialised thread-local `Cell`s, which never allocate.
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
