@@ -1628,6 +1628,51 @@ fn packet_pipe_reads_one_packet_each<P: Poller>() {
     }
 }
 
+/// A Unix stream socket with `SO_PASSCRED` set (Linux) does not merge data from different
+/// writers in one read: a read stops where the next writer's data begins, with that data
+/// queued and no further report to come. Here the reader parks, then this process writes
+/// "a" and a child process "b" (one report for both): the first read returns "a" alone, and
+/// the next must still get "b" (the short read does not count as "drained" on such a
+/// socket).
+fn passcred_reads_stop_at_another_writer<P: Poller>() {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        use nix::sys::socket::{setsockopt, sockopt::PassCred};
+        let lp = new_loop::<P>();
+        lp.block_on(async {
+            let (ours, mut theirs) = UnixStream::pair().unwrap();
+            setsockopt(&ours, PassCred, &true).unwrap();
+            let r = Async::new(ours).unwrap();
+            let reader = ioloop::spawn(async move {
+                let mut buf = [0u8; 64];
+                let n = ioloop::timeout(HANG, (&r).read(&mut buf))
+                    .await
+                    .expect("SO_PASSCRED: nothing came")
+                    .unwrap();
+                let mut got = buf[..n].to_vec();
+                let (rest, err) = read_short(&r, 1, "SO_PASSCRED: the second writer's data").await;
+                assert!(err.is_none(), "{err:?}");
+                got.extend_from_slice(&rest);
+                (n, got)
+            });
+            let_run().await;
+            theirs.write_all(b"a").unwrap();
+            let child_end = std::os::fd::OwnedFd::from(theirs.try_clone().unwrap());
+            let status = std::process::Command::new("sh")
+                .args(["-c", "printf b"])
+                .stdout(std::process::Stdio::from(child_end))
+                .status()
+                .expect("sh");
+            assert!(status.success(), "the child's write failed: {status}");
+            let (first, got) = reader.await.unwrap();
+            assert_eq!(first, 1, "the two writers' data merged in one read");
+            assert_eq!(got, b"ab");
+            drop(theirs);
+        })
+        .unwrap();
+    }
+}
+
 /// TCP: the last data and the end of the connection arrive together: a FIN (peer closed, or
 /// shut down its write side) or a reset (SO_LINGER 0). The data is read, then the end of
 /// file or `ConnectionReset`, never a hang. After a half-close the reader can still write.
@@ -1923,6 +1968,7 @@ backend_tests!(
     rearm_keeps_a_wait_begun_by_the_wake_up,
     stale_async_leaves_the_newer_registration_alone,
     packet_pipe_reads_one_packet_each,
+    passcred_reads_stop_at_another_writer,
     tcp_end_with_the_last_data,
     write_fails_after_the_peer_closes,
     readiness_waits_after_hang_up,

@@ -274,6 +274,10 @@ enum ShortIo {
     /// registration that reports priority data exactly shows when that can happen (see
     /// [`IoSource::short_io_drains`]).
     UrgentAware,
+    /// A Unix stream socket with `SO_PASSCRED` set (Linux, Android): a read stops where data
+    /// from another writer (another process) begins, with that data still queued, so a
+    /// short read shows nothing; a short write still filled the buffer.
+    WritesOnly,
     /// Anything else (datagram or seqpacket sockets, terminals in canonical mode...).
     Opaque,
 }
@@ -467,9 +471,11 @@ impl IoSource {
     /// pipe types (`PollEvented::poll_read`/`poll_write`, tokio-rs/tokio#5866): their read
     /// copies until the buffer is empty and their write until it is full, and any later
     /// change makes a new edge. Not for datagram or seqpacket sockets (one message per read)
-    /// nor terminals (one line per read in canonical mode). Checked once per source, on the
-    /// first short transfer (`fstat`, plus `getsockopt(SO_TYPE)` and `getsockname` for a
-    /// socket).
+    /// nor terminals (one line per read in canonical mode), nor reads on a Unix stream socket
+    /// with `SO_PASSCRED` set (Linux: a read stops where another writer's data begins).
+    /// Checked once per source, on the first short transfer (`fstat`, plus
+    /// `getsockopt(SO_TYPE)` and `getsockname` for a socket, and `getsockopt(SO_PASSCRED)`
+    /// for a Unix one on Linux).
     ///
     /// Two things end a stream read early with data left and no further edge to come, so
     /// reads infer nothing once the reactor has reported either ([`read_blind`]): an end of
@@ -496,6 +502,7 @@ impl IoSource {
         match self.short_io.get() {
             ShortIo::Drains => true,
             ShortIo::UrgentAware => !read || self.pri.get() || !self.edge.get(),
+            ShortIo::WritesOnly => !read,
             ShortIo::Unknown | ShortIo::Opaque => false,
         }
     }
@@ -524,6 +531,11 @@ fn classify(fd: BorrowedFd<'_>) -> ShortIo {
         // Linux 5.15+ has out-of-band data on Unix stream sockets too.
         Ok(Some(AddressFamily::Unix)) if !cfg!(any(target_os = "linux", target_os = "android")) => {
             ShortIo::Drains
+        }
+        // `SO_PASSCRED`: the kernel never merges two writers' data in one read.
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        Ok(Some(AddressFamily::Unix)) if getsockopt(&fd, sockopt::PassCred).unwrap_or(true) => {
+            ShortIo::WritesOnly
         }
         Ok(Some(AddressFamily::Unix)) => ShortIo::UrgentAware,
         // TCP only: an SCTP stream socket (also `SOCK_STREAM`) reads one message per call.
@@ -570,7 +582,9 @@ fn classify(fd: BorrowedFd<'_>) -> ShortIo {
 /// ([`Poller::priority_exact`]: io_uring; kqueue has none),
 /// a TCP read (or a Unix one on Linux) infers nothing. A few cases still break the
 /// inference: a Unix stream read ends early at data that carries file descriptors
-/// (`SCM_RIGHTS`) and, with `SO_PASSCRED` set, at data from another writer; a pipe whose
+/// (`SCM_RIGHTS`) and, with `SO_PASSCRED` or `SO_PASSPIDFD` set, at data from another
+/// writer (reads infer nothing on a socket that has `SO_PASSCRED` set when its first short
+/// transfer is seen, but one set later, or `SO_PASSPIDFD`, is not seen); a pipe whose
 /// writer is in packet mode (`O_DIRECT`, which `pipe2` sets on the write end only) gives one
 /// packet per read. Read such a socket or pipe with [`read_with`](Self::read_with) (and
 /// `recvmsg` for the fds), which infers nothing from a short read.
