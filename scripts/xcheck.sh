@@ -5,12 +5,12 @@
 #   scripts/xcheck.sh                        # all targets below
 #   scripts/xcheck.sh x86_64-unknown-freebsd # just these
 #
-# No cross linker or SDK is needed: `cargo check` never links. A target whose std the
-# rustup toolchain ships (`rustup target list --installed`) is checked with it; any other
-# (OpenBSD, tier 3) builds its std from source with `-Zbuild-std`, using Debian
-# bookworm-security's `rustc-web`, `cargo-web` and `rust-web-src` (Rust 1.96 with std
-# sources; installed with apt-get when missing). RUSTC_BOOTSTRAP=1 unlocks -Zbuild-std on
-# that stable compiler. Which backends a
+# No cross linker or SDK is needed: `cargo check` never links. Everything runs on the rustup
+# toolchain on PATH. A target whose std rustup ships is added with `rustup target add` (a
+# download of its prebuilt std, once) and checked with it; a target rustup has no std for
+# (OpenBSD, tier 3; x32, whose std the current stable does not ship) builds its std from
+# source with `-Zbuild-std`, from the toolchain's own `rust-src` component (added when
+# missing; RUSTC_BOOTSTRAP=1 unlocks -Zbuild-std on stable). Which backends a
 # target has comes from sys/targets.rs itself (compiled into a tiny helper), and a backend
 # whose module is not (yet) declared in sys/src/lib.rs is skipped with a note.
 #
@@ -35,30 +35,20 @@ DEFAULT_TARGETS=(
 )
 if [ "$#" -gt 0 ]; then TARGETS=("$@"); else TARGETS=("${DEFAULT_TARGETS[@]}"); fi
 
-RUSTC=/usr/bin/rustc
-RUSTDOC=/usr/bin/rustdoc
-CARGO=/usr/bin/cargo
-STD_SRC=/usr/lib/rustlib/src/rust/library
-PKGS=(rustc-web cargo-web rust-web-src)
+RUSTC=$(rustup which rustc)
 CACHE=${XCHECK_CACHE:-$HOME/.cache/ioloop-xcheck}
 
-have_toolchain() {
-    dpkg-query -W -f='${Status}\n' "${PKGS[@]}" 2>/dev/null | grep -vq '^install ok installed$' && return 1
-    [ -x "$RUSTC" ] && [ -x "$CARGO" ] && [ -d "$STD_SRC/std" ]
-}
-
-if ! have_toolchain; then
-    echo "xcheck: installing ${PKGS[*]} (Debian bookworm-security) ..." >&2
-    SUDO=
-    if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${PKGS[@]}" >/dev/null
-    have_toolchain || { echo "xcheck: ${PKGS[*]} did not provide $RUSTC, $CARGO, $STD_SRC" >&2; exit 2; }
+# Targets rustup ships a std for: added if missing. The others build std from source.
+installed() { rustup target list --installed 2>/dev/null | grep -qx "$1"; }
+NEED_SRC=0
+for target in "${TARGETS[@]}"; do
+    installed "$target" || rustup target add "$target" >/dev/null 2>&1 || NEED_SRC=1
+done
+if [ "$NEED_SRC" = 1 ] && ! rustup component list --installed 2>/dev/null | grep -qx 'rust-src'; then
+    rustup component add rust-src >/dev/null
 fi
 
 mkdir -p "$CACHE"
-export CARGO_TARGET_DIR=$CACHE/target
-export RUSTC RUSTDOC RUSTC_BOOTSTRAP=1
 unset RUSTFLAGS CARGO_BUILD_RUSTFLAGS
 
 # The backend table of sys/targets.rs, as a program: `backends <target_os>` prints the
@@ -99,9 +89,8 @@ present() {
     grep -Eq "^[[:space:]]*mod $1;" "$ROOT/sys/src/lib.rs"
 }
 
-# Targets whose std the machine's rustup toolchain already ships are checked with it (no std
-# build: seconds instead of a minute or two per target); the others (OpenBSD, tier 3) build
-# std from source with Debian's toolchain.
+# Targets whose std rustup installed (prebuilt: seconds per check); the others build std
+# from source (a minute or two per target, the first time).
 RUSTUP_TARGETS=" $(rustup target list --installed 2>/dev/null | tr '\n' ' ') "
 
 # Targets checked for the libraries only: x32's std built from source lacks the
@@ -115,11 +104,9 @@ run() { # run <target> <backend> <label> [IOLOOP_POLLER value]
     local cc_var="CC_${target//-/_}" ar_var="AR_${target//-/_}"
     local -a cargo_cmd
     if [[ $RUSTUP_TARGETS == *" $target "* ]]; then
-        # rustup's cargo and rustc (from PATH), its prebuilt std, its own target dir.
-        cargo_cmd=(env -u RUSTC -u RUSTDOC -u RUSTC_BOOTSTRAP "CARGO_TARGET_DIR=$CACHE/target-rustup"
-            cargo check)
+        cargo_cmd=(env "CARGO_TARGET_DIR=$CACHE/target-rustup" cargo check)
     else
-        cargo_cmd=("$CARGO" check -Zbuild-std=core,std)
+        cargo_cmd=(env RUSTC_BOOTSTRAP=1 "CARGO_TARGET_DIR=$CACHE/target" cargo check -Zbuild-std=core,std)
     fi
     # Which code: everything, except on the targets of LIB_ONLY (the libraries only).
     local -a what=(--all-targets)

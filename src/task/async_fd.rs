@@ -277,6 +277,7 @@ enum ShortIo {
     /// A Unix stream socket with `SO_PASSCRED` set (Linux, Android): a read stops where data
     /// from another writer (another process) begins, with that data still queued, so a
     /// short read shows nothing; a short write still filled the buffer.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     WritesOnly,
     /// Anything else (datagram or seqpacket sockets, terminals in canonical mode...).
     Opaque,
@@ -502,6 +503,7 @@ impl IoSource {
         match self.short_io.get() {
             ShortIo::Drains => true,
             ShortIo::UrgentAware => !read || self.pri.get() || !self.edge.get(),
+            #[cfg(any(target_os = "linux", target_os = "android"))]
             ShortIo::WritesOnly => !read,
             ShortIo::Unknown | ShortIo::Opaque => false,
         }
