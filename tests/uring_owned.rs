@@ -38,6 +38,9 @@ fn assert_refused<T: std::fmt::Debug>(res: io::Result<T>, what: &str) {
 /// kernel (6.1+) owned mode is really in use: `new` would take these calls.
 #[test]
 fn other_threads_get_a_clear_error() {
+    if util::uring_unavailable() {
+        return;
+    }
     let p = owned();
     let (a, mut b) = util::socketpair();
     let (c, _d) = util::socketpair();
@@ -82,6 +85,9 @@ fn other_threads_get_a_clear_error() {
 /// one thread and moved to another works there, and the creating thread is then refused.
 #[test]
 fn the_first_user_owns_it_not_the_creator() {
+    if util::uring_unavailable() {
+        return;
+    }
     let p = Arc::new(owned());
     let (a, mut b) = util::socketpair();
     let fd = a.as_raw_fd();
@@ -106,6 +112,9 @@ fn the_first_user_owns_it_not_the_creator() {
 /// quiet). Both constructors.
 #[test]
 fn notify_wakes_a_blocked_wait() {
+    if util::uring_unavailable() {
+        return;
+    }
     for p in [Uring::new().expect("Uring::new"), owned()] {
         let (tx, rx) = mpsc::channel::<()>();
         let n = p.notifier();
@@ -128,6 +137,9 @@ fn notify_wakes_a_blocked_wait() {
 /// Level, Edge and Oneshot keep their meaning in owned mode.
 #[test]
 fn modes_keep_their_meaning() {
+    if util::uring_unavailable() {
+        return;
+    }
     let p = owned();
     let mut events = Events::with_capacity(8);
     let (a, mut a_peer) = util::socketpair();
@@ -191,6 +203,9 @@ fn modes_keep_their_meaning() {
 /// with a buffer that holds them all, by a single wait.
 #[test]
 fn many_wakeups_before_a_wait() {
+    if util::uring_unavailable() {
+        return;
+    }
     const N: usize = 200;
     let p = owned();
     let pairs: Vec<_> = (0..N).map(|_| util::socketpair()).collect();
@@ -222,6 +237,9 @@ fn many_wakeups_before_a_wait() {
 /// peer of an owned-mode socket was never reset (a lingering HTTP close hung). Both modes.
 #[test]
 fn removal_racing_a_wakeup_still_closes_the_socket() {
+    if util::uring_unavailable() {
+        return;
+    }
     use std::net::{TcpListener, TcpStream};
     for (name, p) in [("new", Uring::new().unwrap()), ("new_owned", owned())] {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();

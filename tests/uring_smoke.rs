@@ -52,6 +52,9 @@ fn wait_one(p: &Uring, events: &mut Events, timeout: Duration) -> (u64, Ready) {
 
 #[test]
 fn readable_after_write() {
+    if util::uring_unavailable() {
+        return;
+    }
     let _fds = shared();
     let p = uring();
     let (a, mut b) = util::socketpair();
@@ -68,6 +71,9 @@ fn readable_after_write() {
 
 #[test]
 fn writable_both_interests() {
+    if util::uring_unavailable() {
+        return;
+    }
     let _fds = shared();
     let p = uring();
     let (a, _b) = util::socketpair();
@@ -86,6 +92,9 @@ fn writable_both_interests() {
 
 #[test]
 fn level_reports_again_while_undrained() {
+    if util::uring_unavailable() {
+        return;
+    }
     let _fds = shared();
     let p = uring();
     let (mut a, mut b) = util::socketpair();
@@ -111,6 +120,9 @@ fn level_reports_again_while_undrained() {
 
 #[test]
 fn oneshot_once_then_modify_rearms() {
+    if util::uring_unavailable() {
+        return;
+    }
     let _fds = shared();
     let p = uring();
     let (a, mut b) = util::socketpair();
@@ -138,6 +150,9 @@ fn oneshot_once_then_modify_rearms() {
 
 #[test]
 fn modify_changes_token_without_stale_events() {
+    if util::uring_unavailable() {
+        return;
+    }
     let _fds = shared();
     let p = uring();
     let (a, mut b) = util::socketpair();
@@ -156,6 +171,9 @@ fn modify_changes_token_without_stale_events() {
 
 #[test]
 fn hup_when_peer_closes() {
+    if util::uring_unavailable() {
+        return;
+    }
     let _fds = shared();
     let p = uring();
     let (a, b) = util::socketpair();
@@ -170,6 +188,9 @@ fn hup_when_peer_closes() {
 
 #[test]
 fn bad_input_kinds() {
+    if util::uring_unavailable() {
+        return;
+    }
     let _fds = shared();
     use std::io::ErrorKind::*;
     let p = uring();
@@ -216,6 +237,9 @@ fn bad_input_kinds() {
 
 #[test]
 fn notify_from_another_thread_wakes_blocked_wait() {
+    if util::uring_unavailable() {
+        return;
+    }
     let _fds = shared();
     let p = uring();
     let notifier = p.notifier();
@@ -246,6 +270,9 @@ fn notify_from_another_thread_wakes_blocked_wait() {
 
 #[test]
 fn register_from_another_thread_during_blocked_wait() {
+    if util::uring_unavailable() {
+        return;
+    }
     let _fds = shared();
     let p = Arc::new(uring());
     let (a, mut b) = util::socketpair();
@@ -268,6 +295,9 @@ fn register_from_another_thread_during_blocked_wait() {
 
 #[test]
 fn write_from_another_thread_after_register_from_it() {
+    if util::uring_unavailable() {
+        return;
+    }
     let _fds = shared();
     // The poll is armed by a thread that has exited when the fd becomes ready.
     let p = Arc::new(uring());
@@ -293,6 +323,9 @@ fn write_from_another_thread_after_register_from_it() {
 
 #[test]
 fn deregister_from_another_thread_during_blocked_wait() {
+    if util::uring_unavailable() {
+        return;
+    }
     let _fds = shared();
     let p = Arc::new(uring());
     let (a, _b) = util::socketpair();
@@ -316,6 +349,9 @@ fn deregister_from_another_thread_during_blocked_wait() {
 
 #[test]
 fn timed_wait_never_returns_early() {
+    if util::uring_unavailable() {
+        return;
+    }
     let _fds = shared();
     let p = uring();
     let mut events = Events::with_capacity(8);
@@ -334,6 +370,9 @@ fn timed_wait_never_returns_early() {
 
 #[test]
 fn events_capacity_leaves_the_rest_for_the_next_wait() {
+    if util::uring_unavailable() {
+        return;
+    }
     let _fds = shared();
     let p = uring();
     let pairs: Vec<_> = (0..5).map(|_| util::socketpair()).collect();
@@ -356,6 +395,9 @@ fn events_capacity_leaves_the_rest_for_the_next_wait() {
 
 #[test]
 fn many_register_deregister_cycles_leak_nothing() {
+    if util::uring_unavailable() {
+        return;
+    }
     let _fds = exclusive();
     let p = uring();
     let (a, mut b) = util::socketpair();
@@ -391,6 +433,9 @@ fn many_register_deregister_cycles_leak_nothing() {
 
 #[test]
 fn drop_closes_every_fd() {
+    if util::uring_unavailable() {
+        return;
+    }
     let _fds = exclusive();
     let before = ring_fds();
     for _ in 0..50 {
