@@ -12,4 +12,18 @@ fn main() {
     let have = emit_backend_cfgs();
     let chosen = choose_default(have);
     println!("cargo:rustc-env=IOLOOP_DEFAULT_POLLER={chosen}");
+    emit_bench_cfgs();
+}
+
+/// `ioloop_bench_uring_floor`: the waker bench's raw io_uring floor is built, through the
+/// `io-uring` dev-dependency, which Cargo.toml takes only where that crate ships kernel
+/// bindings (the same list: elsewhere it is a compile error).
+fn emit_bench_cfgs() {
+    println!("cargo:rustc-check-cfg=cfg(ioloop_bench_uring_floor)");
+    let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
+    let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    let bound = ["x86_64", "aarch64", "riscv64", "loongarch64", "powerpc64"];
+    if os == "linux" && bound.contains(&arch.as_str()) {
+        println!("cargo:rustc-cfg=ioloop_bench_uring_floor");
+    }
 }

@@ -196,17 +196,8 @@ mod floor {
 /// (`SINGLE_ISSUER | DEFER_TASKRUN | TASKRUN_FLAG`, enabled by the thread that waits), with a
 /// multishot poll of an eventfd that is never read, through the `io-uring` crate: the cost
 /// of a wake-up through io_uring itself, against `floor` (epoll). Where the `io-uring` crate
-/// has kernel bindings (the dev-dependency's cfg in Cargo.toml).
-#[cfg(all(
-    ioloop_has_uring,
-    any(
-        target_arch = "x86_64",
-        target_arch = "aarch64",
-        target_arch = "riscv64",
-        target_arch = "loongarch64",
-        target_arch = "powerpc64"
-    )
-))]
+/// has kernel bindings (the dev-dependency's cfg in Cargo.toml; build.rs sets the cfg).
+#[cfg(ioloop_bench_uring_floor)]
 mod uring_floor {
     use super::eventfd::{self, EventFdWake};
     use super::Side;
@@ -523,16 +514,7 @@ fn contenders() -> Vec<Contender> {
         floor::side(true),
         floor::side(true),
     );
-    #[cfg(all(
-        ioloop_has_uring,
-        any(
-            target_arch = "x86_64",
-            target_arch = "aarch64",
-            target_arch = "riscv64",
-            target_arch = "loongarch64",
-            target_arch = "powerpc64"
-        )
-    ))]
+    #[cfg(ioloop_bench_uring_floor)]
     pair_contender(
         &mut list,
         "floor-uring",
