@@ -105,6 +105,48 @@ fn closed_fd_without_remove_neither_spins_nor_fails<P: Poller>() {
     run_until_count(&lp, 20, || healthy.iter().all(|(_, _, n)| n.get() == 2));
 }
 
+/// A Oneshot registration re-armed (`modify`) after its fd was closed without `deregister`:
+/// the poller refuses the re-arm (epoll, whose close dropped the registration; kqueue), or
+/// takes it and reports the fd as `ERROR` at the next wait (poll and select, whose re-arm is
+/// a table entry only: checking the fd there would be a system call per Oneshot wait). Never
+/// a silent success with nothing to follow.
+fn rearm_of_a_closed_fd_is_refused_or_reported<P: Poller>() {
+    let p = util::poller::<P>();
+    if !p.supports(Mode::Oneshot) {
+        return;
+    }
+    let (_peer, victim) = socketpair();
+    // A high number, so that the other tests of this process do not reopen it meanwhile
+    // (above `fd_out_of_the_way`'s, which another test closes too; below select's
+    // FD_SETSIZE), under a soft limit raised where it is lower (macOS: 256).
+    util::raise_nofile(1100);
+    let vfd = nix::fcntl::fcntl(
+        std::os::fd::AsFd::as_fd(&victim),
+        nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(1000),
+    )
+    .expect("F_DUPFD_CLOEXEC");
+    drop(victim);
+    p.register(vfd, 7, Interest::READABLE, Mode::Oneshot)
+        .unwrap();
+    nix::unistd::close(vfd).expect("close");
+    if p.modify(vfd, 8, Interest::READABLE, Mode::Oneshot).is_ok() {
+        let mut events = ioloop_sys::Events::with_capacity(8);
+        p.wait(&mut events, Some(faults_util::LONG)).unwrap();
+        assert!(
+            events
+                .iter()
+                .any(|e| e.token() == 8 && e.ready().contains(Ready::ERROR)),
+            "{}: re-armed a closed fd, and the wait reported {:?}",
+            P::NAME,
+            events
+                .iter()
+                .map(|e| (e.token(), e.ready()))
+                .collect::<Vec<_>>()
+        );
+    }
+    let _ = p.deregister(vfd);
+}
+
 // ----- panics ---------------------------------------------------------------------------
 
 fn handler_panic_mid_batch_loses_nothing<P: Poller>() {
@@ -607,6 +649,7 @@ fn poller_wait_with_huge_timeouts_ends_on_notify<P: Poller>() {
 }
 
 backend_tests!(
+    rearm_of_a_closed_fd_is_refused_or_reported,
     closed_fd_without_remove_neither_spins_nor_fails,
     handler_panic_mid_batch_loses_nothing,
     callback_and_timer_panics_lose_nothing,
