@@ -48,7 +48,7 @@ fn closed_fd_without_remove_neither_spins_nor_fails<P: Poller>() {
     // Moved to a high number, which stays closed once closed: the kernel gives each new fd
     // the lowest free number, so the other tests of this process, running alongside, would
     // soon reopen a low one (and this test then saw no error for it).
-    let vfd = fd_out_of_the_way(victim);
+    let vfd = fd_out_of_the_way(victim, 900);
     let calls = Rc::new(RefCell::new(Vec::<Ready>::new()));
     let c = calls.clone();
     lp.add_handler(vfd, Interest::READABLE, move |_, _, r| {
@@ -116,15 +116,8 @@ fn rearm_of_a_closed_fd_is_refused_or_reported<P: Poller>() {
         return;
     }
     let (_peer, victim) = socketpair();
-    // A high number, so that the other tests of this process do not reopen it meanwhile
-    // (above `fd_out_of_the_way`'s, which another test closes too; below select's
-    // FD_SETSIZE), under a soft limit raised where it is lower (macOS: 256).
-    util::raise_nofile(1100);
-    let vfd = nix::fcntl::fcntl(
-        std::os::fd::AsFd::as_fd(&victim),
-        nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(1000),
-    )
-    .expect("F_DUPFD_CLOEXEC");
+    // Above the other closed-fd test's numbers (900), so neither reopens the other's.
+    let vfd = fd_out_of_the_way(&victim, 1000);
     drop(victim);
     p.register(vfd, 7, Interest::READABLE, Mode::Oneshot)
         .unwrap();

@@ -66,14 +66,17 @@ pub fn inode_of(fd: RawFd) -> Option<u64> {
         .map(|m| m.ino())
 }
 
-/// Moves `x` to a number of at least 900 (below select's `FD_SETSIZE`, far above what the
-/// tests of one process hold at once) and returns that number, which the caller now owns
-/// (and closes: the "closed behind the loop's back" case). A closed high number stays closed:
-/// the kernel gives every new fd the lowest free number, so a low one would soon be reused
-/// by the tests running alongside in the same process.
-pub fn fd_out_of_the_way(x: impl AsFd) -> RawFd {
+/// Duplicates `x` to a number of at least `floor` (900 or more: below select's
+/// `FD_SETSIZE`, far above what the tests of one process hold at once; the soft fd limit is
+/// raised to allow it) and returns that number, which the caller now owns (and closes: the
+/// "closed behind the loop's back" case). A closed high number stays closed: the kernel
+/// gives every new fd the lowest free number, so a low one would soon be reused by the tests
+/// running alongside in the same process. Tests that close such a number at the same time
+/// take different floors, so that neither reopens the other's.
+pub fn fd_out_of_the_way(x: impl AsFd, floor: RawFd) -> RawFd {
     use nix::fcntl::{fcntl, FcntlArg};
-    fcntl(x.as_fd(), FcntlArg::F_DUPFD_CLOEXEC(900)).expect("F_DUPFD_CLOEXEC")
+    crate::util::raise_nofile(floor as u64 + 100);
+    fcntl(x.as_fd(), FcntlArg::F_DUPFD_CLOEXEC(floor)).expect("F_DUPFD_CLOEXEC")
 }
 
 /// The raw fd of `x`.
