@@ -41,19 +41,28 @@ pub fn send_byte(fd: RawFd) {
     assert_eq!(n, 1, "write: {}", io::Error::last_os_error());
 }
 
-/// Reads one byte from the socket `fd` with `recv(2)`; panics unless exactly one byte came
-/// in.
+/// Reads the one byte sent to the socket `fd` with `recv(2)`, into a 64-byte buffer; panics
+/// unless exactly one byte came in.
 ///
 /// `recv`, not `read`: it is what std's sockets read with, so what a mio user's
 /// `mio::net::UnixStream::read` and the task layer's reads through `Async<UnixStream>`
 /// make; and `read(2)` on a socket costs ~6 % more per event in fanin on this machine (its
 /// VFS layers), which would make every contender that reads here slower than the task
 /// layer for a reason that is not the loop's.
+///
+/// A 64-byte buffer, not a 1-byte one: a reader that does not know how much has arrived
+/// asks for more than it expects, and takes a short read to mean the socket is drained
+/// (what an edge-triggered mio loop must know before it waits again, and what fanin's task
+/// contender does through `AsyncRead::read` with its own 64-byte buffer). It is also not
+/// the same request to the kernel: a Unix stream `recv` that has copied fewer bytes than
+/// asked looks at the receive queue once more before it returns, ~40-60 ns per call here,
+/// so every contender asks for the same 64 bytes.
 #[inline]
 pub fn recv_byte(fd: RawFd) {
-    let mut b = 0u8;
-    // SAFETY: `b` is a live, writable 1-byte buffer for the whole call; `fd` is open.
-    let n = unsafe { libc::recv(fd, std::ptr::addr_of_mut!(b).cast(), 1, 0) };
+    let mut buf = [0u8; 64];
+    // SAFETY: `buf` is a live, writable buffer of `buf.len()` bytes for the whole call;
+    // `fd` is open.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
     assert_eq!(n, 1, "recv: {}", io::Error::last_os_error());
 }
 
