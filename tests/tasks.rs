@@ -7,7 +7,7 @@ use std::cell::{Cell, RefCell};
 use std::future::{poll_fn, Future};
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -697,6 +697,206 @@ fn udp_and_connect_errors<P: Poller>() {
             .unwrap();
         let err = Async::<TcpStream>::connect(closed).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
+    })
+    .unwrap();
+    assert_eq!(lp.handler_count(), 0);
+}
+
+/// Unix stream sockets by path: a listener accepts clients that connect by its path, each
+/// side sees the other's address, and data goes both ways.
+fn unix_listener_and_connect<P: Poller>() {
+    const CLIENTS: u8 = 3;
+    let dir = util::TempDir::new("ul");
+    let path = dir.path("s");
+    let lp = new_loop::<P>();
+    lp.block_on(async {
+        let listener = Async::<UnixListener>::bind(&path).unwrap();
+        assert_eq!(listener.local_addr().unwrap().as_pathname(), Some(&*path));
+        let server = ioloop::spawn(async move {
+            let mut echoes = Vec::new();
+            for _ in 0..CLIENTS {
+                let (stream, peer) = listener.accept().await.unwrap();
+                // The clients' sockets are not bound to a path.
+                assert!(peer.is_unnamed());
+                echoes.push(ioloop::spawn(async move {
+                    let mut buf = [0u8; 64];
+                    loop {
+                        let n = (&stream).read(&mut buf).await.unwrap();
+                        if n == 0 {
+                            return;
+                        }
+                        (&stream).write_all(&buf[..n]).await.unwrap();
+                    }
+                }));
+            }
+            for e in echoes {
+                e.await.unwrap();
+            }
+        });
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                let path = path.clone();
+                ioloop::spawn(async move {
+                    let mut stream = Async::<UnixStream>::connect(&path).await.unwrap();
+                    assert_eq!(stream.peer_addr().unwrap().as_pathname(), Some(&*path));
+                    let msg = [c; 10];
+                    stream.write_all(&msg).await.unwrap();
+                    let mut back = [0u8; 10];
+                    stream.read_exact(&mut back).await.unwrap();
+                    assert_eq!(back, msg);
+                })
+            })
+            .collect();
+        for c in clients {
+            c.await.unwrap();
+        }
+        server.await.unwrap();
+    })
+    .unwrap();
+    assert_eq!(lp.handler_count(), 0);
+}
+
+/// What connecting and binding by path report: nothing there, a socket file with no
+/// listener, a path taken, a path too long for a socket address.
+fn unix_connect_errors<P: Poller>() {
+    let dir = util::TempDir::new("ue");
+    let lp = new_loop::<P>();
+    lp.block_on(async {
+        let err = Async::<UnixStream>::connect(dir.path("missing"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+        // A listener's socket file stays when the listener is dropped.
+        let stale = dir.path("stale");
+        drop(Async::<UnixListener>::bind(&stale).unwrap());
+        assert!(stale.exists());
+        let err = Async::<UnixStream>::connect(&stale).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
+        let err = Async::<UnixListener>::bind(&stale).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+        let err = Async::<UnixDatagram>::bind(&stale).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+        let long = dir.path(&"x".repeat(200));
+        let err = Async::<UnixStream>::connect(&long).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+        let err = Async::<UnixListener>::bind(&long).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+    })
+    .unwrap();
+    assert_eq!(lp.handler_count(), 0);
+}
+
+/// Linux: a connect to a listener whose backlog is full does not wait for room; it reports
+/// `WouldBlock`, and connects again once the listener has accepted.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn unix_connect_to_a_full_backlog<P: Poller>() {
+    use nix::sys::socket::UnixAddr;
+    use nix::sys::socket::{bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType};
+    use std::os::fd::AsRawFd;
+    let dir = util::TempDir::new("ub");
+    let path = dir.path("s");
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    bind(fd.as_raw_fd(), &UnixAddr::new(&path).unwrap()).unwrap();
+    // Backlog 0: Linux queues one connection, and refuses the next with EAGAIN.
+    listen(&fd, Backlog::new(0).unwrap()).unwrap();
+    let listener = UnixListener::from(fd);
+    let lp = new_loop::<P>();
+    lp.block_on(async {
+        let mut connected = Vec::new();
+        let err = loop {
+            match Async::<UnixStream>::connect(&path).await {
+                Ok(s) => connected.push(s),
+                Err(e) => break e,
+            }
+            assert!(connected.len() < 100, "the backlog never filled");
+        };
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "{err}");
+        assert!(!connected.is_empty());
+        // Room again once one is accepted (a queued connection: accept does not block).
+        let _accepted = listener.accept().unwrap();
+        let again = Async::<UnixStream>::connect(&path).await.unwrap();
+        drop((connected, again));
+    })
+    .unwrap();
+    assert_eq!(lp.handler_count(), 0);
+}
+
+/// Unix datagram sockets: by path (a datagram longer than the buffer is cut, the sender's
+/// address comes with it, an unbound sender's is unnamed), and a connected pair.
+fn unix_datagrams<P: Poller>() {
+    let dir = util::TempDir::new("ud");
+    let (path_a, path_b) = (dir.path("a"), dir.path("b"));
+    let lp = new_loop::<P>();
+    lp.block_on(async {
+        let a = Async::<UnixDatagram>::bind(&path_a).unwrap();
+        let b = Async::<UnixDatagram>::bind(&path_b).unwrap();
+        assert_eq!(b.local_addr().unwrap().as_pathname(), Some(&*path_b));
+        let recv = ioloop::spawn(async move {
+            let mut got = Vec::new();
+            for _ in 0..2 {
+                let mut buf = [0u8; 4];
+                let (n, from) = b.recv_from(&mut buf).await.unwrap();
+                got.push((buf[..n].to_vec(), from.as_pathname().map(|p| p.to_owned())));
+            }
+            got
+        });
+        // The receiver parks before anything is sent.
+        ioloop::yield_now().await;
+        assert_eq!(a.send_to(b"datagram", &path_b).await.unwrap(), 8);
+        let unbound = Async::<UnixDatagram>::unbound().unwrap();
+        assert_eq!(unbound.send_to(b"hi", &path_b).await.unwrap(), 2);
+        assert_eq!(
+            recv.await.unwrap(),
+            vec![
+                (b"data".to_vec(), Some(path_a.clone())),
+                (b"hi".to_vec(), None)
+            ]
+        );
+        let err = a.send_to(b"x", dir.path("missing")).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+
+        let (x, y) = Async::<UnixDatagram>::pair().unwrap();
+        let reply = ioloop::spawn(async move {
+            let mut buf = [0u8; 8];
+            let n = y.recv(&mut buf).await.unwrap();
+            y.send(&buf[..n]).await.unwrap()
+        });
+        ioloop::yield_now().await;
+        assert_eq!(x.send(b"ping").await.unwrap(), 4);
+        let mut buf = [0u8; 8];
+        assert_eq!(x.recv(&mut buf).await.unwrap(), 4);
+        assert_eq!(&buf[..4], b"ping");
+        assert_eq!(reply.await.unwrap(), 4);
+    })
+    .unwrap();
+    assert_eq!(lp.handler_count(), 0);
+}
+
+/// UDP's connected `send` and `recv`.
+fn udp_connected_send_and_recv<P: Poller>() {
+    let lp = new_loop::<P>();
+    lp.block_on(async {
+        let a = Async::<UdpSocket>::bind("127.0.0.1:0").unwrap();
+        let b = Async::<UdpSocket>::bind("127.0.0.1:0").unwrap();
+        a.get_ref().connect(b.local_addr().unwrap()).unwrap();
+        b.get_ref().connect(a.local_addr().unwrap()).unwrap();
+        let echo = ioloop::spawn(async move {
+            let mut buf = [0u8; 16];
+            let n = b.recv(&mut buf).await.unwrap();
+            b.send(&buf[..n]).await.unwrap()
+        });
+        ioloop::yield_now().await;
+        assert_eq!(a.send(b"over udp").await.unwrap(), 8);
+        let mut buf = [0u8; 16];
+        assert_eq!(a.recv(&mut buf).await.unwrap(), 8);
+        assert_eq!(&buf[..8], b"over udp");
+        assert_eq!(echo.await.unwrap(), 8);
     })
     .unwrap();
     assert_eq!(lp.handler_count(), 0);
@@ -1953,6 +2153,10 @@ backend_tests!(
     read_and_write_waiters_at_once,
     echo_many_clients,
     udp_and_connect_errors,
+    unix_listener_and_connect,
+    unix_connect_errors,
+    unix_datagrams,
+    udp_connected_send_and_recv,
     with_loop_and_into_inner,
     data_after_partial_read,
     eof_with_the_last_data,
@@ -1979,6 +2183,24 @@ backend_tests!(
     many_tasks_wait_on_one_source,
     a_panicking_waker_wakes_the_others,
 );
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod linux {
+    use super::*;
+    backend_tests!(unix_connect_to_a_full_backlog);
+}
+
+/// Outside a loop, binding by path fails before the socket is made: no socket file is left.
+#[test]
+fn unix_bind_outside_a_loop_leaves_no_file() {
+    let dir = util::TempDir::new("uo");
+    let path = dir.path("s");
+    let err = Async::<UnixListener>::bind(&path).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::NotConnected);
+    let err = Async::<UnixDatagram>::bind(&path).unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::NotConnected);
+    assert!(!path.exists());
+}
 
 #[test]
 fn async_new_outside_a_loop_is_not_connected() {

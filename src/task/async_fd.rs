@@ -29,13 +29,15 @@ use std::fmt;
 use std::future::poll_fn;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::os::unix::net::UnixStream;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::net::{SocketAddr as UnixSocketAddr, UnixDatagram, UnixListener, UnixStream};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::path::Path;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+use nix::sys::socket::{AddressFamily, SockaddrLike, SockaddrStorage, UnixAddr};
 
 use super::{add_source, current, IoLoop, LoopOps, Poller};
 use crate::{Interest, Mode, Ready};
@@ -513,8 +515,7 @@ impl IoSource {
 #[cold]
 #[inline(never)]
 fn classify(fd: BorrowedFd<'_>) -> ShortIo {
-    use nix::sys::socket::{getsockname, getsockopt, sockopt, AddressFamily, SockType};
-    use nix::sys::socket::{SockaddrLike, SockaddrStorage};
+    use nix::sys::socket::{getsockname, getsockopt, sockopt, SockType};
     use nix::sys::stat::{fstat, SFlag};
     let Ok(st) = fstat(fd) else {
         return ShortIo::Opaque;
@@ -704,6 +705,15 @@ impl<T: AsFd> Async<T> {
             source,
             io: Some(io),
         })
+    }
+
+    /// Makes the I/O object with `make` and registers it (non-blocking) on the current loop,
+    /// which is looked for first: outside a loop nothing is made (no socket file is bound).
+    fn make_on_current(make: impl FnOnce() -> io::Result<T>) -> io::Result<Self> {
+        let ops = current().ok_or_else(no_loop)?;
+        let io = make()?;
+        ioloop_sys::set_nonblocking(io.as_fd())?;
+        Self::register(&*ops, io)
     }
 
     /// [`register`](Self::register) on a loop of known type: no dynamic call, and no weak
@@ -916,7 +926,7 @@ impl Async<TcpListener> {
     ///
     /// What `bind` reports; see [`Async::new`].
     pub fn bind(addr: impl ToSocketAddrs) -> io::Result<Self> {
-        Async::new(TcpListener::bind(addr)?)
+        Async::make_on_current(|| TcpListener::bind(addr))
     }
 
     /// Accepts a connection; the stream is registered on the listener's loop.
@@ -947,28 +957,12 @@ impl Async<TcpStream> {
     ///
     /// `NotConnected` outside a running loop; the connection's error (`ConnectionRefused`...).
     pub async fn connect(addr: impl Into<SocketAddr>) -> io::Result<Self> {
-        use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, SockaddrStorage};
         let addr = addr.into();
         let family = match addr {
             SocketAddr::V4(_) => AddressFamily::Inet,
             SocketAddr::V6(_) => AddressFamily::Inet6,
         };
-        let ops = current().ok_or_else(no_loop)?;
-        let fd = socket::socket(family, SockType::Stream, SockFlag::empty(), None)?;
-        fcntl(fd.as_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
-        ioloop_sys::set_nonblocking(fd.as_fd())?;
-        let stream = Async::register(&*ops, TcpStream::from(fd))?;
-        match socket::connect(stream.as_raw_fd(), &SockaddrStorage::from(addr)) {
-            Ok(()) | Err(nix::errno::Errno::EINPROGRESS) => {}
-            Err(e) => return Err(e.into()),
-        }
-        stream.writable().await?;
-        if let Some(e) = stream.get_ref().take_error()? {
-            return Err(e);
-        }
-        // Writable without a pending error but not connected (e.g. a hang-up): report it.
-        stream.get_ref().peer_addr()?;
-        Ok(stream)
+        connect_stream(family, SockaddrStorage::from(addr)).await
     }
 
     /// The peer's address.
@@ -979,6 +973,44 @@ impl Async<TcpStream> {
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.get_ref().peer_addr()
     }
+}
+
+/// A stream socket of `family`, non-blocking and registered on the current loop, connected
+/// to `addr` without blocking the loop: a non-blocking `connect`; if that is still in
+/// progress, a wait for writability and a look at the connection's error.
+async fn connect_stream<S: AsFd + From<OwnedFd>>(
+    family: AddressFamily,
+    addr: impl SockaddrLike,
+) -> io::Result<Async<S>> {
+    use nix::errno::Errno;
+    use nix::sys::socket::{self, sockopt, SockFlag, SockType};
+    let ops = current().ok_or_else(no_loop)?;
+    let fd = socket::socket(family, SockType::Stream, SockFlag::empty(), None)?;
+    fcntl(fd.as_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+    ioloop_sys::set_nonblocking(fd.as_fd())?;
+    let stream = Async::register(&*ops, S::from(fd))?;
+    match socket::connect(stream.as_raw_fd(), &addr) {
+        // Connected at once (a Unix socket's connect never waits).
+        Ok(()) => return Ok(stream),
+        // EINTR: the connection goes on asynchronously (POSIX), as after EINPROGRESS.
+        Err(Errno::EINPROGRESS | Errno::EINTR) => {}
+        Err(e) => return Err(e.into()),
+    }
+    stream.writable().await?;
+    match socket::getsockopt(&stream.as_fd(), sockopt::SocketError)? {
+        0 => {}
+        errno => return Err(io::Error::from_raw_os_error(errno)),
+    }
+    // Writable without a pending error but not connected (e.g. a hang-up): report it.
+    socket::getpeername::<SockaddrStorage>(stream.as_raw_fd())?;
+    Ok(stream)
+}
+
+/// The address of the Unix socket at `path`; std's `InvalidInput` (as from
+/// `UnixListener::bind`) for a path too long for a socket address or holding a NUL byte.
+fn unix_addr(path: &Path) -> io::Result<UnixAddr> {
+    UnixSocketAddr::from_pathname(path)?;
+    Ok(UnixAddr::new(path)?)
 }
 
 impl Async<UnixStream> {
@@ -993,6 +1025,174 @@ impl Async<UnixStream> {
         let b = a.sibling(b)?;
         Ok((a, b))
     }
+
+    /// Connects to the Unix socket listening at `path`, registered on the current loop.
+    ///
+    /// # Errors
+    ///
+    /// `NotConnected` outside a running loop; `NotFound` if nothing is at `path`;
+    /// `ConnectionRefused` if no socket listens there (a socket file left by a closed
+    /// listener); `InvalidInput` for a path too long for a socket address; `WouldBlock` on
+    /// Linux when the listener's backlog is full (its `connect` does not wait for room, and
+    /// no readiness report says when there is some: try again later).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    /// use ioloop::{Async, IoLoop};
+    /// use std::os::unix::net::{UnixListener, UnixStream};
+    ///
+    /// let dir = std::env::temp_dir().join(format!("ioloop-doc-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir)?;
+    /// let path = dir.join("echo.sock");
+    /// # let _ = std::fs::remove_file(&path);
+    /// IoLoop::new()?.block_on(async {
+    ///     let listener = Async::<UnixListener>::bind(&path)?;
+    ///     let server = ioloop::spawn(async move {
+    ///         let (mut stream, _) = listener.accept().await?;
+    ///         let mut buf = [0; 5];
+    ///         stream.read_exact(&mut buf).await?;
+    ///         stream.write_all(&buf).await
+    ///     });
+    ///     let mut client = Async::<UnixStream>::connect(&path).await?;
+    ///     client.write_all(b"hello").await?;
+    ///     let mut back = [0; 5];
+    ///     client.read_exact(&mut back).await?;
+    ///     assert_eq!(&back, b"hello");
+    ///     server.await.unwrap()
+    /// })??;
+    /// std::fs::remove_dir_all(&dir)?;
+    /// # std::io::Result::Ok(())
+    /// ```
+    pub async fn connect(path: impl AsRef<Path>) -> io::Result<Self> {
+        let addr = unix_addr(path.as_ref())?;
+        connect_stream(AddressFamily::Unix, addr).await
+    }
+
+    /// The peer's address.
+    ///
+    /// # Errors
+    ///
+    /// What `getpeername` reports.
+    pub fn peer_addr(&self) -> io::Result<UnixSocketAddr> {
+        self.get_ref().peer_addr()
+    }
+}
+
+impl Async<UnixListener> {
+    /// Binds a Unix stream listener at `path` (which must not exist yet) and registers it on
+    /// the current loop. Dropping it does not remove the socket file.
+    ///
+    /// # Errors
+    ///
+    /// `NotConnected` outside a running loop (nothing is bound then); what `bind` reports
+    /// (`AddrInUse` if `path` exists, `InvalidInput` for a path too long for a socket
+    /// address); see [`Async::new`].
+    pub fn bind(path: impl AsRef<Path>) -> io::Result<Self> {
+        Async::make_on_current(|| UnixListener::bind(path))
+    }
+
+    /// Accepts a connection; the stream is registered on the listener's loop.
+    ///
+    /// # Errors
+    ///
+    /// What `accept` reports (for example `EMFILE`), or what registering the stream reports.
+    pub async fn accept(&self) -> io::Result<(Async<UnixStream>, UnixSocketAddr)> {
+        let (stream, addr) = self.read_with(UnixListener::accept).await?;
+        Ok((self.sibling(stream)?, addr))
+    }
+
+    /// The local address.
+    ///
+    /// # Errors
+    ///
+    /// What `getsockname` reports.
+    pub fn local_addr(&self) -> io::Result<UnixSocketAddr> {
+        self.get_ref().local_addr()
+    }
+}
+
+impl Async<UnixDatagram> {
+    /// Binds a Unix datagram socket at `path` (which must not exist yet) and registers it on
+    /// the current loop. Dropping it does not remove the socket file.
+    ///
+    /// # Errors
+    ///
+    /// As [`Async::<UnixListener>::bind`](Async::<UnixListener>::bind).
+    pub fn bind(path: impl AsRef<Path>) -> io::Result<Self> {
+        Async::make_on_current(|| UnixDatagram::bind(path))
+    }
+
+    /// An unbound Unix datagram socket, registered on the current loop (it can send; replies
+    /// cannot reach it).
+    ///
+    /// # Errors
+    ///
+    /// What `socket` reports; see [`Async::new`].
+    pub fn unbound() -> io::Result<Self> {
+        Async::make_on_current(UnixDatagram::unbound)
+    }
+
+    /// A connected pair of Unix datagram sockets, both registered on the current loop.
+    ///
+    /// # Errors
+    ///
+    /// What `socketpair` reports; see [`Async::new`].
+    pub fn pair() -> io::Result<(Self, Self)> {
+        let (a, b) = UnixDatagram::pair()?;
+        let a = Async::new(a)?;
+        let b = a.sibling(b)?;
+        Ok((a, b))
+    }
+
+    /// Sends a datagram to the socket bound at `path`.
+    ///
+    /// # Errors
+    ///
+    /// What `sendto` reports (`NotFound`, `ConnectionRefused`...).
+    pub async fn send_to(&self, buf: &[u8], path: impl AsRef<Path>) -> io::Result<usize> {
+        let path = path.as_ref();
+        self.write_with(|s| s.send_to(buf, path)).await
+    }
+
+    /// Receives a datagram; returns its length and sender (unnamed for an unbound sender).
+    /// A datagram longer than `buf` is cut to fit.
+    ///
+    /// # Errors
+    ///
+    /// What `recvfrom` reports.
+    pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, UnixSocketAddr)> {
+        self.read_with(|s| s.recv_from(buf)).await
+    }
+
+    /// Sends a datagram to the connected peer.
+    ///
+    /// # Errors
+    ///
+    /// What `send` reports (`NotConnected` if the socket is not connected).
+    pub async fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        self.write_with(|s| s.send(buf)).await
+    }
+
+    /// Receives a datagram from the connected peer. A datagram longer than `buf` is cut to
+    /// fit.
+    ///
+    /// # Errors
+    ///
+    /// What `recv` reports.
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_with(|s| s.recv(buf)).await
+    }
+
+    /// The local address.
+    ///
+    /// # Errors
+    ///
+    /// What `getsockname` reports.
+    pub fn local_addr(&self) -> io::Result<UnixSocketAddr> {
+        self.get_ref().local_addr()
+    }
 }
 
 impl Async<UdpSocket> {
@@ -1002,7 +1202,7 @@ impl Async<UdpSocket> {
     ///
     /// What `bind` reports; see [`Async::new`].
     pub fn bind(addr: impl ToSocketAddrs) -> io::Result<Self> {
-        Async::new(UdpSocket::bind(addr)?)
+        Async::make_on_current(|| UdpSocket::bind(addr))
     }
 
     /// Sends a datagram to `addr`.
@@ -1022,6 +1222,25 @@ impl Async<UdpSocket> {
     /// What `recvfrom` reports.
     pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         self.read_with(|s| s.recv_from(buf)).await
+    }
+
+    /// Sends a datagram to the connected peer (`get_ref().connect(addr)` sets it).
+    ///
+    /// # Errors
+    ///
+    /// What `send` reports (`NotConnected` if the socket is not connected).
+    pub async fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        self.write_with(|s| s.send(buf)).await
+    }
+
+    /// Receives a datagram from the connected peer. A datagram longer than `buf` is cut to
+    /// fit.
+    ///
+    /// # Errors
+    ///
+    /// What `recv` reports (`ConnectionRefused` after a datagram the peer's host refused).
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_with(|s| s.recv(buf)).await
     }
 
     /// The local address.

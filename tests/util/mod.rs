@@ -368,3 +368,33 @@ pub fn err_kind<T: std::fmt::Debug>(r: io::Result<T>) -> io::ErrorKind {
         Err(e) => e.kind(),
     }
 }
+
+/// A directory of its own under the system's temporary directory (for socket files), removed
+/// with what is in it when dropped. `tag` names it; keep it short (a socket path must fit in
+/// `sockaddr_un`, ~104 bytes).
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    #[track_caller]
+    pub fn new(tag: &str) -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("ioloop-{}-{tag}-{n}", std::process::id()));
+        // Left by an earlier process of the same pid that crashed: start clean.
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        Self(dir)
+    }
+
+    /// `name` in the directory.
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
