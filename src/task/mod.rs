@@ -3,8 +3,11 @@
 //! * [`IoLoop::spawn`] (or the free [`spawn`]) adds a task and returns its [`JoinHandle`];
 //!   [`IoLoop::block_on`] runs the loop until one future completes; [`Handle::spawn`] starts a
 //!   `Send` future from another thread.
-//! * [`Async<T>`] waits for an fd's readiness; [`sleep`], [`timeout`], [`interval`] and
-//!   [`yield_now`] use the loop's timers.
+//! * [`Async<T>`] waits for an fd's readiness, with ready-made operations for std's sockets:
+//!   TCP (`Async<TcpListener>::bind`/`accept`, `Async<TcpStream>::connect`), UDP
+//!   (`Async<UdpSocket>`), and Unix sockets by path (`Async<UnixListener>`,
+//!   `Async<UnixStream>::connect`, `Async<UnixDatagram>`); [`sleep`], [`timeout`],
+//!   [`interval`] and [`yield_now`] use the loop's timers.
 //!
 //! # How tasks run
 //!
