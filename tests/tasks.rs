@@ -827,6 +827,66 @@ fn unix_connect_to_a_full_backlog<P: Poller>() {
     assert_eq!(lp.handler_count(), 0);
 }
 
+/// Linux: a datagram sent by path to a receiver whose queue is full. The kernel refuses it
+/// with EAGAIN and, for a sender not connected to that receiver, never reports when there
+/// is room: `send_to` reports `WouldBlock` instead of waiting for a report that does not
+/// come (it hung on an edge-triggered poller, and spun on the others). A sender connected
+/// to the receiver is told (Linux wakes it when the queue has room): its `send` waits.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn unix_datagram_to_a_full_receiver<P: Poller>() {
+    let dir = util::TempDir::new("uf");
+    let path = dir.path("r");
+    let lp = new_loop::<P>();
+    lp.block_on(async {
+        let receiver = Async::<UnixDatagram>::bind(&path).unwrap();
+        // Other senders fill the receiver's queue, each until its own send buffer or the
+        // queue is full, until a fresh one's first datagram is refused: the queue is full.
+        let mut fillers = Vec::new();
+        loop {
+            let filler = UnixDatagram::unbound().unwrap();
+            filler.set_nonblocking(true).unwrap();
+            let mut sent = 0;
+            while filler.send_to(b"fill", &path).is_ok() {
+                sent += 1;
+            }
+            fillers.push(filler);
+            if sent == 0 {
+                break;
+            }
+            assert!(fillers.len() < 1000, "the receiver's queue never filled");
+        }
+        let sender = Async::<UnixDatagram>::unbound().unwrap();
+        // A hang ends when the watchdog shuts the sender down (its send then fails).
+        let twin = sender.get_ref().try_clone().unwrap();
+        let watchdog = Watchdog::new(30, move || {
+            let _ = twin.shutdown(std::net::Shutdown::Both);
+        });
+        let err = sender.send_to(b"late", &path).await.unwrap_err();
+        watchdog.check("send_to a full receiver");
+        drop(watchdog);
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "{err}");
+        // Room for one again: the send goes through, and the queue is full again.
+        let mut buf = [0u8; 8];
+        assert_eq!(receiver.recv(&mut buf).await.unwrap(), 4);
+        assert_eq!(sender.send_to(b"late", &path).await.unwrap(), 4);
+
+        // A sender connected to the receiver waits, and is woken when the receiver reads.
+        let connected = Async::<UnixDatagram>::unbound().unwrap();
+        connected.get_ref().connect(&path).unwrap();
+        let connected = Rc::new(connected);
+        let late = {
+            let connected = connected.clone();
+            ioloop::spawn(async move { connected.send(b"later").await.unwrap() })
+        };
+        ioloop::yield_now().await;
+        assert!(!late.is_finished());
+        assert_eq!(receiver.recv(&mut buf).await.unwrap(), 4);
+        assert_eq!(late.await.unwrap(), 5);
+    })
+    .unwrap();
+    assert_eq!(lp.handler_count(), 0);
+}
+
 /// Unix datagram sockets: by path (a datagram longer than the buffer is cut, the sender's
 /// address comes with it, an unbound sender's is unnamed), and a connected pair.
 fn unix_datagrams<P: Poller>() {
@@ -2187,7 +2247,10 @@ backend_tests!(
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod linux {
     use super::*;
-    backend_tests!(unix_connect_to_a_full_backlog);
+    backend_tests!(
+        unix_connect_to_a_full_backlog,
+        unix_datagram_to_a_full_receiver
+    );
 }
 
 /// Outside a loop, binding by path fails before the socket is made: no socket file is left.

@@ -1006,6 +1006,16 @@ async fn connect_stream<S: AsFd + From<OwnedFd>>(
     Ok(stream)
 }
 
+/// Whether `poll(2)` reports `fd` writable now (no wait; an error counts as not writable).
+fn polls_writable(fd: BorrowedFd<'_>) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags};
+    let mut fds = [PollFd::new(fd, PollFlags::POLLOUT)];
+    matches!(poll(&mut fds, 0u8), Ok(1))
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLOUT))
+}
+
 /// The address of the Unix socket at `path`; std's `InvalidInput` (as from
 /// `UnixListener::bind`) for a path too long for a socket address or holding a NUL byte.
 fn unix_addr(path: &Path) -> io::Result<UnixAddr> {
@@ -1146,14 +1156,26 @@ impl Async<UnixDatagram> {
         Ok((a, b))
     }
 
-    /// Sends a datagram to the socket bound at `path`.
+    /// Sends a datagram to the socket bound at `path`, waiting while this socket's send
+    /// buffer is full.
     ///
     /// # Errors
     ///
-    /// What `sendto` reports (`NotFound`, `ConnectionRefused`...).
+    /// What `sendto` reports (`NotFound`, `ConnectionRefused`...); `WouldBlock` when the
+    /// receiver's queue is full (Linux) and this socket is not connected to it: the kernel
+    /// then refuses the datagram and tells such a sender nothing when there is room again,
+    /// so a wait would not end (send to a connected socket with [`send`](Self::send) to
+    /// wait for room).
     pub async fn send_to(&self, buf: &[u8], path: impl AsRef<Path>) -> io::Result<usize> {
         let path = path.as_ref();
-        self.write_with(|s| s.send_to(buf, path)).await
+        self.write_with(|s| match s.send_to(buf, path) {
+            // Refused while this socket has room: the receiver is full (see above).
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && polls_writable(s.as_fd()) => {
+                Ok(Err(e))
+            }
+            res => res.map(Ok),
+        })
+        .await?
     }
 
     /// Receives a datagram; returns its length and sender (unnamed for an unbound sender).
@@ -1166,7 +1188,8 @@ impl Async<UnixDatagram> {
         self.read_with(|s| s.recv_from(buf)).await
     }
 
-    /// Sends a datagram to the connected peer.
+    /// Sends a datagram to the connected peer, waiting while its queue (or this socket's send
+    /// buffer) is full.
     ///
     /// # Errors
     ///
