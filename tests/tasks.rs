@@ -1854,6 +1854,74 @@ fn short_stream_read_infers_drained<P: Poller>() {
     .unwrap();
 }
 
+/// Vectored reads and writes through `&Async<T>` and `Async<T>`: one `readv`/`writev` for
+/// std's sockets (all buffers in one call, where futures-io's default moves only the first
+/// non-empty one).
+fn vectored_reads_and_writes<P: Poller>() {
+    use std::io::{IoSlice, IoSliceMut};
+    let lp = new_loop::<P>();
+    lp.block_on(async {
+        let (mut a, mut b) = Async::<UnixStream>::pair().unwrap();
+        let bufs = [IoSlice::new(b"ab"), IoSlice::new(b""), IoSlice::new(b"cd")];
+        assert_eq!((&a).write_vectored(&bufs).await.unwrap(), 4);
+        let (mut x, mut y) = ([0u8; 2], [0u8; 8]);
+        let mut into = [IoSliceMut::new(&mut x), IoSliceMut::new(&mut y)];
+        assert_eq!((&b).read_vectored(&mut into).await.unwrap(), 4);
+        assert_eq!((&x, &y[..2]), (b"ab", &b"cd"[..]));
+        // The owned impls (no inference) too.
+        let bufs = [IoSlice::new(b"efg"), IoSlice::new(b"h")];
+        assert_eq!(b.write_vectored(&bufs).await.unwrap(), 4);
+        let (mut x, mut y) = ([0u8; 1], [0u8; 8]);
+        let mut into = [IoSliceMut::new(&mut x), IoSliceMut::new(&mut y)];
+        assert_eq!(a.read_vectored(&mut into).await.unwrap(), 4);
+        assert_eq!((&x, &y[..3]), (b"e", &b"fgh"[..]));
+    })
+    .unwrap();
+    assert_eq!(lp.handler_count(), 0);
+}
+
+/// A vectored read through a `&T: Read` without its own `read_vectored` (std's default reads
+/// the first non-empty buffer only): filling that buffer is not a short read, so the rest
+/// stays readable (were the read compared with all the buffers, it would look short, the
+/// task would park with the rest queued, and on an edge-triggered poller no report would
+/// come).
+fn vectored_read_through_a_default_read_vectored<P: Poller>() {
+    use std::io::IoSliceMut;
+    let lp = new_loop::<P>();
+    lp.block_on(async {
+        for kind in ["tcp", "unix"] {
+            let (ours, theirs) = stream_pair(kind);
+            let mut theirs = std::fs::File::from(theirs);
+            let r = Async::new(CountedReads {
+                fd: std::fs::File::from(ours),
+                reads: Rc::new(Cell::new(0)),
+            })
+            .unwrap();
+            let reader = ioloop::spawn(async move {
+                let mut got = Vec::new();
+                while got.len() < 6 {
+                    let (mut x, mut y) = ([0u8; 4], [0u8; 64]);
+                    let mut into = [IoSliceMut::new(&mut x), IoSliceMut::new(&mut y)];
+                    let n = (&r).read_vectored(&mut into).await.unwrap();
+                    assert!((1..=4).contains(&n), "{n}");
+                    got.extend_from_slice(&x[..n]);
+                }
+                got
+            });
+            // The reader parks first (its registration covers reading from then on), so the
+            // write below makes one report.
+            let_run().await;
+            theirs.write_all(b"abcdef").unwrap();
+            let got = ioloop::timeout(HANG, reader)
+                .await
+                .unwrap_or_else(|_| panic!("{kind}: hung with the rest queued"))
+                .unwrap();
+            assert_eq!(got, b"abcdef", "{kind}");
+        }
+    })
+    .unwrap();
+}
+
 /// A pipe whose writer is in packet mode (`pipe2(O_DIRECT)`, Linux; the read end does not
 /// show it) returns one packet per read, leaving the next one queued with no further report:
 /// the documented exception to the short-read inference, read with `read_with`.
@@ -2227,6 +2295,8 @@ backend_tests!(
     read_and_write_tasks_on_one_source,
     urgent_data_mid_stream,
     short_stream_read_infers_drained,
+    vectored_reads_and_writes,
+    vectored_read_through_a_default_read_vectored,
     capped_reads_lose_nothing,
     loop_dropped_under_a_live_handle_closes_sockets,
     rearm_keeps_a_wait_begun_by_the_wake_up,

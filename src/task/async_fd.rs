@@ -571,9 +571,11 @@ fn classify(fd: BorrowedFd<'_>) -> ShortIo {
 ///
 /// Through the `futures-io` traits of `&Async<T>` (where `&T: Read`/`Write`, as for std's
 /// sockets, pipes and files, which make one system call per call), a read or write on a
-/// stream socket or a pipe that moves fewer bytes than asked is taken to mean the kernel
-/// buffer is drained (or full), as tokio does for its own types, which saves the call that
-/// would only return `WouldBlock`. `Async<T>`'s own impls infer nothing: a `T` may buffer
+/// stream socket or a pipe that moves fewer bytes than asked (a vectored one: than its first
+/// non-empty buffer holds) is taken to mean the kernel buffer is drained (or full), as tokio
+/// does for its own types, which saves the call that would only return `WouldBlock`.
+/// Vectored reads and writes make one `readv`/`writev` where `T` has them (std's types do).
+/// `Async<T>`'s own impls infer nothing: a `T` may buffer
 /// or cap what one call moves (std's `Stdin` reads through an 8 KiB buffer), and a short
 /// read would then leave data in the kernel with no report to come. Implement `Read` for
 /// `&T` only if each call is one system call. Reads drop the inference
@@ -1392,11 +1394,20 @@ fn poll_op<X: AsFd>(
 #[cfg(feature = "futures-io")]
 mod futures_io_impls {
     use super::*;
-    use std::io::{Read, Write};
+    use std::io::{IoSlice, IoSliceMut, Read, Write};
     use std::pin::Pin;
 
     const R: Interest = Interest::READABLE;
     const W: Interest = Interest::WRITABLE;
+
+    /// The length a vectored transfer is compared with for the short-transfer inference: its
+    /// first non-empty buffer's. A `Read`/`Write` without its own vectored method (std's
+    /// default) moves only that buffer, in one call, so a transfer shorter than it is short
+    /// either way; one that stops in a later buffer shows nothing (the next call returns
+    /// `WouldBlock` then, as without the inference).
+    fn first_len(lens: impl Iterator<Item = usize>) -> usize {
+        lens.into_iter().find(|&n| n != 0).unwrap_or(0)
+    }
 
     impl<T: AsFd + Read> futures_io::AsyncRead for Async<T> {
         fn poll_read(
@@ -1408,6 +1419,16 @@ mod futures_io_impls {
             let io = io.as_mut().expect("Async used after into_inner");
             // No inference from a short read: `T`'s `Read` may buffer or cap (see `Async`).
             poll_op(source, R, None, io, |io| io.read(buf), cx)
+        }
+
+        fn poll_read_vectored(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &mut [IoSliceMut<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let Async { source, io } = self.get_mut();
+            let io = io.as_mut().expect("Async used after into_inner");
+            poll_op(source, R, None, io, |io| io.read_vectored(&mut *bufs), cx)
         }
     }
 
@@ -1425,6 +1446,18 @@ mod futures_io_impls {
             let len = Some(buf.len());
             poll_op(&this.source, R, len, &mut io, |io| io.read(buf), cx)
         }
+
+        fn poll_read_vectored(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &mut [IoSliceMut<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let this: &Async<T> = self.get_mut();
+            let mut io = this.get_ref();
+            let len = Some(first_len(bufs.iter().map(|b| b.len())));
+            let read = |io: &mut &T| io.read_vectored(&mut *bufs);
+            poll_op(&this.source, R, len, &mut io, read, cx)
+        }
     }
 
     impl<T: AsFd + Write> futures_io::AsyncWrite for Async<T> {
@@ -1437,6 +1470,16 @@ mod futures_io_impls {
             let io = io.as_mut().expect("Async used after into_inner");
             // No inference from a short write: `T`'s `Write` may buffer or cap (see `Async`).
             poll_op(source, W, None, io, |io| io.write(buf), cx)
+        }
+
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let Async { source, io } = self.get_mut();
+            let io = io.as_mut().expect("Async used after into_inner");
+            poll_op(source, W, None, io, |io| io.write_vectored(bufs), cx)
         }
 
         fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -1464,6 +1507,18 @@ mod futures_io_impls {
             let mut io = this.get_ref();
             let len = Some(buf.len());
             poll_op(&this.source, W, len, &mut io, |io| io.write(buf), cx)
+        }
+
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let this: &Async<T> = self.get_mut();
+            let mut io = this.get_ref();
+            let len = Some(first_len(bufs.iter().map(|b| b.len())));
+            let write = |io: &mut &T| io.write_vectored(bufs);
+            poll_op(&this.source, W, len, &mut io, write, cx)
         }
 
         fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
