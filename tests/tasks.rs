@@ -887,6 +887,25 @@ fn unix_datagram_to_a_full_receiver<P: Poller>() {
     assert_eq!(lp.handler_count(), 0);
 }
 
+/// Connected datagram sockets `$x` and `$y` (Unix or UDP, whose `send`/`recv` are inherent
+/// methods of each): `$y`, in a task parked first, echoes the one datagram `$x` sends.
+macro_rules! assert_echoed {
+    ($x:expr, $y:expr, $msg:expr) => {{
+        let (x, y, msg): (_, _, &[u8]) = ($x, $y, $msg);
+        let echo = ioloop::spawn(async move {
+            let mut buf = [0u8; 64];
+            let n = y.recv(&mut buf).await.unwrap();
+            y.send(&buf[..n]).await.unwrap()
+        });
+        ioloop::yield_now().await;
+        assert_eq!(x.send(msg).await.unwrap(), msg.len());
+        let mut buf = [0u8; 64];
+        assert_eq!(x.recv(&mut buf).await.unwrap(), msg.len());
+        assert_eq!(&buf[..msg.len()], msg);
+        assert_eq!(echo.await.unwrap(), msg.len());
+    }};
+}
+
 /// Unix datagram sockets: by path (a datagram longer than the buffer is cut, the sender's
 /// address comes with it, an unbound sender's is unnamed), and a connected pair.
 fn unix_datagrams<P: Poller>() {
@@ -922,17 +941,7 @@ fn unix_datagrams<P: Poller>() {
         assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
 
         let (x, y) = Async::<UnixDatagram>::pair().unwrap();
-        let reply = ioloop::spawn(async move {
-            let mut buf = [0u8; 8];
-            let n = y.recv(&mut buf).await.unwrap();
-            y.send(&buf[..n]).await.unwrap()
-        });
-        ioloop::yield_now().await;
-        assert_eq!(x.send(b"ping").await.unwrap(), 4);
-        let mut buf = [0u8; 8];
-        assert_eq!(x.recv(&mut buf).await.unwrap(), 4);
-        assert_eq!(&buf[..4], b"ping");
-        assert_eq!(reply.await.unwrap(), 4);
+        assert_echoed!(x, y, b"ping");
     })
     .unwrap();
     assert_eq!(lp.handler_count(), 0);
@@ -946,17 +955,7 @@ fn udp_connected_send_and_recv<P: Poller>() {
         let b = Async::<UdpSocket>::bind("127.0.0.1:0").unwrap();
         a.get_ref().connect(b.local_addr().unwrap()).unwrap();
         b.get_ref().connect(a.local_addr().unwrap()).unwrap();
-        let echo = ioloop::spawn(async move {
-            let mut buf = [0u8; 16];
-            let n = b.recv(&mut buf).await.unwrap();
-            b.send(&buf[..n]).await.unwrap()
-        });
-        ioloop::yield_now().await;
-        assert_eq!(a.send(b"over udp").await.unwrap(), 8);
-        let mut buf = [0u8; 16];
-        assert_eq!(a.recv(&mut buf).await.unwrap(), 8);
-        assert_eq!(&buf[..8], b"over udp");
-        assert_eq!(echo.await.unwrap(), 8);
+        assert_echoed!(a, b, b"over udp");
     })
     .unwrap();
     assert_eq!(lp.handler_count(), 0);
