@@ -575,17 +575,16 @@ fn classify(fd: BorrowedFd<'_>) -> ShortIo {
 /// non-empty buffer holds) is taken to mean the kernel buffer is drained (or full), as tokio
 /// does for its own types, which saves the call that would only return `WouldBlock`.
 /// Vectored reads and writes make one `readv`/`writev` where `T` has them (std's types do).
-/// `Async<T>`'s own impls infer nothing: a `T` may buffer
-/// or cap what one call moves (std's `Stdin` reads through an 8 KiB buffer), and a short
-/// read would then leave data in the kernel with no report to come. Implement `Read` for
-/// `&T` only if each call is one system call. Reads drop the inference
-/// for good once the reactor has reported a hang-up or an error (an end of file that comes
-/// with the last data is still read) or priority data: TCP, and Unix stream sockets on
-/// Linux 5.15+, end a read early at the urgent mark when the peer sends out-of-band data
-/// (`MSG_OOB`), with the rest of the stream queued behind it, so the source asks for
-/// [`Interest::PRIORITY`] with its reads. Where the poller's priority reports are not exact
-/// ([`Poller::priority_exact`]: io_uring; kqueue has none),
-/// a TCP read (or a Unix one on Linux) infers nothing. A few cases still break the
+/// `Async<T>`'s own impls infer nothing: a `T` may buffer or cap what one call moves (std's
+/// `Stdin` reads through an 8 KiB buffer), and a short read would then leave data in the
+/// kernel with no report to come. Implement `Read` for `&T` only if each call is one system
+/// call. Reads drop the inference for good once the reactor has reported a hang-up or an
+/// error (an end of file that comes with the last data is still read) or priority data:
+/// TCP, and Unix stream sockets on Linux 5.15+, end a read early at the urgent mark when the
+/// peer sends out-of-band data (`MSG_OOB`), with the rest of the stream queued behind it, so
+/// the source asks for [`Interest::PRIORITY`] with its reads. Where the poller's priority
+/// reports are not exact ([`Poller::priority_exact`]: io_uring; kqueue has none), a TCP read
+/// (or a Unix one on Linux) infers nothing. A few cases still break the
 /// inference: a Unix stream read ends early at data that carries file descriptors
 /// (`SCM_RIGHTS`) and, with `SO_PASSCRED` or `SO_PASSPIDFD` set, at data from another
 /// writer (reads infer nothing on a socket that has `SO_PASSCRED` set when its first short
@@ -1405,8 +1404,8 @@ mod futures_io_impls {
     /// default) moves only that buffer, in one call, so a transfer shorter than it is short
     /// either way; one that stops in a later buffer shows nothing (the next call returns
     /// `WouldBlock` then, as without the inference).
-    fn first_len(lens: impl Iterator<Item = usize>) -> usize {
-        lens.into_iter().find(|&n| n != 0).unwrap_or(0)
+    fn first_len(mut lens: impl Iterator<Item = usize>) -> usize {
+        lens.find(|&n| n != 0).unwrap_or(0)
     }
 
     impl<T: AsFd + Read> futures_io::AsyncRead for Async<T> {
