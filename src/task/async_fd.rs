@@ -644,9 +644,7 @@ impl<T: AsFd> Async<T> {
     /// what registering reports: `AlreadyExists` if the fd has a handler on that loop,
     /// `EPERM` for a regular file on epoll, `InvalidInput` for an fd >= `FD_SETSIZE` on select.
     pub fn new(io: T) -> io::Result<Self> {
-        let ops = current().ok_or_else(no_loop)?;
-        ioloop_sys::set_nonblocking(io.as_fd())?;
-        Self::register(&*ops, io)
+        Self::make_on_current(|| Ok(io))
     }
 
     /// Puts `io`'s fd in non-blocking mode and registers it on `lp`.
@@ -710,6 +708,8 @@ impl<T: AsFd> Async<T> {
 
     /// Makes the I/O object with `make` and registers it (non-blocking) on the current loop,
     /// which is looked for first: outside a loop nothing is made (no socket file is bound).
+    /// ([`new`](Self::new) is this with a `make` that returns the object it was given.)
+    #[inline]
     fn make_on_current(make: impl FnOnce() -> io::Result<T>) -> io::Result<Self> {
         let ops = current().ok_or_else(no_loop)?;
         let io = make()?;
