@@ -1,12 +1,12 @@
 //! kqueue(2), for macOS, iOS, FreeBSD, NetBSD, OpenBSD and DragonFly.
 
-use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::common::{self, Round};
+use crate::fdmap::FdMap;
 use crate::notify::Receiver;
 use crate::registry;
 use crate::syscall::{cvt, cvt_retry};
@@ -127,7 +127,7 @@ impl std::fmt::Debug for Kqueue {
 
 /// The registered-fd table.
 struct Table {
-    fds: HashMap<RawFd, Entry>,
+    fds: FdMap<Entry>,
     /// Counts the batches of kernel events converted, to spot an fd's second report in one
     /// batch (`Entry::round`).
     round: u64,
@@ -166,7 +166,7 @@ impl Poller for Kqueue {
         Ok(Self {
             kq,
             table: Mutex::new(Table {
-                fds: HashMap::new(),
+                fds: FdMap::new(),
                 round: 0,
             }),
             buf: Mutex::new(KeventBuf(Vec::new())),
@@ -182,7 +182,7 @@ impl Poller for Kqueue {
         common::check_registration(fd, token, mode, true)?;
         refuse_priority(interest)?;
         let mut table = self.table();
-        if table.fds.contains_key(&fd) || Some(fd) == self.wake.fd() {
+        if table.fds.contains_key(fd) || Some(fd) == self.wake.fd() {
             return Err(common::already_exists(fd));
         }
         let mut changes = Changes::default();
@@ -211,7 +211,7 @@ impl Poller for Kqueue {
         common::check_registration(fd, token, mode, true)?;
         refuse_priority(interest)?;
         let mut table = self.table();
-        let old = match table.fds.get(&fd) {
+        let old = match table.fds.get(fd) {
             Some(entry) => *entry,
             None => return Err(common::not_found(fd)),
         };
@@ -257,7 +257,7 @@ impl Poller for Kqueue {
     fn deregister(&self, fd: RawFd) -> io::Result<()> {
         common::check_fd(fd)?;
         let mut table = self.table();
-        table.fds.remove(&fd).ok_or_else(|| common::not_found(fd))?;
+        table.fds.remove(fd).ok_or_else(|| common::not_found(fd))?;
         // Both filters, whatever the entry's interest: no filter the kernel still holds
         // (from a failed change) outlives the entry. The one missing is ENOENT, ignored.
         let mut changes = Changes::default();
@@ -333,7 +333,7 @@ impl Kqueue {
                 continue;
             };
             // An fd deregistered since the kernel queued its event is not reported.
-            let Some(entry) = table.fds.get_mut(&fd) else {
+            let Some(entry) = table.fds.get_mut(fd) else {
                 continue;
             };
             let ready = ready_from(ev);

@@ -46,6 +46,8 @@ use std::time::Duration;
 
 mod common;
 mod events;
+#[cfg(any(ioloop_has_uring, ioloop_has_kqueue))]
+mod fdmap;
 mod flags;
 mod notify;
 mod registry;

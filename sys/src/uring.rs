@@ -120,7 +120,7 @@
 //!   thread). Those paths would need to hand their SQEs to the owner (an internal eventfd
 //!   kick) or rebuild the ring without the flag.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::mem::{self, MaybeUninit};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -131,6 +131,7 @@ use std::thread::ThreadId;
 use std::time::Duration;
 
 use crate::common::{self, kernel_timespec, KernelTimespec, Round};
+use crate::fdmap::FdMap;
 use crate::notify::Receiver;
 use crate::syscall::{cvt, retry};
 use crate::{Events, Interest, Mode, Notifier, Poller, Ready};
@@ -516,7 +517,7 @@ impl std::fmt::Debug for Uring {
 struct State {
     ring: Ring,
     /// fd -> registration. An fd is in here from `register` to `deregister`.
-    table: HashMap<RawFd, Entry>,
+    table: FdMap<Entry>,
     /// Completions taken off the CQ by a thread other than the waiter (raw
     /// `(user_data, res, flags)`); the waiter reports them first. At most one per Level or
     /// Oneshot registration plus the notifier's and a timeout, since a single-shot poll is
@@ -945,7 +946,7 @@ impl Poller for Uring {
         // Report a closed fd now, as epoll does, rather than as a later ERROR event.
         common::check_open(fd)?;
         let mut st = self.lock();
-        if st.table.contains_key(&fd) {
+        if st.table.contains_key(fd) {
             return Err(common::already_exists(fd));
         }
         self.arm(&mut st, fd, token, interest, mode)
@@ -955,7 +956,7 @@ impl Poller for Uring {
         self.claim()?;
         common::check_registration(fd, token, mode, self.supports(mode))?;
         let mut st = self.lock();
-        let old = *st.table.get(&fd).ok_or_else(|| common::not_found(fd))?;
+        let old = *st.table.get(fd).ok_or_else(|| common::not_found(fd))?;
         if old.armed {
             self.push(&mut st, &poll_remove(user_ud(fd, old.gen)))?;
         }
@@ -992,7 +993,7 @@ impl Poller for Uring {
         self.claim()?;
         common::check_fd(fd)?;
         let mut st = self.lock();
-        let old = st.table.remove(&fd).ok_or_else(|| common::not_found(fd))?;
+        let old = st.table.remove(fd).ok_or_else(|| common::not_found(fd))?;
         if old.queued {
             st.ready.retain(|&f| f != fd);
         }
@@ -1049,7 +1050,7 @@ impl Poller for Uring {
 impl Uring {
     /// [`Poller::is_stale`] with the state locked.
     fn is_stale_locked(&self, st: &mut State, fd: RawFd) -> io::Result<bool> {
-        let Some(&entry) = st.table.get(&fd) else {
+        let Some(&entry) = st.table.get(fd) else {
             return Ok(false);
         };
         if common::check_open(fd).is_err() {
@@ -1196,7 +1197,7 @@ impl Uring {
         Ok(Self {
             state: Mutex::new(State {
                 ring,
-                table: HashMap::new(),
+                table: FdMap::new(),
                 stash: Vec::new(),
                 ready: VecDeque::new(),
                 rearm: Vec::new(),
@@ -1500,7 +1501,7 @@ impl Uring {
                     Ud::Remove { .. } => res == -libc::EALREADY,
                     // Only an `ENOENT` does (see `notify_cancelled`).
                     Ud::NotifyCancel { .. } => res == -libc::ENOENT,
-                    Ud::User { fd, gen } => match st.table.get(&fd) {
+                    Ud::User { fd, gen } => match st.table.get(fd) {
                         Some(e) if e.gen == gen && e.mode == Mode::Edge => {
                             kept |= Self::edge_completion(st, fd, ud, res, flags);
                             false
@@ -1552,8 +1553,7 @@ impl Uring {
                 Ud::User { fd, .. } => {
                     st.stash.remove(i);
                     // stash_cq kept only current generations.
-                    if let Some((interest, mode)) = st.table.get(&fd).map(|e| (e.interest, e.mode))
-                    {
+                    if let Some((interest, mode)) = st.table.get(fd).map(|e| (e.interest, e.mode)) {
                         Self::rearm(st, fd, interest, mode, ud);
                     }
                 }
@@ -1734,7 +1734,7 @@ impl Uring {
         // Whatever the count says was dropped so far is covered by this recovery.
         st.drops_seen = st.ring.dropped();
         let mut fresh = Vec::new();
-        for (&fd, e) in &mut st.table {
+        for (fd, e) in st.table.iter_mut() {
             if e.armed {
                 st.next_gen = st.next_gen.wrapping_add(1);
                 let old = user_ud(fd, e.gen);
@@ -1929,7 +1929,7 @@ impl Uring {
             let Some(fd) = st.ready.pop_front() else {
                 break;
             };
-            if let Some(e) = st.table.get_mut(&fd) {
+            if let Some(e) = st.table.get_mut(fd) {
                 events.push(e.token, e.pending);
                 e.pending = Ready::empty();
                 e.queued = false;
@@ -2010,7 +2010,7 @@ impl Uring {
                 false
             }
             Ud::User { fd, gen } => {
-                let Some(entry) = st.table.get_mut(&fd) else {
+                let Some(entry) = st.table.get_mut(fd) else {
                     return false;
                 };
                 if entry.gen != gen {
@@ -2045,7 +2045,7 @@ impl Uring {
                     // Re-armed now, submitted by the next wait: it completes at once if the
                     // fd is still ready, which is what level-triggered means.
                     Self::rearm(st, fd, entry.interest, entry.mode, ud);
-                } else if let Some(e) = st.table.get_mut(&fd) {
+                } else if let Some(e) = st.table.get_mut(fd) {
                     e.armed = false;
                 }
                 false
@@ -2064,7 +2064,7 @@ impl Uring {
     /// closed) reports [`Ready::ERROR`] and is not re-armed (that would fail again at every
     /// wait); [`modify`](Poller::modify) arms it anew.
     fn edge_completion(st: &mut State, fd: RawFd, ud: u64, res: i32, flags: u32) -> bool {
-        let Some(e) = st.table.get_mut(&fd) else {
+        let Some(e) = st.table.get_mut(fd) else {
             return false;
         };
         let (interest, mode) = (e.interest, e.mode);
@@ -2101,7 +2101,7 @@ impl Uring {
                 let current = match decode(ud) {
                     Ud::User { gen, .. } => st
                         .table
-                        .get(&fd)
+                        .get(fd)
                         .filter(|e| e.gen == gen && e.armed)
                         .map(|e| e.mode),
                     _ => None,
@@ -2575,7 +2575,7 @@ mod tests {
         let fd = a.as_raw_fd();
         p.register(fd, 1, Interest::READABLE, Mode::Edge).unwrap();
         assert!(poll_now(&p, &mut events).is_empty());
-        let gen = p.lock().table[&fd].gen;
+        let gen = p.lock().table.get(fd).unwrap().gen;
         let ud = user_ud(fd, gen);
         for ready_at_end in [false, true] {
             if ready_at_end {
@@ -2592,7 +2592,7 @@ mod tests {
             } else {
                 assert!(reported.is_empty(), "{reported:?}");
             }
-            let e = p.lock().table[&fd];
+            let e = p.lock().table.get(fd).copied().unwrap();
             assert!(e.armed && e.gen == gen, "re-armed under the same user_data");
             // The new request reports new data, once per write.
             for _ in 0..2 {
@@ -2898,7 +2898,7 @@ mod tests {
             .table
             .iter()
             .filter(|(_, e)| e.armed)
-            .map(|(&fd, e)| user_ud(fd, e.gen))
+            .map(|(fd, e)| user_ud(fd, e.gen))
             .collect();
         if notifier {
             polls.insert(NOTIFY_MULTI_UD);
