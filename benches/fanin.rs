@@ -11,7 +11,7 @@
 //! | `polling-level` | polling 3.x, `PollMode::Level` |
 //! | `ioloop-sys-<backend>-<mode>` | the ioloop-sys backends |
 //! | `ioloop-<backend>-<mode>` | the reactor: one `IoLoop` handler per fd, `run` per iteration |
-//! | `ioloop-task-<backend>` | the task layer: one task per fd, `AsyncRead::read` into a 64-byte buffer in a loop |
+//! | `ioloop-task-<backend>` | the task layer: one task per fd, `AsyncRead::read` into a 64-byte buffer in a loop (on the default backend, io_uring and poll) |
 //!
 //! select is not a contender: 2 000 fds per contender go past `FD_SETSIZE` (1024).
 //!
@@ -253,6 +253,9 @@ fn others() -> Vec<Maker> {
     }
     v.push(reactor::<ioloop_sys::Poll>(Mode::Level));
     v.push(tasks::<ioloop::DefaultPoller>());
+    #[cfg(ioloop_has_uring)]
+    v.push(tasks::<ioloop_sys::Uring>());
+    v.push(tasks::<ioloop_sys::Poll>());
     v
 }
 

@@ -118,7 +118,18 @@ fn edge_reports_once_per_new_data<P: Poller>() {
     expect_none(&p, &mut ev);
 }
 
+/// `modify_deferred` is what each backend documents: a `modify` is a table entry (poll,
+/// select) or a submission queue entry (io_uring) sent with the next wait, and a system
+/// call of its own on epoll and kqueue. (The task layer chooses its registration mode by
+/// it: see tests/tasks.rs `short_stream_read_infers_drained`.)
+fn modify_deferred_as_documented<P: Poller>() {
+    let p = util::poller::<P>();
+    let expected = matches!(P::NAME, "poll" | "select" | "uring");
+    assert_eq!(p.modify_deferred(), expected, "{}", P::NAME);
+}
+
 backend_tests!(
+    modify_deferred_as_documented,
     level_reports_until_drained,
     level_writable_reports_every_wait,
     oneshot_reports_once_until_rearmed,

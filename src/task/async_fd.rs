@@ -7,14 +7,16 @@
 //! readiness and parks the task (stores its waker); the fd's handler sets the readiness again
 //! and wakes the task when the reactor reports the direction.
 //!
-//! * Where the poller has [`Mode::Edge`] (epoll, kqueue, io_uring on Linux 5.13+) the fd is
-//!   registered once, edge-triggered, with an empty interest; a direction is added to it on
-//!   its first wait (one `modify` per direction in the source's life, none for a direction
-//!   that never waits). From then on waiting costs no system call at all: the kernel reports
-//!   each new edge (new data, freed buffer space).
-//! * Elsewhere (poll, select) it is registered in [`Mode::Oneshot`] with an empty
-//!   interest, and a task that parks *arms* it for its direction (one `modify`); the handler
-//!   re-arms only a direction still waited on.
+//! * Where the poller has [`Mode::Edge`] (epoll, kqueue) the fd is registered once,
+//!   edge-triggered, with an empty interest; a direction is added to it on its first wait
+//!   (one `modify` per direction in the source's life, none for a direction that never
+//!   waits). From then on waiting costs no system call at all: the kernel reports each new
+//!   edge (new data, freed buffer space).
+//! * Elsewhere (poll, select, and io_uring, whose re-arm is queued for the next wait and
+//!   whose priority reports are not exact: see [`IoSource::short_io_drains`]) it is
+//!   registered in [`Mode::Oneshot`] with an empty interest, and a task that parks *arms*
+//!   it for its direction (one `modify`); the handler re-arms only a direction still
+//!   waited on.
 //!
 //! A lost wake-up would need a report to arrive between the `WouldBlock` and the clearing of
 //! the readiness: each direction counts reports (`tick`), and an operation clears the
@@ -488,7 +490,7 @@ impl IoSource {
     /// computes a report's priority bit when the wait collects it, and new data after that
     /// makes a new report, so a short read after a report without it did drain the buffer.
     /// That needs exact priority reports: a TCP read infers nothing on an edge-triggered
-    /// registration without them (kqueue, io_uring). A Oneshot registration (poll, select)
+    /// registration without them (kqueue). A Oneshot registration (poll, select, io_uring)
     /// is checked anew when re-armed, so a wrong inference there costs one more wait, never
     /// a hang.
     ///
@@ -582,9 +584,10 @@ fn classify(fd: BorrowedFd<'_>) -> ShortIo {
 /// error (an end of file that comes with the last data is still read) or priority data:
 /// TCP, and Unix stream sockets on Linux 5.15+, end a read early at the urgent mark when the
 /// peer sends out-of-band data (`MSG_OOB`), with the rest of the stream queued behind it, so
-/// the source asks for [`Interest::PRIORITY`] with its reads. Where the poller's priority
-/// reports are not exact ([`Poller::priority_exact`]: io_uring; kqueue has none), a TCP read
-/// (or a Unix one on Linux) infers nothing. A few cases still break the
+/// the source asks for [`Interest::PRIORITY`] with its reads. On kqueue, which has no
+/// priority reports ([`Poller::priority_exact`]), a TCP read infers nothing (io_uring's are
+/// not exact either, but there sources are registered Oneshot, re-armed with each wait,
+/// where a wrong inference costs one more wait, never a hang). A few cases still break the
 /// inference: a Unix stream read ends early at data that carries file descriptors
 /// (`SCM_RIGHTS`) and, with `SO_PASSCRED` or `SO_PASSPIDFD` set, at data from another
 /// writer (reads infer nothing on a socket that has `SO_PASSCRED` set when its first short

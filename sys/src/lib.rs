@@ -266,6 +266,18 @@ pub trait Poller: Send + Sync + Sized + 'static {
         false
     }
 
+    /// Whether [`modify`](Poller::modify) only queues its change for the next
+    /// [`wait`](Poller::wait), with no system call of its own (while no wait is blocked in
+    /// another thread): true for io_uring (the change is a submission queue entry, which the
+    /// next wait submits), poll and select (a table entry). False for epoll and kqueue (an
+    /// `epoll_ctl`, a `kevent` per change), the default. Where it is true, re-arming a
+    /// [`Mode::Oneshot`] registration after each report adds no system call: the task layer
+    /// of the `ioloop` crate uses Oneshot rather than Edge on such a poller when its
+    /// [`Ready::PRIORITY`] is not exact (io_uring).
+    fn modify_deferred(&self) -> bool {
+        false
+    }
+
     /// Starts watching `fd` for `interest`; events carry `token`.
     ///
     /// An empty `interest` is allowed: the fd then only reports [`Ready::ERROR`] and

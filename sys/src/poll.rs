@@ -103,6 +103,10 @@ impl Poller for Poll {
         !NO_PRIORITY
     }
 
+    fn modify_deferred(&self) -> bool {
+        true
+    }
+
     fn register(&self, fd: RawFd, token: u64, interest: Interest, mode: Mode) -> io::Result<()> {
         check_priority(interest)?;
         self.reg

@@ -202,6 +202,10 @@ impl Poller for Select {
         true
     }
 
+    fn modify_deferred(&self) -> bool {
+        true
+    }
+
     fn register(&self, fd: RawFd, token: u64, interest: Interest, mode: Mode) -> io::Result<()> {
         common::check_fd(fd)?;
         check_settable(fd)?;

@@ -937,6 +937,10 @@ impl Poller for Uring {
         mode != Mode::Edge || self.multishot
     }
 
+    fn modify_deferred(&self) -> bool {
+        true
+    }
+
     fn register(&self, fd: RawFd, token: u64, interest: Interest, mode: Mode) -> io::Result<()> {
         self.claim()?;
         common::check_registration(fd, token, mode, self.supports(mode))?;
