@@ -50,14 +50,18 @@ fn emit_backend_cfgs() -> &'static [&'static str] {
     if os == "linux" && matches!(arch.as_str(), "x86_64" | "x86") {
         println!("cargo:rustc-cfg=ioloop_legacy_wait");
     }
-    // pipe2(2) (a pipe made close-on-exec and non-blocking at once): all but Apple's systems
-    // (and the rarer Unixes, which get pipe(2) + fcntl).
+    // File descriptors made close-on-exec and non-blocking by the call that creates them:
+    // pipe2(2) (`ioloop_pipe2`), and `SOCK_NONBLOCK | SOCK_CLOEXEC` taken by socket(2) and
+    // accept4(2) (`ioloop_sock_flags`). The same systems have both: all but Apple's (and the
+    // rarer Unixes), which get pipe(2)/socket(2)/accept(2) and then fcntl.
     println!("cargo:rustc-check-cfg=cfg(ioloop_pipe2)");
+    println!("cargo:rustc-check-cfg=cfg(ioloop_sock_flags)");
     if matches!(
         os.as_str(),
         "linux" | "android" | "freebsd" | "dragonfly" | "netbsd" | "openbsd" | "illumos" | "solaris"
     ) {
         println!("cargo:rustc-cfg=ioloop_pipe2");
+        println!("cargo:rustc-cfg=ioloop_sock_flags");
     }
     have
 }

@@ -672,6 +672,57 @@ fn echo_many_clients<P: Poller>() {
     .unwrap();
 }
 
+/// TCP sockets the task layer makes (`accept`, `connect`), over IPv4 and (where the machine
+/// has it) IPv6: non-blocking and close-on-exec, each address the other end's, and data
+/// flows both ways.
+fn tcp_sockets_made_nonblocking_and_cloexec<P: Poller>() {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+    use std::os::fd::AsFd;
+    fn check(what: &str, fd: std::os::fd::BorrowedFd<'_>) {
+        let fl = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL).unwrap());
+        assert!(fl.contains(OFlag::O_NONBLOCK), "{what}: O_NONBLOCK");
+        let fd_fl = FdFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFD).unwrap());
+        assert!(fd_fl.contains(FdFlag::FD_CLOEXEC), "{what}: FD_CLOEXEC");
+    }
+    let lp = new_loop::<P>();
+    lp.block_on(async {
+        for host in ["127.0.0.1:0", "[::1]:0"] {
+            let listener = match Async::<TcpListener>::bind(host) {
+                Ok(l) => l,
+                // A machine without IPv6 loopback.
+                Err(e) if host.starts_with('[') => {
+                    eprintln!("note: {host}: {e}; IPv6 not checked");
+                    continue;
+                }
+                Err(e) => panic!("{host}: {e}"),
+            };
+            let addr = listener.local_addr().unwrap();
+            let accepting = ioloop::spawn(async move { listener.accept().await.unwrap() });
+            let mut client = Async::<TcpStream>::connect(addr).await.unwrap();
+            let (mut server, peer) = ioloop::timeout(HANG, accepting)
+                .await
+                .expect("hung")
+                .unwrap();
+            check("connected", client.as_fd());
+            check("accepted", server.as_fd());
+            assert_eq!(peer, client.get_ref().local_addr().unwrap(), "{host}");
+            assert_eq!(client.peer_addr().unwrap(), addr, "{host}");
+            // Nothing queued: the accepted socket's own read says WouldBlock, never blocks.
+            let err = server.get_ref().read(&mut [0u8; 1]).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::WouldBlock, "{host}");
+            client.write_all(b"ping").await.unwrap();
+            let mut buf = [0u8; 4];
+            server.read_exact(&mut buf).await.unwrap();
+            assert_eq!(&buf, b"ping");
+            server.write_all(b"pong").await.unwrap();
+            client.read_exact(&mut buf).await.unwrap();
+            assert_eq!(&buf, b"pong");
+        }
+    })
+    .unwrap();
+    assert_eq!(lp.handler_count(), 0);
+}
+
 /// UDP datagrams and a refused TCP connection.
 fn udp_and_connect_errors<P: Poller>() {
     let lp = new_loop::<P>();
@@ -2284,6 +2335,7 @@ backend_tests!(
     tasks_take_turns_on_one_source,
     read_and_write_waiters_at_once,
     echo_many_clients,
+    tcp_sockets_made_nonblocking_and_cloexec,
     udp_and_connect_errors,
     unix_listener_and_connect,
     unix_connect_errors,

@@ -233,6 +233,40 @@ pub(crate) fn millis_round_up(d: Option<Duration>) -> libc::c_int {
     }
 }
 
+/// The IPv4 or IPv6 address in `storage` (`len` bytes of it filled by the kernel, as by
+/// `accept`), as std's type; `InvalidInput` for another family or a short length.
+pub(crate) fn socket_addr(
+    storage: &libc::sockaddr_storage,
+    len: libc::socklen_t,
+) -> io::Result<std::net::SocketAddr> {
+    use std::mem::size_of;
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
+    let len = len as usize;
+    match libc::c_int::from(storage.ss_family) {
+        libc::AF_INET if len >= size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the family says the storage holds a `sockaddr_in`, whose size and
+            // alignment `sockaddr_storage` covers, and `len` says the kernel filled it.
+            let a =
+                unsafe { &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+            let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Ok(SocketAddrV4::new(ip, u16::from_be(a.sin_port)).into())
+        }
+        libc::AF_INET6 if len >= size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: as above, for a `sockaddr_in6`.
+            let a = unsafe {
+                &*(storage as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
+            let port = u16::from_be(a.sin6_port);
+            Ok(SocketAddrV6::new(ip, port, a.sin6_flowinfo, a.sin6_scope_id).into())
+        }
+        family => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("not an IPv4 or IPv6 address (family {family}, {len} bytes)"),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,5 +310,20 @@ mod tests {
                 .kind(),
             io::ErrorKind::Unsupported
         );
+    }
+
+    #[test]
+    fn socket_addr_refuses_other_families() {
+        // SAFETY: all-zero bytes are a valid `sockaddr_storage`.
+        let mut st: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        st.ss_family = libc::AF_UNIX as libc::sa_family_t;
+        let err = super::socket_addr(&st, 16).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+        st.ss_family = libc::AF_INET as libc::sa_family_t;
+        let err = super::socket_addr(&st, 4).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "short length");
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let ok = super::socket_addr(&st, len).unwrap();
+        assert_eq!(ok, "0.0.0.0:0".parse().unwrap());
     }
 }

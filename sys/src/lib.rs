@@ -138,6 +138,70 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
+/// Accepts a connection on the listening IPv4 or IPv6 socket `listener` (a TCP listener):
+/// the new socket is non-blocking and close-on-exec from the start. One `accept4` with
+/// `SOCK_NONBLOCK | SOCK_CLOEXEC` where the OS has it (Linux, Android, the BSDs, illumos,
+/// as mio does), so an accepted connection costs no `ioctl`/`fcntl` more; elsewhere
+/// (Apple's systems) `accept`, then `FD_CLOEXEC` and [`set_nonblocking`]. Retries `EINTR`.
+///
+/// # Errors
+///
+/// What `accept` reports: `WouldBlock` when no connection is queued on a non-blocking
+/// listener, `ConnectionAborted`, `EMFILE`...; `InvalidInput` if the peer's address is not
+/// an IPv4 or IPv6 one (`listener` is not an Internet socket).
+///
+/// # Examples
+///
+/// ```
+/// use std::os::fd::AsFd;
+/// let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// let client = std::net::TcpStream::connect(listener.local_addr()?)?;
+/// let (fd, peer) = ioloop_sys::accept_nonblocking(listener.as_fd())?;
+/// assert_eq!(peer, client.local_addr()?);
+/// let stream = std::net::TcpStream::from(fd);
+/// let err = std::io::Read::read(&mut &stream, &mut [0; 1]).unwrap_err();
+/// assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+/// # std::io::Result::Ok(())
+/// ```
+pub fn accept_nonblocking(
+    listener: BorrowedFd<'_>,
+) -> io::Result<(std::os::fd::OwnedFd, std::net::SocketAddr)> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: all-zero bytes are a valid `sockaddr_storage` (plain integers and arrays).
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let addr = (&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr>();
+    #[cfg(ioloop_sock_flags)]
+    let fd = {
+        let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+        // SAFETY: `listener` is open for the borrow's lifetime; the kernel writes at most
+        // `len` bytes (the size of `storage`) to `addr`, and the size to `len`, both live
+        // for the call.
+        let fd = syscall::cvt_retry(|| unsafe {
+            libc::accept4(listener.as_raw_fd(), addr, &mut len, flags)
+        })?;
+        // SAFETY: `accept4` returned a new fd that nothing else owns.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    };
+    #[cfg(not(ioloop_sock_flags))]
+    let fd = {
+        use std::os::fd::AsFd;
+        // SAFETY: `listener` is open for the borrow's lifetime; the kernel writes at most
+        // `len` bytes (the size of `storage`) to `addr`, and the size to `len`, both live
+        // for the call.
+        let fd =
+            syscall::cvt_retry(|| unsafe { libc::accept(listener.as_raw_fd(), addr, &mut len) })?;
+        // SAFETY: `accept` returned a new fd that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: F_SETFD takes an integer argument; `fd` is open.
+        syscall::cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) })?;
+        set_nonblocking(fd.as_fd())?;
+        fd
+    };
+    let peer = common::socket_addr(&storage, len)?;
+    Ok((fd, peer))
+}
+
 /// Whether the socket `fd` is a TCP socket, where the OS can tell (`SO_PROTOCOL`: Linux,
 /// Android, FreeBSD, OpenBSD); `None` elsewhere, or if `fd` is not a socket. An SCTP stream
 /// socket is `SOCK_STREAM` too, but reads one message per call.
