@@ -1001,6 +1001,66 @@ fn unix_datagrams<P: Poller>() {
     assert_eq!(lp.handler_count(), 0);
 }
 
+/// `msg` from `a` to `b` and back, over a connected stream pair.
+async fn stream_round_trip(mut a: Async<UnixStream>, mut b: Async<UnixStream>, msg: &[u8]) {
+    let mut buf = vec![0u8; msg.len()];
+    a.write_all(msg).await.unwrap();
+    b.read_exact(&mut buf).await.unwrap();
+    assert_eq!(buf, msg);
+    b.write_all(msg).await.unwrap();
+    a.read_exact(&mut buf).await.unwrap();
+    assert_eq!(buf, msg);
+}
+
+/// Unix sockets by `std::os::unix::net::SocketAddr` (`bind_addr`, `connect_addr`,
+/// `send_to_addr`), here with paths: the same as by path; an unnamed address reaches
+/// nothing (`InvalidInput`).
+fn unix_sockets_by_address<P: Poller>() {
+    use std::os::unix::net::SocketAddr;
+    let dir = util::TempDir::new("ua");
+    let lp = new_loop::<P>();
+    lp.block_on(async {
+        let at = SocketAddr::from_pathname(dir.path("l")).unwrap();
+        let listener = Async::<UnixListener>::bind_addr(&at).unwrap();
+        let accepting = ioloop::spawn(async move { listener.accept().await.unwrap().0 });
+        let client = Async::<UnixStream>::connect_addr(&at).await.unwrap();
+        assert_eq!(client.peer_addr().unwrap().as_pathname(), at.as_pathname());
+        let server = ioloop::timeout(HANG, accepting)
+            .await
+            .expect("hung")
+            .unwrap();
+        stream_round_trip(client, server, b"by address").await;
+
+        let (a_at, b_at) = (
+            SocketAddr::from_pathname(dir.path("a")).unwrap(),
+            SocketAddr::from_pathname(dir.path("b")).unwrap(),
+        );
+        let a = Async::<UnixDatagram>::bind_addr(&a_at).unwrap();
+        let b = Async::<UnixDatagram>::bind_addr(&b_at).unwrap();
+        assert_eq!(a.send_to_addr(b"dgram", &b_at).await.unwrap(), 5);
+        let mut buf = [0u8; 8];
+        let (n, from) = b.recv_from(&mut buf).await.unwrap();
+        assert_eq!(
+            (&buf[..n], from.as_pathname()),
+            (&b"dgram"[..], a_at.as_pathname())
+        );
+
+        let unnamed = Async::<UnixDatagram>::unbound()
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        assert!(unnamed.is_unnamed());
+        let err = Async::<UnixStream>::connect_addr(&unnamed)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+        let err = a.send_to_addr(b"x", &unnamed).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
+    })
+    .unwrap();
+    assert_eq!(lp.handler_count(), 0);
+}
+
 /// UDP's connected `send` and `recv`.
 fn udp_connected_send_and_recv<P: Poller>() {
     let lp = new_loop::<P>();
@@ -2340,6 +2400,7 @@ backend_tests!(
     unix_listener_and_connect,
     unix_connect_errors,
     unix_datagrams,
+    unix_sockets_by_address,
     udp_connected_send_and_recv,
     with_loop_and_into_inner,
     data_after_partial_read,
@@ -2370,10 +2431,83 @@ backend_tests!(
     a_panicking_waker_wakes_the_others,
 );
 
+/// Linux: Unix sockets at abstract names (no file; the name is gone with the socket): a
+/// listener and a client, datagrams with the sender's name, and the errors (nothing at a
+/// name: `ConnectionRefused`; a name taken: `AddrInUse`); an unnamed `bind_addr` autobinds
+/// to a name the kernel picks.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn unix_abstract_names<P: Poller>() {
+    #[cfg(target_os = "android")]
+    use std::os::android::net::SocketAddrExt;
+    #[cfg(target_os = "linux")]
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::SocketAddr;
+    // Unique per process and backend: abstract names are shared by the whole network
+    // namespace.
+    let name = |what: &str| {
+        let n = format!("ioloop-test-{}-{}-{what}", std::process::id(), P::NAME);
+        SocketAddr::from_abstract_name(n.as_bytes()).unwrap()
+    };
+    let lp = new_loop::<P>();
+    lp.block_on(async {
+        let at = name("l");
+        let err = Async::<UnixStream>::connect_addr(&at).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
+        let listener = Async::<UnixListener>::bind_addr(&at).unwrap();
+        assert_eq!(
+            listener.local_addr().unwrap().as_abstract_name(),
+            at.as_abstract_name()
+        );
+        let err = Async::<UnixListener>::bind_addr(&at).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse, "{err}");
+        let accepting = ioloop::spawn(async move { listener.accept().await.unwrap().0 });
+        let client = Async::<UnixStream>::connect_addr(&at).await.unwrap();
+        assert_eq!(
+            client.peer_addr().unwrap().as_abstract_name(),
+            at.as_abstract_name()
+        );
+        let server = ioloop::timeout(HANG, accepting)
+            .await
+            .expect("hung")
+            .unwrap();
+        stream_round_trip(client, server, b"abstract").await;
+
+        let (a_at, b_at) = (name("a"), name("b"));
+        let a = Async::<UnixDatagram>::bind_addr(&a_at).unwrap();
+        let b = Async::<UnixDatagram>::bind_addr(&b_at).unwrap();
+        let receiving = ioloop::spawn(async move {
+            let mut buf = [0u8; 8];
+            let (n, from) = b.recv_from(&mut buf).await.unwrap();
+            (
+                buf[..n].to_vec(),
+                from.as_abstract_name().map(<[u8]>::to_vec),
+            )
+        });
+        ioloop::yield_now().await;
+        assert_eq!(a.send_to_addr(b"dgram", &b_at).await.unwrap(), 5);
+        let (got, from) = ioloop::timeout(HANG, receiving)
+            .await
+            .expect("hung")
+            .unwrap();
+        assert_eq!(got, b"dgram");
+        assert_eq!(from.as_deref(), a_at.as_abstract_name());
+        let err = a.send_to_addr(b"x", &name("nobody")).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
+
+        let unnamed = UnixDatagram::unbound().unwrap().local_addr().unwrap();
+        assert!(unnamed.is_unnamed());
+        let auto = Async::<UnixDatagram>::bind_addr(&unnamed).unwrap();
+        assert!(auto.local_addr().unwrap().as_abstract_name().is_some());
+    })
+    .unwrap();
+    assert_eq!(lp.handler_count(), 0);
+}
+
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod linux {
     use super::*;
     backend_tests!(
+        unix_abstract_names,
         unix_connect_to_a_full_backlog,
         unix_datagram_to_a_full_receiver
     );

@@ -1046,6 +1046,28 @@ fn unix_addr(path: &Path) -> io::Result<UnixAddr> {
     Ok(UnixAddr::new(path)?)
 }
 
+/// std's Unix socket address as nix's, for `connect`: a path, or (Linux, Android) an
+/// abstract name; `InvalidInput` for an unnamed address, which nothing can be reached at.
+fn unix_addr_of(addr: &UnixSocketAddr) -> io::Result<UnixAddr> {
+    if let Some(path) = addr.as_pathname() {
+        return unix_addr(path);
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        #[cfg(target_os = "android")]
+        use std::os::android::net::SocketAddrExt;
+        #[cfg(target_os = "linux")]
+        use std::os::linux::net::SocketAddrExt;
+        if let Some(name) = addr.as_abstract_name() {
+            return Ok(UnixAddr::new_abstract(name)?);
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "an unnamed Unix socket address: nothing can be reached at it",
+    ))
+}
+
 impl Async<UnixStream> {
     /// A connected pair of Unix stream sockets, both registered on the current loop.
     ///
@@ -1103,6 +1125,45 @@ impl Async<UnixStream> {
         connect_stream(AddressFamily::Unix, addr).await
     }
 
+    /// Connects to the Unix socket listening at `addr`: a path, or on Linux and Android an
+    /// abstract name (`SocketAddr::from_abstract_name`, in `std::os::linux::net::SocketAddrExt`),
+    /// as std's `UnixStream::connect_addr`; registered on the current loop.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect) (`ConnectionRefused` also when nothing listens at an
+    /// abstract name); `InvalidInput` for an unnamed address.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[cfg(target_os = "linux")] {
+    /// use std::os::linux::net::SocketAddrExt;
+    /// use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+    /// use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    /// use ioloop::{Async, IoLoop};
+    ///
+    /// // An abstract name: no file in the file system, gone with the socket.
+    /// let name = format!("ioloop-doc-{}", std::process::id());
+    /// let addr = SocketAddr::from_abstract_name(&name)?;
+    /// IoLoop::new()?.block_on(async {
+    ///     let listener = Async::<UnixListener>::bind_addr(&addr)?;
+    ///     let mut client = Async::<UnixStream>::connect_addr(&addr).await?;
+    ///     let (mut server, _) = listener.accept().await?;
+    ///     client.write_all(b"hi").await?;
+    ///     let mut buf = [0; 2];
+    ///     server.read_exact(&mut buf).await?;
+    ///     assert_eq!(&buf, b"hi");
+    ///     std::io::Result::Ok(())
+    /// })??;
+    /// # }
+    /// # std::io::Result::Ok(())
+    /// ```
+    pub async fn connect_addr(addr: &UnixSocketAddr) -> io::Result<Self> {
+        let addr = unix_addr_of(addr)?;
+        connect_stream(AddressFamily::Unix, addr).await
+    }
+
     /// The peer's address.
     ///
     /// # Errors
@@ -1124,6 +1185,18 @@ impl Async<UnixListener> {
     /// address); see [`Async::new`].
     pub fn bind(path: impl AsRef<Path>) -> io::Result<Self> {
         Async::make_on_current(|| UnixListener::bind(path))
+    }
+
+    /// Binds a Unix stream listener at `addr` (a path, or on Linux and Android an abstract
+    /// name), as std's `UnixListener::bind_addr`, and registers it on the current loop.
+    ///
+    /// # Errors
+    ///
+    /// As [`bind`](Self::bind) (`AddrInUse` also for an abstract name taken). On Linux an
+    /// unnamed `addr` is no error: the kernel binds the socket to a free abstract name
+    /// (autobind; [`local_addr`](Self::local_addr) tells which).
+    pub fn bind_addr(addr: &UnixSocketAddr) -> io::Result<Self> {
+        Async::make_on_current(|| UnixListener::bind_addr(addr))
     }
 
     /// Accepts a connection; the stream is registered on the listener's loop.
@@ -1155,6 +1228,16 @@ impl Async<UnixDatagram> {
     /// As [`Async::<UnixListener>::bind`](Async::<UnixListener>::bind).
     pub fn bind(path: impl AsRef<Path>) -> io::Result<Self> {
         Async::make_on_current(|| UnixDatagram::bind(path))
+    }
+
+    /// Binds a Unix datagram socket at `addr` (a path, or on Linux and Android an abstract
+    /// name), as std's `UnixDatagram::bind_addr`, and registers it on the current loop.
+    ///
+    /// # Errors
+    ///
+    /// As [`Async::<UnixListener>::bind_addr`](Async::<UnixListener>::bind_addr).
+    pub fn bind_addr(addr: &UnixSocketAddr) -> io::Result<Self> {
+        Async::make_on_current(|| UnixDatagram::bind_addr(addr))
     }
 
     /// An unbound Unix datagram socket, registered on the current loop (it can send; replies
@@ -1191,8 +1274,29 @@ impl Async<UnixDatagram> {
     /// wait for room).
     pub async fn send_to(&self, buf: &[u8], path: impl AsRef<Path>) -> io::Result<usize> {
         let path = path.as_ref();
-        self.write_with(|s| match s.send_to(buf, path) {
-            // Refused while this socket has room: the receiver is full (see above).
+        self.send_unconnected(|s| s.send_to(buf, path)).await
+    }
+
+    /// Sends a datagram to the socket bound at `addr` (a path, or on Linux and Android an
+    /// abstract name), as std's `UnixDatagram::send_to_addr`, waiting while this socket's
+    /// send buffer is full.
+    ///
+    /// # Errors
+    ///
+    /// As [`send_to`](Self::send_to) (`ConnectionRefused` when nothing is bound at an
+    /// abstract name); `InvalidInput` for an unnamed address.
+    pub async fn send_to_addr(&self, buf: &[u8], addr: &UnixSocketAddr) -> io::Result<usize> {
+        self.send_unconnected(|s| s.send_to_addr(buf, addr)).await
+    }
+
+    /// `send_to`'s wait: `send` (a `sendto`) is tried while this socket is writable; a
+    /// refusal while it still polls writable means the receiver is full, and is returned
+    /// (see [`send_to`](Self::send_to)).
+    async fn send_unconnected(
+        &self,
+        mut send: impl FnMut(&UnixDatagram) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        self.write_with(|s| match send(s) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock && polls_writable(s.as_fd()) => {
                 Ok(Err(e))
             }

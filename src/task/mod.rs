@@ -5,7 +5,8 @@
 //!   `Send` future from another thread.
 //! * [`Async<T>`] waits for an fd's readiness, with ready-made operations for std's sockets:
 //!   TCP (`Async<TcpListener>::bind`/`accept`, `Async<TcpStream>::connect`), UDP
-//!   (`Async<UdpSocket>`), and Unix sockets by path (`Async<UnixListener>`,
+//!   (`Async<UdpSocket>`), and Unix sockets by path or by std's `SocketAddr` (abstract
+//!   names on Linux: `bind_addr`, `connect_addr`, `send_to_addr`) (`Async<UnixListener>`,
 //!   `Async<UnixStream>::connect`, `Async<UnixDatagram>`); [`sleep`], [`timeout`],
 //!   [`interval`] and [`yield_now`] use the loop's timers.
 //!
