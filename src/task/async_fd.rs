@@ -1126,8 +1126,9 @@ impl Async<UnixStream> {
     }
 
     /// Connects to the Unix socket listening at `addr`: a path, or on Linux and Android an
-    /// abstract name (`SocketAddr::from_abstract_name`, in `std::os::linux::net::SocketAddrExt`),
-    /// as std's `UnixStream::connect_addr`; registered on the current loop.
+    /// abstract name (`SocketAddr::from_abstract_name`, from
+    /// `std::os::linux::net::SocketAddrExt`), as std's `UnixStream::connect_addr`; registered
+    /// on the current loop.
     ///
     /// # Errors
     ///
@@ -1297,6 +1298,7 @@ impl Async<UnixDatagram> {
         mut send: impl FnMut(&UnixDatagram) -> io::Result<usize>,
     ) -> io::Result<usize> {
         self.write_with(|s| match send(s) {
+            // Refused while this socket has room: the receiver is full.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock && polls_writable(s.as_fd()) => {
                 Ok(Err(e))
             }

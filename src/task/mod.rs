@@ -18,7 +18,8 @@
 //! and does not block in its wait while tasks are queued. A task woken from another thread
 //! (its `Waker` is `Send + Sync`) is queued the same way and the poller is notified. Tasks are
 //! woken only by the reactor — fd events ([`Mode::Edge`] registrations where the poller has
-//! them, except on io_uring; else [`Mode::Oneshot`]), timers, other tasks, wakers — never by polling in a loop.
+//! them, except on io_uring; else [`Mode::Oneshot`]), timers, other tasks, wakers — never by
+//! polling in a loop.
 //!
 //! A task that panics does not take the loop down: the panic is caught, the task is dropped,
 //! and its [`JoinHandle`] returns a [`JoinError`] carrying the payload.
@@ -86,8 +87,8 @@ pub(crate) trait LoopOps {
     fn remove_timeout(&self, id: TimeoutId);
     /// Registers `fd`, with an empty interest, and a handler that wakes its source:
     /// edge-triggered where the poller has [`Mode::Edge`] (but not on io_uring), else
-    /// Oneshot (see `use_edge`). Returns the source
-    /// (a new one, or a reused allocation: see [`Executor::new_source`]).
+    /// Oneshot (see `use_edge`). Returns the source (a new one, or a reused allocation: see
+    /// [`Executor::new_source`]).
     fn add_source(&self, fd: RawFd) -> io::Result<Rc<IoSource>>;
     /// Updates the source's registration to `interest` in `mode`: arms a Oneshot one, or
     /// sets what an Edge one watches (which also makes the kernel report its current state).
