@@ -4,7 +4,7 @@
 //! stdin without blocking the loop and answers each number `n` with `fib(n) = <value>`,
 //! computed by a naive async recursion that yields to the loop as it goes, so the hello lines
 //! keep coming while, say, `fib(32)` is computed. A line that is not a number gets a one-line
-//! error; end of input exits with status 0.
+//! error; `exit` or end of input ends it (status 0).
 //!
 //! ```text
 //! cargo run --example fib_coroutine
@@ -101,16 +101,26 @@ fn main() -> io::Result<()> {
             }
         })
         .detach();
+        // Lets the hello task print its first line before stdin is read, as the other demos
+        // do: input that is all there already would otherwise be answered, up to its end,
+        // within this first poll.
+        ioloop::yield_now().await;
 
         let (stdin, _restore) = async_stdin()?;
         let mut lines = BufReader::new(stdin).lines();
         while let Some(line) = lines.next().await {
             let line = line?;
             let text = line.trim();
+            if text.is_empty() {
+                continue;
+            }
+            if text == "exit" {
+                break;
+            }
             match text.parse::<u32>() {
                 Ok(n) if n <= MAX_N => println!("fib({n}) = {}", fib(n).await),
-                Ok(n) => println!("error: {n} is too large (the maximum is {MAX_N})"),
-                Err(e) => println!("error: {text:?} is not a number ({e})"),
+                Ok(n) => println!("{n} is too large: this naive fib takes n <= {MAX_N}"),
+                Err(_) => println!("not a number: {text:?} (type a number, or exit)"),
             }
         }
         io::Result::Ok(())

@@ -1,8 +1,8 @@
 //! The seed's first demo, straight on a `Poller`: wait on stdin with a 100 ms timeout, print
 //! `<unix-seconds> - Hello world!` every 3 s, and for each line of stdin read a number n and
-//! print fib(n). Exits 0 on end of input.
+//! print fib(n). `exit` or end of input ends it (status 0).
 //!
-//! `cargo run --example hello_eventloop` (type numbers; Ctrl-D ends it).
+//! `cargo run --example hello_eventloop` (type numbers; `exit` or Ctrl-D ends it).
 
 mod common;
 
@@ -45,6 +45,9 @@ fn main() -> io::Result<()> {
             Input::Eof(last) => (last.into_iter().collect(), true),
         };
         for line in batch.iter().filter(|l| !l.is_empty()) {
+            if line == "exit" {
+                return Ok(());
+            }
             match common::parse_n(line) {
                 Ok(n) => common::run_fib(n),
                 Err(msg) => println!("{msg}"),

@@ -23,8 +23,8 @@
 # * `*_from_other_thread_during_wait`, `modify_from_other_thread_rearms`: they wait until
 #   /proc/<tid>/syscall shows the waiting thread in its wait, and under qemu that file shows
 #   the host's (x86_64) system call numbers.
-# * tests/http_hello.rs: it runs the example servers as processes, which cargo builds for the
-#   host, so no code of the target would run there.
+# * tests/http_hello.rs and tests/demos.rs: they run the examples as processes, which cargo
+#   builds for the host, so no code of the target would run there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -62,7 +62,7 @@ fi
 tests=()
 for f in tests/*.rs; do
     name=$(basename "$f" .rs)
-    if [ "$name" != http_hello ]; then tests+=(--test "$name"); fi
+    case $name in http_hello | demos) ;; *) tests+=(--test "$name") ;; esac
 done
 export IOLOOP_REQUIRE_URING=0
 skips=(--skip max_events_is_the_kernels_limit

@@ -3,17 +3,16 @@
 //! `examples/http_mio.rs` (both its modes), which `benches/http.sh` compares them with.
 //!
 //! Each test starts its own server process on 127.0.0.1:0, learns the port from the
-//! `listening on ADDR` line (no sleeping until it is up) and kills it when done. Cargo builds
-//! examples for a plain `cargo test` but not for `cargo test --test http_hello`, so the first
-//! test builds them (a no-op when they are up to date).
+//! `listening on ADDR` line (no sleeping until it is up) and kills it when done. The first
+//! test builds the examples if needed (`util::examples_dir`).
+
+mod util;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::sync::OnceLock;
 use std::thread;
 use std::time::Duration;
 
@@ -26,28 +25,6 @@ Content-Length: 13\r\nConnection: close\r\n\r\nHello, World!";
 /// A failing server makes a test fail, not hang.
 const IO_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The example binaries' directory (`target/<profile>/examples`), built once per run.
-fn examples_dir() -> &'static PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        // This test runs as target/<profile>/deps/http_hello-<hash>.
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().unwrap().parent().unwrap();
-        let mut cargo = Command::new(env!("CARGO"));
-        cargo.args(["build", "--example", "http_hello", "--example", "http_mio"]);
-        cargo
-            .arg("--manifest-path")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"));
-        cargo.arg("--target-dir").arg(profile_dir.parent().unwrap());
-        if profile_dir.ends_with("release") {
-            cargo.arg("--release");
-        }
-        let status = cargo.status().expect("running cargo build --example");
-        assert!(status.success(), "cargo build --example failed: {status}");
-        profile_dir.join("examples")
-    })
-}
-
 /// A running server process, killed on drop.
 struct Server {
     child: Child,
@@ -57,7 +34,7 @@ struct Server {
 
 impl Server {
     fn start(example: &str, args: &[&str]) -> Self {
-        let mut child = Command::new(examples_dir().join(example))
+        let mut child = Command::new(util::examples_dir().join(example))
             .arg("127.0.0.1:0")
             .args(args)
             .stdout(Stdio::piped())
@@ -388,7 +365,7 @@ server_tests!(
 
 #[test]
 fn addr_after_tasks_flag() {
-    let mut child = Command::new(examples_dir().join("http_hello"))
+    let mut child = Command::new(util::examples_dir().join("http_hello"))
         .args(["--tasks", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .spawn()

@@ -406,3 +406,29 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// The example binaries' directory (`target/<profile>/examples`), every example built once per
+/// test process: cargo builds the examples for a plain `cargo test`, not for `cargo test
+/// --test <name>` (a no-op when they are up to date). The examples are built for the host,
+/// so the tests that run them are left out under qemu (scripts/qemu-test.sh).
+pub fn examples_dir() -> &'static std::path::PathBuf {
+    use std::process::Command;
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        // A test runs as target/<profile>/deps/<name>-<hash>.
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().unwrap().parent().unwrap();
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo.args(["build", "--examples"]);
+        cargo
+            .arg("--manifest-path")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"));
+        cargo.arg("--target-dir").arg(profile_dir.parent().unwrap());
+        if profile_dir.ends_with("release") {
+            cargo.arg("--release");
+        }
+        let status = cargo.status().expect("running cargo build --examples");
+        assert!(status.success(), "cargo build --examples failed: {status}");
+        profile_dir.join("examples")
+    })
+}
