@@ -1,6 +1,7 @@
-//! The HTTP "hello" servers, driven over loopback as a client would: `examples/http_hello.rs`
-//! in both its modes (reactor handlers, `--tasks`) and the mio reference
-//! `examples/http_mio.rs` (both its modes), which `benches/http.sh` compares them with.
+//! The example servers, driven over loopback as a client would: the HTTP "hello" servers,
+//! `examples/http_hello.rs` in both its modes (reactor handlers, `--tasks`) and the mio
+//! reference `examples/http_mio.rs` (both its modes), which `benches/http.sh` compares them
+//! with; and the echo server, `examples/echo.rs`.
 //!
 //! Each test starts its own server process on 127.0.0.1:0, learns the port from the
 //! `listening on ADDR` line (no sleeping until it is up) and kills it when done. The first
@@ -377,4 +378,45 @@ fn addr_after_tasks_flag() {
     let _ = child.kill();
     let _ = child.wait();
     assert!(line.starts_with("listening on 127.0.0.1:"), "{line:?}");
+}
+
+/// `examples/echo.rs`: several clients at once, each sending 1 MiB (more than the socket
+/// buffers hold, so the server's writes wait for the client to read) and reading back the
+/// same bytes; a client's half-close ends its connection (the server closes too), and the
+/// others go on.
+#[test]
+fn echo_server_echoes() {
+    const CLIENTS: usize = 4;
+    const LEN: usize = 1 << 20;
+    let server = Server::start("echo", &[]);
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let mut s = server.connect();
+            thread::spawn(move || {
+                let data: Vec<u8> = (0..LEN).map(|i| (i * 7 + c) as u8).collect();
+                let mut writer = s.try_clone().unwrap();
+                let sent = data.clone();
+                let sender = thread::spawn(move || {
+                    writer.write_all(&sent).unwrap();
+                    writer.shutdown(std::net::Shutdown::Write).unwrap();
+                });
+                let mut back = Vec::with_capacity(LEN);
+                s.read_to_end(&mut back)
+                    .unwrap_or_else(|e| panic!("client {c}: after {} bytes: {e}", back.len()));
+                sender.join().unwrap();
+                assert!(
+                    back == data,
+                    "client {c}: {} bytes back, not the same",
+                    back.len()
+                );
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    // The server is still there for the next client.
+    let mut s = server.connect();
+    s.write_all(b"still here").unwrap();
+    expect(&mut s, b"still here", "echo after the others left");
 }
