@@ -1,12 +1,12 @@
 //! [`FdMap`]: the per-fd table of the backends that look registrations up by fd number
-//! (io_uring, kqueue).
+//! (io_uring, kqueue, and the poll/select registry).
 
 use std::os::fd::RawFd;
 
 /// A map from fd number to `T`, stored densely: slot `fd` of a vector. The kernel hands out
 /// the lowest free fd numbers, so the vector stays about as long as the process's highest
-/// registered fd, and a lookup is an index, not a hash (std's `HashMap` hashes an `i32`
-/// with SipHash: ~100 instructions per lookup, several lookups per event on io_uring).
+/// registered fd, and a lookup is an index, not a hash or a search (std's `HashMap` hashes an
+/// `i32` with SipHash: ~100 instructions per lookup, several lookups per event on io_uring).
 /// The reactor's handler table and the task layer's source table are indexed by fd the
 /// same way. The vector only grows (at `insert`), so steady-state use never allocates.
 ///

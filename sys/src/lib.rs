@@ -46,7 +46,6 @@ use std::time::Duration;
 
 mod common;
 mod events;
-#[cfg(any(ioloop_has_uring, ioloop_has_kqueue))]
 mod fdmap;
 mod flags;
 mod notify;
