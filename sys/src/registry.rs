@@ -377,9 +377,11 @@ mod tests {
             reg.deregister(fds[3]).unwrap_err().kind(),
             io::ErrorKind::NotFound
         );
-        // The last in the list goes: nothing moves.
-        reg.deregister(fds[2]).unwrap();
+        // The list is [fds[2], fds[1]] now: the last one goes (nothing moves), then the
+        // only one.
         reg.deregister(fds[1]).unwrap();
+        assert_eq!(round_fds(&reg), vec![fds[2]]);
+        reg.deregister(fds[2]).unwrap();
         assert_eq!(round_fds(&reg), Vec::<RawFd>::new());
         reg.register(fds[2], 1, Interest::READABLE, Mode::Level, true)
             .unwrap();
