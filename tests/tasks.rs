@@ -672,10 +672,10 @@ fn echo_many_clients<P: Poller>() {
     .unwrap();
 }
 
-/// TCP sockets the task layer makes (`accept`, `connect`), over IPv4 and (where the machine
-/// has it) IPv6: non-blocking and close-on-exec, each address the other end's, and data
-/// flows both ways.
-fn tcp_sockets_made_nonblocking_and_cloexec<P: Poller>() {
+/// Sockets the task layer makes: TCP (`accept`, `connect`), over IPv4 and (where the
+/// machine has it) IPv6, and Unix pairs (stream and datagram): non-blocking and
+/// close-on-exec, each address the other end's, and data flows both ways.
+fn sockets_made_nonblocking_and_cloexec<P: Poller>() {
     use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
     use std::os::fd::AsFd;
     fn check(what: &str, fd: std::os::fd::BorrowedFd<'_>) {
@@ -718,6 +718,19 @@ fn tcp_sockets_made_nonblocking_and_cloexec<P: Poller>() {
             client.read_exact(&mut buf).await.unwrap();
             assert_eq!(&buf, b"pong");
         }
+        let (mut a, mut b) = Async::<UnixStream>::pair().unwrap();
+        check("stream pair a", a.as_fd());
+        check("stream pair b", b.as_fd());
+        a.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        b.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping");
+        let (c, d) = Async::<UnixDatagram>::pair().unwrap();
+        check("datagram pair c", c.as_fd());
+        check("datagram pair d", d.as_fd());
+        d.send(b"pong").await.unwrap();
+        assert_eq!(c.recv(&mut buf).await.unwrap(), 4);
+        assert_eq!(&buf, b"pong");
     })
     .unwrap();
     assert_eq!(lp.handler_count(), 0);
@@ -2395,7 +2408,7 @@ backend_tests!(
     tasks_take_turns_on_one_source,
     read_and_write_waiters_at_once,
     echo_many_clients,
-    tcp_sockets_made_nonblocking_and_cloexec,
+    sockets_made_nonblocking_and_cloexec,
     udp_and_connect_errors,
     unix_listener_and_connect,
     unix_connect_errors,

@@ -1069,15 +1069,18 @@ fn unix_addr_of(addr: &UnixSocketAddr) -> io::Result<UnixAddr> {
 }
 
 impl Async<UnixStream> {
-    /// A connected pair of Unix stream sockets, both registered on the current loop.
+    /// A connected pair of Unix stream sockets, both registered on the current loop (made
+    /// non-blocking and close-on-exec by the `socketpair` call itself where the OS can).
     ///
     /// # Errors
     ///
     /// What `socketpair` reports; see [`Async::new`].
     pub fn pair() -> io::Result<(Self, Self)> {
-        let (a, b) = UnixStream::pair()?;
-        let a = Async::new(a)?;
-        let b = a.sibling(b)?;
+        let ops = current().ok_or_else(no_loop)?;
+        // Non-blocking from the start (`SOCK_NONBLOCK` where the OS has it): no `ioctl`s.
+        let (a, b) = ioloop_sys::socketpair_nonblocking(false)?;
+        let a = Async::register(&*ops, UnixStream::from(a))?;
+        let b = Async::register(&*ops, UnixStream::from(b))?;
         Ok((a, b))
     }
 
@@ -1251,15 +1254,18 @@ impl Async<UnixDatagram> {
         Async::make_on_current(UnixDatagram::unbound)
     }
 
-    /// A connected pair of Unix datagram sockets, both registered on the current loop.
+    /// A connected pair of Unix datagram sockets, both registered on the current loop (made
+    /// non-blocking and close-on-exec by the `socketpair` call itself where the OS can).
     ///
     /// # Errors
     ///
     /// What `socketpair` reports; see [`Async::new`].
     pub fn pair() -> io::Result<(Self, Self)> {
-        let (a, b) = UnixDatagram::pair()?;
-        let a = Async::new(a)?;
-        let b = a.sibling(b)?;
+        let ops = current().ok_or_else(no_loop)?;
+        // Non-blocking from the start (`SOCK_NONBLOCK` where the OS has it): no `ioctl`s.
+        let (a, b) = ioloop_sys::socketpair_nonblocking(true)?;
+        let a = Async::register(&*ops, UnixDatagram::from(a))?;
+        let b = Async::register(&*ops, UnixDatagram::from(b))?;
         Ok((a, b))
     }
 

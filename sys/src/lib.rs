@@ -201,6 +201,64 @@ pub fn accept_nonblocking(
     Ok((fd, peer))
 }
 
+/// A connected pair of Unix sockets, stream sockets or (`datagram`) datagram sockets, both
+/// non-blocking and close-on-exec from the start: one `socketpair` with `SOCK_NONBLOCK |
+/// SOCK_CLOEXEC` where the OS has it (as for [`accept_nonblocking`]); elsewhere std's
+/// `pair` (close-on-exec), then [`set_nonblocking`] on each end.
+///
+/// # Errors
+///
+/// What `socketpair` reports (`EMFILE`, `ENFILE`...).
+///
+/// # Examples
+///
+/// ```
+/// let (a, b) = ioloop_sys::socketpair_nonblocking(false)?;
+/// let (a, b) = (std::os::unix::net::UnixStream::from(a), std::os::unix::net::UnixStream::from(b));
+/// let err = std::io::Read::read(&mut &a, &mut [0; 1]).unwrap_err();
+/// assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+/// std::io::Write::write_all(&mut &b, b"x")?;
+/// assert_eq!(std::io::Read::read(&mut &a, &mut [0; 4])?, 1);
+/// # std::io::Result::Ok(())
+/// ```
+pub fn socketpair_nonblocking(
+    datagram: bool,
+) -> io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use std::os::fd::OwnedFd;
+    #[cfg(ioloop_sock_flags)]
+    {
+        use std::os::fd::FromRawFd;
+        let kind = if datagram {
+            libc::SOCK_DGRAM
+        } else {
+            libc::SOCK_STREAM
+        };
+        let mut fds: [libc::c_int; 2] = [-1, -1];
+        let ty = kind | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+        // SAFETY: `fds` is a live, writable array of two ints for the call, where the kernel
+        // writes the two new fds.
+        syscall::cvt(unsafe { libc::socketpair(libc::AF_UNIX, ty, 0, fds.as_mut_ptr()) })?;
+        // SAFETY: `socketpair` succeeded: both are new fds that nothing else owns.
+        let pair = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        Ok(pair)
+    }
+    #[cfg(not(ioloop_sock_flags))]
+    {
+        use std::os::fd::AsFd;
+        use std::os::unix::net::{UnixDatagram, UnixStream};
+        let (a, b): (OwnedFd, OwnedFd) = if datagram {
+            let (a, b) = UnixDatagram::pair()?;
+            (a.into(), b.into())
+        } else {
+            let (a, b) = UnixStream::pair()?;
+            (a.into(), b.into())
+        };
+        set_nonblocking(a.as_fd())?;
+        set_nonblocking(b.as_fd())?;
+        Ok((a, b))
+    }
+}
+
 /// Whether the socket `fd` is a TCP socket, where the OS can tell (`SO_PROTOCOL`: Linux,
 /// Android, FreeBSD, OpenBSD); `None` elsewhere, or if `fd` is not a socket. An SCTP stream
 /// socket is `SOCK_STREAM` too, but reads one message per call.
