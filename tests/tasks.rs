@@ -246,6 +246,71 @@ fn a_panicking_task_is_reported_and_the_loop_survives() {
     assert_eq!(lp.block_on(async { 1 }).unwrap(), 1);
 }
 
+/// A future that completes at once and panics when dropped.
+struct PanicsOnDrop;
+
+impl Future for PanicsOnDrop {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        Poll::Ready(())
+    }
+}
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("dropped on purpose");
+        }
+    }
+}
+
+/// Tasks spawned before the loop runs come from the shared queue; a panic that unwinds out
+/// of the pass that polls them (a finished future's destructor) leaves the rest of its
+/// batch to the next pass.
+#[test]
+fn tasks_left_by_a_panicking_pass_still_run() {
+    let lp = IoLoop::new().unwrap();
+    lp.spawn(PanicsOnDrop).detach();
+    let next = lp.spawn(async { 42 });
+    let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lp.run_once()));
+    assert!(res.is_err(), "the destructor's panic comes out of the pass");
+    let guard = lp.call_later(HANG, |lp| lp.stop());
+    let v = lp.block_on(next);
+    assert_eq!(
+        v.expect("the task left in the batch never ran").unwrap(),
+        42
+    );
+    lp.remove_timeout(guard);
+}
+
+/// Dropping a loop drops its pending tasks: their `JoinHandle`s say `Cancelled`, and a task
+/// of another loop that awaits one is woken.
+#[test]
+fn join_handle_of_a_dropped_loop_is_cancelled() {
+    let lp1 = IoLoop::new().unwrap();
+    let pending = lp1.spawn(std::future::pending::<u32>());
+    let idle = lp1.spawn(std::future::pending::<u32>());
+    let lp2 = IoLoop::new().unwrap();
+    let lp1 = RefCell::new(Some(lp1));
+    let res = lp2
+        .block_on(async {
+            let waiter = ioloop::spawn(pending);
+            // The waiter parks on the handle.
+            ioloop::yield_now().await;
+            ioloop::yield_now().await;
+            drop(lp1.borrow_mut().take());
+            ioloop::timeout(HANG, waiter).await
+        })
+        .unwrap();
+    let err = res
+        .expect("the waiter was never woken")
+        .unwrap()
+        .unwrap_err();
+    assert!(err.is_cancelled(), "{err}");
+    assert!(idle.is_finished());
+    assert!(lp2.block_on(idle).unwrap().unwrap_err().is_cancelled());
+}
+
 // ----- timers ------------------------------------------------------------------------------
 
 #[test]
@@ -312,6 +377,41 @@ fn interval_ticks_drift_free() {
     })
     .unwrap();
     assert_eq!(lp.timer_count(), 0, "the interval's timer outlived it");
+}
+
+/// A timer of the same round that stalls the loop makes the interval's callback run after
+/// its next tick is due, so that tick is counted then; the reactor's firing of that tick
+/// is not a second one: due times keep increasing.
+#[test]
+fn interval_counts_a_tick_once_after_a_stall() {
+    let lp = IoLoop::new().unwrap();
+    let p = Duration::from_millis(20);
+    let (start, t1, t2) = lp
+        .block_on(async move {
+            let mut iv = ioloop::interval(p);
+            let start = iv.tick().await;
+            // Due before tick 1 and run in its round (both are due when the loop gets
+            // there), first: it holds the loop until tick 2 is due.
+            let lp: IoLoop = IoLoop::current().unwrap();
+            lp.call_at(
+                start + p / 2,
+                move |_| {
+                    while Instant::now() < start + p * 5 / 2 {}
+                },
+            );
+            // The task keeps the loop from its timers until tick 1 is due.
+            while Instant::now() < start + p * 3 / 2 {}
+            let t1 = iv.tick().await;
+            let t2 = iv.tick().await;
+            (start, t1, t2)
+        })
+        .unwrap();
+    assert!(
+        t2 > t1,
+        "two ticks due at start + {:?}",
+        t1.saturating_duration_since(start)
+    );
+    assert!(Instant::now() >= t2);
 }
 
 #[test]
@@ -1866,6 +1966,30 @@ fn a_panicking_waker_wakes_the_others<P: Poller>() {
     assert!(
         writer.0.load(Ordering::SeqCst),
         "{}: the writer was never woken",
+        P::NAME
+    );
+    assert!(matches!(read(&mut ocx), Poll::Ready(Ok(1))));
+
+    // A report for the reader alone while the writer waits: on a Oneshot registration the
+    // report disarms both directions, and the writer's must be armed again although the
+    // reader's waker panics.
+    util::fill(src.get_ref());
+    let writer = Arc::new(Woken::default());
+    let wwaker = Waker::from(writer.clone());
+    let mut wcx = Context::from_waker(&wwaker);
+    let wrote = futures_io::AsyncWrite::poll_write(Pin::new(&mut &src), &mut wcx, &[1; 8]);
+    assert!(wrote.is_pending());
+    assert!(read(&mut pcx).is_pending());
+    (&b).write_all(b"z").unwrap();
+    run_panics("a reader's report while a writer waits");
+    assert!(!writer.0.load(Ordering::SeqCst), "{}", P::NAME);
+    util::drain(&b);
+    let guard = lp.call_later(HANG, |lp| lp.stop());
+    lp.run_until(|_| writer.0.load(Ordering::SeqCst)).unwrap();
+    lp.remove_timeout(guard);
+    assert!(
+        writer.0.load(Ordering::SeqCst),
+        "{}: the writer was never woken after the reader's waker panicked",
         P::NAME
     );
     drop(src);

@@ -367,9 +367,10 @@ impl IoSource {
     /// Called by the fd's handler, with nothing borrowed (it holds its own reference to the
     /// source: the tasks it wakes may drop the `Async`): marks ready the directions `ready`
     /// covers (errors and hang-ups cover both, so the next operation reports them) and wakes
-    /// their waiting tasks; returns, in Oneshot mode, the interest still waited on, which the
-    /// handler re-arms.
-    pub(crate) fn on_ready(&self, ready: Ready) -> Interest {
+    /// their waiting tasks. In Oneshot mode, first calls `rearm` with the interest still
+    /// waited on (if any), for the handler to arm the registration for it again.
+    #[inline]
+    pub(crate) fn on_ready(&self, ready: Ready, rearm: impl FnOnce(Interest)) {
         let edge = self.edge.get();
         if !edge {
             self.armed.set(Interest::empty());
@@ -391,8 +392,31 @@ impl IoSource {
             rest |= Interest::WRITABLE;
         }
         // Both directions' state is settled before any task runs code.
-        self.wake(wake_read, wake_write);
-        rest
+        if rest.is_empty() {
+            self.wake(wake_read, wake_write);
+        } else {
+            self.rearm_then_wake(rest, rearm, wake_read, wake_write);
+        }
+    }
+
+    /// [`on_ready`](Self::on_ready) when a direction is still waited on: the registration
+    /// is armed for it before any waker runs, so a waker that panics (a foreign executor's)
+    /// leaves the other direction's tasks a live registration; and a failed re-arm that
+    /// wakes those tasks does not keep the reported direction's from waking. The first
+    /// panic goes on once both have run.
+    #[cold]
+    #[inline(never)]
+    fn rearm_then_wake(
+        &self,
+        rest: Interest,
+        rearm: impl FnOnce(Interest),
+        read: Waiting,
+        write: Waiting,
+    ) {
+        let mut wakes = Wakes::default();
+        wakes.run(|| rearm(rest));
+        wakes.run(|| self.wake(read, write));
+        wakes.finish();
     }
 
     /// Wakes the tasks [`Direction::fire`] found waiting in each direction.

@@ -229,6 +229,16 @@ struct TaskBody {
     sink: Rc<dyn JoinSink>,
 }
 
+impl Drop for TaskBody {
+    /// A task dropped unfinished (its loop dropped with it pending, or cancelled) reports
+    /// `Cancelled` to its [`JoinHandle`] and wakes whoever awaits it (a task of another loop,
+    /// say), before its future is dropped. After an output or a panic was reported, this
+    /// does nothing (the first report stands). Always dropped with no borrow held.
+    fn drop(&mut self) {
+        self.sink.fail(JoinError::cancelled());
+    }
+}
+
 struct Slot {
     gen: u32,
     /// `None` when free, or while the task is being polled (it is lent out).
@@ -474,6 +484,10 @@ impl Executor {
                     self.queued.set(false);
                     return;
                 }
+                // The batch may hold only keys from the shared queue (whose flag is now
+                // clear): if a panic unwinds out of this pass, the next one must still see
+                // them.
+                self.queued.set(true);
             }
         }
         loop {

@@ -175,7 +175,8 @@ pub(crate) fn add_source<P: Poller>(lp: &IoLoop<P>, fd: RawFd) -> io::Result<Rc<
     let gen = if edge {
         lp.add_registration(fd, Interest::empty(), Mode::Edge, |lp, fd, ready| {
             if let Some(source) = lp.executor().source(fd) {
-                source.on_ready(ready);
+                // Edge registrations stay armed: nothing to re-arm.
+                source.on_ready(ready, |_| {});
             }
         })?
     } else {
@@ -183,22 +184,15 @@ pub(crate) fn add_source<P: Poller>(lp: &IoLoop<P>, fd: RawFd) -> io::Result<Rc<
             let Some(source) = lp.executor().source(fd) else {
                 return;
             };
-            let rest = source.on_ready(ready);
-            if rest.is_empty() {
-                return;
-            }
-            // A wait begun by the wake-up's own code may have armed the registration already:
-            // keep what it asked for.
-            let armed = source.armed.get();
-            let want = armed | rest;
-            if want == armed {
-                return;
-            }
-            match lp.update_registration(fd, source.gen, want, Mode::Oneshot) {
-                Ok(()) => source.armed.set(want),
-                // The waiting tasks try again, and their own wait reports the error.
-                Err(_) => source.wake_waiting(rest),
-            }
+            // Called before any task is woken, with the registration disarmed (the report
+            // disarmed it): armed again for the directions still waited on.
+            source.on_ready(ready, |rest| {
+                match lp.update_registration(fd, source.gen, rest, Mode::Oneshot) {
+                    Ok(()) => source.armed.set(rest),
+                    // The waiting tasks try again, and their own wait reports the error.
+                    Err(_) => source.wake_waiting(rest),
+                }
+            });
         })?
     };
     let pri = edge && lp.poller().priority_exact();

@@ -256,6 +256,8 @@ pub struct Interval {
     start: Instant,
     period: Duration,
     first: bool,
+    /// The number of the last tick returned (the first is 0).
+    last: u128,
     scheduled: Option<Scheduled>,
 }
 
@@ -304,6 +306,7 @@ pub fn interval(period: Duration) -> Interval {
         start,
         period,
         first: true,
+        last: 0,
         scheduled,
     }
 }
@@ -331,10 +334,16 @@ impl Interval {
             // days at 1 ms), and the due times would stop advancing.
             let period = self.period.as_nanos();
             let k = (at.saturating_duration_since(self.start).as_nanos() / period).max(1);
-            return Poll::Ready(deadline_after(
-                self.start,
-                nanos_duration(k.saturating_mul(period)),
-            ));
+            // A callback that ran late (the loop stalled by other work in the same round)
+            // may have counted the next tick already, which the reactor then fires as well:
+            // that firing is not a new tick.
+            if k > self.last {
+                self.last = k;
+                return Poll::Ready(deadline_after(
+                    self.start,
+                    nanos_duration(k.saturating_mul(period)),
+                ));
+            }
         }
         t.state.set_waker(cx.waker());
         Poll::Pending
