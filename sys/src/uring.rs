@@ -692,8 +692,13 @@ struct WaitState {
     ts: Box<KernelTimespec>,
     /// Sequence for the fallback timeout's `user_data`.
     seq: u32,
-    /// The `user_data` of a fallback timeout submitted and not yet completed.
+    /// The `user_data` of a fallback timeout submitted and not yet completed. It stands
+    /// for the whole wait (its deadline): the wait's later rounds keep it, and it is
+    /// cancelled when the wait returns.
     timeout: Option<u64>,
+    /// Tests: how many rounds (`wait_once` calls) the waits made.
+    #[cfg(test)]
+    rounds: u64,
 }
 
 /// One shared mapping; unmapped on drop.
@@ -1225,6 +1230,8 @@ impl Uring {
                 ts: Box::default(),
                 seq: 0,
                 timeout: None,
+                #[cfg(test)]
+                rounds: 0,
             }),
             ring_fd,
             wake: Receiver::new_fd()?,
@@ -1610,8 +1617,16 @@ impl Uring {
         if st.attention {
             notified = self.before_wait(&mut st)?;
         }
+        #[cfg(test)]
+        {
+            ws.rounds += 1;
+        }
         let block = !notified && st.must_block(left);
-        if let Some(d) = left.filter(|_| block && !self.ext_arg) {
+        // Without EXT_ARG: a TIMEOUT request for the wait's deadline, unless an earlier round
+        // of this wait has one in flight (a round that ends without an event, on internal
+        // completions, keeps it: cancelling it there would end the next round at once, on
+        // the removal's completion, and the wait would spin until its deadline).
+        if let Some(d) = left.filter(|_| block && !self.ext_arg && ws.timeout.is_none()) {
             ws.seq = ws.seq.wrapping_add(1);
             let ud = (u64::from(ws.seq) << 32) | u64::from(TIMEOUT_LOW);
             *ws.ts = kernel_timespec(d);
@@ -1644,12 +1659,18 @@ impl Uring {
             self.recover(&mut st);
             notified = true;
         }
-        if let Some(ud) = ws.timeout.take() {
-            // The wait ended before its timeout: cancel it (submitted with the next call;
-            // not `push`, whose error would lose the events just reaped).
-            st.defer(&aimed_at(IORING_OP_TIMEOUT_REMOVE, ud, INTERNAL_UD));
-        }
         Ok(Round { notified })
+    }
+
+    /// The end of a shared ring's wait: a fallback timeout still in flight (the wait ended
+    /// before its deadline) is cancelled, with the next submission (not `push`, whose error
+    /// would lose the events just reaped).
+    #[inline]
+    fn end_wait(&self, ws: &mut WaitState) {
+        if let Some(ud) = ws.timeout.take() {
+            self.lock()
+                .defer(&aimed_at(IORING_OP_TIMEOUT_REMOVE, ud, INTERNAL_UD));
+        }
     }
 
     /// What a wait does first when [`State::attention`] is set, before it consumes anything:
@@ -1830,9 +1851,11 @@ impl Uring {
     #[inline(never)]
     fn wait_shared(&self, events: &mut Events, timeout: Option<Duration>) -> io::Result<usize> {
         let mut ws = self.waiter.lock().unwrap_or_else(|p| p.into_inner());
-        common::wait_loop(events, timeout, |events, left| {
+        let res = common::wait_loop(events, timeout, |events, left| {
             self.wait_once(&mut ws, events, left)
-        })
+        });
+        self.end_wait(&mut ws);
+        res
     }
 
     /// [`Poller::wait`] in owned mode: the state lock is taken once and kept across
@@ -2856,6 +2879,41 @@ mod tests {
         let start = std::time::Instant::now();
         assert_eq!(p.wait(&mut events, Some(t)).unwrap(), 0);
         assert!(start.elapsed() >= t);
+    }
+
+    /// Without EXT_ARG, a timed wait that ends early (on an event) leaves its TIMEOUT
+    /// request to cancel, and the next wait's first round ends on that removal's
+    /// completion: the rounds after keep the new wait's own TIMEOUT rather than cancel and
+    /// submit one each time, which would end every round at once (a wait spinning through
+    /// its whole timeout). Counted in rounds, for a wait with nothing to report.
+    #[test]
+    fn timeout_fallback_waits_without_spinning() {
+        if no_ring() {
+            return;
+        }
+        let mut p = Uring::new().expect("io_uring_setup");
+        p.ext_arg = false;
+        let (a, mut b) = UnixStream::pair().unwrap();
+        p.register(a.as_raw_fd(), 1, Interest::READABLE, Mode::Oneshot)
+            .unwrap();
+        let mut events = Events::with_capacity(8);
+        for _ in 0..3 {
+            b.write_all(b"x").unwrap();
+            assert_eq!(
+                p.wait(&mut events, Some(Duration::from_secs(5))).unwrap(),
+                1
+            );
+            (&a).read_exact(&mut [0u8; 1]).unwrap();
+            p.modify(a.as_raw_fd(), 1, Interest::READABLE, Mode::Oneshot)
+                .unwrap();
+            let before = p.waiter.lock().unwrap().rounds;
+            let t = Duration::from_millis(50);
+            let start = std::time::Instant::now();
+            assert_eq!(p.wait(&mut events, Some(t)).unwrap(), 0);
+            assert!(start.elapsed() >= t);
+            let rounds = p.waiter.lock().unwrap().rounds - before;
+            assert!(rounds <= 4, "an idle wait took {rounds} rounds");
+        }
     }
 
     /// How the tests below make the poller recover from dropped completions: by calling
