@@ -1474,14 +1474,18 @@ impl Uring {
     /// kernel's overflow list, and the result of [`PROBE_UD`] to `probe`; returns whether it
     /// kept any.
     ///
-    /// If it kept any while a wait is blocked (or about to block: [`State::waiting`]), it
-    /// also queues a NOP, which the caller must submit before it lets go of the lock
-    /// (`submit_if_waiting`): the kernel wakes a waiter only for completions posted after the
-    /// CQ head it saw when it went to sleep, so one that entered after these were moved off
-    /// would sleep through them; the NOP's completion comes after.
+    /// If it took any completion off the CQ while a wait is blocked (or about to block:
+    /// [`State::waiting`]) and the stash or the Edge-ready queue then holds something for
+    /// that wait to report, it also queues a NOP, which the caller must submit before it
+    /// lets go of the lock (`submit_if_waiting`): the kernel wakes a waiter only for
+    /// completions posted after the CQ head it saw when it went to sleep, so one that entered
+    /// after these were moved off would sleep through them; the NOP's completion comes
+    /// after. Also when it took only an earlier such NOP's completion (a probe's `enter`
+    /// reaps its own): that NOP was the waiter's wake-up.
     fn stash_cq(&self, st: &mut State, probe: &mut Option<i32>) -> io::Result<bool> {
+        let had = st.ring.cq_len() > 0 || st.ring.overflowed();
         let kept = self.stash_cq_inner(st, probe)?;
-        if kept && st.waiting {
+        if st.waiting && had && (!st.stash.is_empty() || !st.ready.is_empty()) {
             let nop = IoUringSqe {
                 opcode: IORING_OP_NOP,
                 user_data: INTERNAL_UD,
@@ -2914,6 +2918,58 @@ mod tests {
             let rounds = p.waiter.lock().unwrap().rounds - before;
             assert!(rounds <= 4, "an idle wait took {rounds} rounds");
         }
+    }
+
+    /// A completion that arrives between a waiter's last look at the CQ and its
+    /// `io_uring_enter` and is moved to the stash by another thread's `is_stale` still wakes
+    /// the waiter, also when the probe's own `io_uring_enter` reaps the NOP queued for that
+    /// wake-up and finds nothing to keep (a stale number: `ENOENT`). Played on one thread,
+    /// in the order of `wait_once`'s steps.
+    #[test]
+    fn a_probe_leaves_the_waiter_its_wake_up() {
+        use std::os::fd::IntoRawFd;
+        if no_ring() {
+            return;
+        }
+        let p = Uring::new().expect("io_uring_setup");
+        let (a, b) = UnixStream::pair().unwrap();
+        let (c, _d) = UnixStream::pair().unwrap();
+        p.register(a.as_raw_fd(), 1, Interest::READABLE, Mode::Level)
+            .unwrap();
+        let cfd = c.into_raw_fd();
+        p.register(cfd, 2, Interest::READABLE, Mode::Level).unwrap();
+        let mut events = Events::with_capacity(8);
+        assert_eq!(p.wait(&mut events, Some(Duration::ZERO)).unwrap(), 0);
+        let other = std::fs::File::open("/dev/null").unwrap();
+        // SAFETY: both fds are open; `cfd` (whose socket this closes) is owned by this test.
+        assert_eq!(unsafe { libc::dup2(other.as_raw_fd(), cfd) }, cfd);
+        // The waiter's first half: nothing to report, so it will block.
+        {
+            let mut st = p.lock();
+            assert!(st.must_block(None));
+            st.waiting = true;
+        }
+        (&b).write_all(b"x").unwrap();
+        assert!(
+            p.is_stale(cfd).unwrap(),
+            "the number is open on another file"
+        );
+        // The waiter's second half: the probe left a completion in the CQ for it, so this
+        // returns at once (a lost wake-up would block until the timeout).
+        p.enter_wait(0, true, Some(Duration::from_secs(5))).unwrap();
+        let mut st = p.lock();
+        st.waiting = false;
+        assert!(
+            st.ring.cq_len() > 0,
+            "the waiter was left nothing to wake it"
+        );
+        assert_eq!(st.stash.len(), 1);
+        drop(st);
+        assert_eq!(p.wait(&mut events, Some(Duration::ZERO)).unwrap(), 1);
+        assert_eq!(events.iter().next().unwrap().token(), 1);
+        p.deregister(cfd).unwrap();
+        // SAFETY: `cfd` is open (the /dev/null duplicate) and owned by this test.
+        unsafe { libc::close(cfd) };
     }
 
     /// How the tests below make the poller recover from dropped completions: by calling
