@@ -701,6 +701,12 @@ struct WaitState {
     rounds: u64,
 }
 
+/// The error of a push that found the SQ full again right after submitting.
+#[cold]
+fn sq_stays_full() -> io::Error {
+    io::Error::new(io::ErrorKind::Other, "io_uring submission queue stays full")
+}
+
 /// One shared mapping; unmapped on drop.
 ///
 /// Invariant: `ptr..ptr+len` is a mapping this value owns.
@@ -967,7 +973,7 @@ impl Poller for Uring {
         let mut st = self.lock();
         let old = *st.table.get(fd).ok_or_else(|| common::not_found(fd))?;
         if old.armed {
-            self.push(&mut st, &poll_remove(user_ud(fd, old.gen)))?;
+            self.push_change(&mut st, &poll_remove(user_ud(fd, old.gen)))?;
         }
         self.arm(&mut st, fd, token, interest, mode)
     }
@@ -1014,7 +1020,7 @@ impl Poller for Uring {
             // `Uring::recover`), which did not fit in the SQ then: it goes with this one.
             self.flush_deferred(&mut st)?;
         }
-        self.push(&mut st, &poll_remove(user_ud(fd, old.gen)))?;
+        self.push_change(&mut st, &poll_remove(user_ud(fd, old.gen)))?;
         if st.waiting {
             // Everything queued takes effect in the blocked wait, as it would anyway.
             return self.submit(&mut st);
@@ -1110,7 +1116,7 @@ impl Uring {
                 // with a new generation; the old poll's completion is then dropped (and the
                 // remove ends it if the kernel matched another poll of the same file).
                 e if e <= 0 || e == libc::EALREADY => {
-                    self.push(st, &poll_remove(ud))?;
+                    self.push_change(st, &poll_remove(ud))?;
                     self.arm(st, fd, entry.token, entry.interest, entry.mode)?;
                     return Ok(false);
                 }
@@ -1383,7 +1389,7 @@ impl Uring {
         if st.table.insert(fd, entry).is_some_and(|old| old.queued) {
             st.ready.retain(|&f| f != fd);
         }
-        self.push(st, &poll_for(fd, interest, mode, user_ud(fd, entry.gen)))?;
+        self.push_change(st, &poll_for(fd, interest, mode, user_ud(fd, entry.gen)))?;
         self.submit_if_waiting(st)
     }
 
@@ -1422,7 +1428,9 @@ impl Uring {
         Ok(u32::try_from(n).unwrap_or(0))
     }
 
-    /// Queues `sqe`, submitting first if the SQ is full.
+    /// Queues `sqe`, submitting first if the SQ is full. For a wait's own requests (at its
+    /// start, where submitting samples readiness as the wait should); a change made between
+    /// waits uses [`push_change`](Self::push_change).
     fn push(&self, st: &mut State, sqe: &IoUringSqe) -> io::Result<()> {
         if st.ring.try_push(sqe) {
             return Ok(());
@@ -1431,11 +1439,40 @@ impl Uring {
         if st.ring.try_push(sqe) {
             Ok(())
         } else {
-            Err(io::Error::new(
-                io::ErrorKind::Other,
-                "io_uring submission queue stays full",
-            ))
+            Err(sq_stays_full())
         }
+    }
+
+    /// [`push`](Self::push) for a change (register, modify, deregister, a probe's re-arm).
+    #[inline]
+    fn push_change(&self, st: &mut State, sqe: &IoUringSqe) -> io::Result<()> {
+        if st.ring.try_push(sqe) {
+            return Ok(());
+        }
+        self.push_change_full(st, sqe)
+    }
+
+    /// [`push_change`](Self::push_change) on a full SQ. The submission takes with it the
+    /// re-arms the last wait queued for the next one (a large batch of Level reports fills
+    /// the SQ with them, and a handler that registers an fd lands here), whose polls then
+    /// sample readiness before the caller has handled those reports: what they report now
+    /// is queued again, to be sampled when the next wait starts (as after a probe), else
+    /// every such fd would be reported again with nothing to read. `sqe` goes first: the
+    /// re-arms may fill the SQ again. (While a wait is blocked, the change takes effect in
+    /// it, and so do the re-arms: nothing to undo.)
+    #[cold]
+    #[inline(never)]
+    fn push_change_full(&self, st: &mut State, sqe: &IoUringSqe) -> io::Result<()> {
+        let stashed = st.stash.len();
+        self.submit(st)?;
+        if !st.ring.try_push(sqe) {
+            return Err(sq_stays_full());
+        }
+        if !st.waiting {
+            self.stash_cq(st, &mut None)?;
+            Self::resample(st, stashed);
+        }
+        Ok(())
     }
 
     /// Submits now if a wait is blocked (so the change takes effect in it); otherwise leaves
@@ -2424,6 +2461,54 @@ mod tests {
                 p.wait(&mut events, Some(std::time::Duration::from_secs(5)))
                     .unwrap();
                 for ev in events.iter() {
+                    let mut buf = [0u8; 1];
+                    let got = (&pairs[ev.token() as usize].1).read(&mut buf);
+                    assert_eq!(got.ok(), Some(1), "stale event for token {}", ev.token());
+                    left -= 1;
+                }
+            }
+            p.wait(&mut events, Some(std::time::Duration::ZERO))
+                .unwrap();
+            assert_eq!(events.len(), 0, "events after every fd was drained");
+        }
+    }
+
+    /// As above, with an fd registered by the first handler of the batch (an accept, say)
+    /// while the SQ is full of the batch's re-arms: the submission that makes room for it
+    /// must not make those re-arms report before the other handlers have read.
+    #[test]
+    fn register_in_a_big_level_batch_reports_no_stale_events() {
+        if no_ring() {
+            return;
+        }
+        let n = SQ_ENTRIES as usize + SQ_ENTRIES as usize / 2;
+        let p = Uring::new().expect("io_uring_setup");
+        let pairs: Vec<(UnixStream, UnixStream)> =
+            (0..n).map(|_| UnixStream::pair().unwrap()).collect();
+        for (i, (_, b)) in pairs.iter().enumerate() {
+            b.set_nonblocking(true).unwrap();
+            p.register(b.as_raw_fd(), i as u64, Interest::READABLE, Mode::Level)
+                .unwrap();
+        }
+        let extra: Vec<(UnixStream, UnixStream)> =
+            (0..3).map(|_| UnixStream::pair().unwrap()).collect();
+        let mut events = Events::with_capacity(n + 8);
+        for (round, (x, _)) in extra.iter().enumerate() {
+            for (a, _) in &pairs {
+                (&*a).write_all(b"x").unwrap();
+            }
+            let mut left = n;
+            let mut first = true;
+            while left > 0 {
+                p.wait(&mut events, Some(std::time::Duration::from_secs(5)))
+                    .unwrap();
+                for ev in events.iter() {
+                    if first {
+                        first = false;
+                        let token = 10_000 + round as u64;
+                        p.register(x.as_raw_fd(), token, Interest::READABLE, Mode::Level)
+                            .unwrap();
+                    }
                     let mut buf = [0u8; 1];
                     let got = (&pairs[ev.token() as usize].1).read(&mut buf);
                     assert_eq!(got.ok(), Some(1), "stale event for token {}", ev.token());
