@@ -14,8 +14,9 @@ use crate::{Events, Interest, Mode, Notifier, Poller, Ready};
 
 // The C types of `struct kevent`'s fields and of kevent(2)'s counts differ between the BSDs
 // (see each OS's <sys/event.h>): NetBSD uses `uint32_t` filter and flags and `size_t` counts,
-// the others `short`/`u_short` and `int`. `udata` (also different on old NetBSD) is never set
-// by this backend: every kevent starts zeroed.
+// the others `short`/`u_short` and `int`. `udata` (a pointer, an integer on old NetBSD) only
+// ever carries a registration's generation (see `Entry::gen`), cast with `as _`, and is never
+// dereferenced; every kevent starts zeroed.
 #[cfg(target_os = "netbsd")]
 type Filter = u32;
 #[cfg(not(target_os = "netbsd"))]
@@ -56,7 +57,11 @@ const MAX_CHANGES: usize = 4;
 /// * Tokens are kept in the backend's registered-fd table, not in the kernel's `udata`, which
 ///   is pointer-sized (32 bits on some BSD targets) while tokens are `u64`. The table also makes
 ///   `AlreadyExists`/`NotFound` match epoll (kqueue itself would silently re-add or say
-///   `ENOENT` per filter).
+///   `ENOENT` per filter). `udata` carries the registration's generation instead (set by
+///   every `EV_ADD`, which also updates an existing filter's), so a report the kernel made
+///   before a [`modify`](Poller::modify) or a re-registration of the number from another
+///   thread, and that a wait takes from the kernel after it, is dropped rather than
+///   reported with the new token (or disarming a new Oneshot registration).
 /// * [`Mode::Level`] is a plain `EV_ADD`, [`Mode::Edge`] is `EV_CLEAR`, [`Mode::Oneshot`] is
 ///   `EV_DISPATCH`: the kernel disables a filter after reporting it and
 ///   [`modify`](Poller::modify) re-arms it with `EV_ENABLE`. `EV_DISPATCH` rather than
@@ -128,6 +133,9 @@ impl std::fmt::Debug for Kqueue {
 /// The registered-fd table.
 struct Table {
     fds: FdMap<Entry>,
+    /// The last generation handed out ([`Entry::gen`]; never 0, which is a zeroed
+    /// kevent's `udata`).
+    gen: usize,
     /// Counts the batches of kernel events converted, to spot an fd's second report in one
     /// batch (`Entry::round`).
     round: u64,
@@ -140,6 +148,10 @@ struct Entry {
     mode: Mode,
     /// Oneshot: not reported since the last register/modify.
     armed: bool,
+    /// Set by each register/modify, and in the `udata` of the filters they add: a kernel
+    /// event with another is from an earlier registration (an equal one after a wrap of
+    /// `usize` is as unlikely as it is harmless: one extra report).
+    gen: usize,
     /// The batch in which this fd was last reported, and the index of that event.
     round: u64,
     slot: usize,
@@ -148,8 +160,9 @@ struct Entry {
 /// `Vec<libc::kevent>`, which is not `Send` because `kevent::udata` is a raw pointer.
 struct KeventBuf(Vec<libc::kevent>);
 
-// SAFETY: the backend never sets `udata` (every kevent starts zeroed) and never dereferences
-// it; the buffer is plain data owned by the poller and only touched under its mutex.
+// SAFETY: `udata` only ever holds an integer (a registration's generation, or 0) that is
+// never dereferenced; the buffer is plain data owned by the poller and only touched under its
+// mutex.
 unsafe impl Send for KeventBuf {}
 
 impl Poller for Kqueue {
@@ -167,6 +180,7 @@ impl Poller for Kqueue {
             kq,
             table: Mutex::new(Table {
                 fds: FdMap::new(),
+                gen: 0,
                 round: 0,
             }),
             buf: Mutex::new(KeventBuf(Vec::new())),
@@ -185,10 +199,11 @@ impl Poller for Kqueue {
         if table.fds.contains_key(fd) || Some(fd) == self.wake.fd() {
             return Err(common::already_exists(fd));
         }
+        let gen = table.next_gen();
         let mut changes = Changes::default();
         for (want, filter) in filters(interest) {
             if want {
-                changes.push(fd, filter, libc::EV_ADD | mode_flags(mode));
+                changes.push_gen(fd, filter, libc::EV_ADD | mode_flags(mode), gen);
             }
         }
         if changes.is_empty() {
@@ -203,7 +218,7 @@ impl Poller for Kqueue {
             let _ = submit(self.kq.as_raw_fd(), undo.as_slice());
             return Err(e);
         }
-        table.fds.insert(fd, Entry::new(token, interest, mode));
+        table.fds.insert(fd, Entry::new(token, interest, mode, gen));
         Ok(())
     }
 
@@ -215,6 +230,7 @@ impl Poller for Kqueue {
             Some(entry) => *entry,
             None => return Err(common::not_found(fd)),
         };
+        let gen = table.next_gen();
         let mut changes = Changes::default();
         for ((had, filter), (want, _)) in filters(old.interest).into_iter().zip(filters(interest)) {
             // Delete before (re-)adding: a changed mode needs a new knote.
@@ -222,11 +238,13 @@ impl Poller for Kqueue {
                 changes.push(fd, filter, libc::EV_DELETE);
             }
             if want {
-                // EV_ENABLE re-arms a filter EV_DISPATCH disabled; EV_ADD re-checks readiness.
-                changes.push(
+                // EV_ENABLE re-arms a filter EV_DISPATCH disabled; EV_ADD re-checks readiness
+                // (and sets the new generation).
+                changes.push_gen(
                     fd,
                     filter,
                     libc::EV_ADD | libc::EV_ENABLE | mode_flags(mode),
+                    gen,
                 );
             }
         }
@@ -244,13 +262,14 @@ impl Poller for Kqueue {
             };
             for (had, filter) in filters(old.interest) {
                 if had {
-                    restore.push(fd, filter, libc::EV_ADD | mode_flags(old.mode) | disable);
+                    let flags = libc::EV_ADD | mode_flags(old.mode) | disable;
+                    restore.push_gen(fd, filter, flags, old.gen);
                 }
             }
             let _ = submit(self.kq.as_raw_fd(), restore.as_slice());
             return Err(e);
         }
-        table.fds.insert(fd, Entry::new(token, interest, mode));
+        table.fds.insert(fd, Entry::new(token, interest, mode, gen));
         Ok(())
     }
 
@@ -318,6 +337,8 @@ impl Kqueue {
         })?;
         // SAFETY: the kernel initialised the first `n` entries, and `n <= max <= capacity`.
         unsafe { buf.set_len(n.unsigned_abs() as usize) };
+        #[cfg(test)]
+        tests::after_kevent();
 
         let mut notified = false;
         let mut table = self.table();
@@ -332,8 +353,10 @@ impl Kqueue {
             let Ok(fd) = RawFd::try_from(ev.ident) else {
                 continue;
             };
-            // An fd deregistered since the kernel queued its event is not reported.
-            let Some(entry) = table.fds.get_mut(fd) else {
+            // An fd deregistered since the kernel queued its event is not reported, nor one
+            // registered anew or modified since (another thread's call while this wait was
+            // in `kevent`).
+            let Some(entry) = table.fds.get_mut(fd).filter(|e| ev.udata as usize == e.gen) else {
                 continue;
             };
             let ready = ready_from(ev);
@@ -367,13 +390,22 @@ impl Kqueue {
     }
 }
 
+impl Table {
+    /// A new generation for a register or modify.
+    fn next_gen(&mut self) -> usize {
+        self.gen = self.gen.wrapping_add(1).max(1);
+        self.gen
+    }
+}
+
 impl Entry {
-    fn new(token: u64, interest: Interest, mode: Mode) -> Self {
+    fn new(token: u64, interest: Interest, mode: Mode, gen: usize) -> Self {
         Self {
             token,
             interest,
             mode,
             armed: true,
+            gen,
             round: 0,
             slot: 0,
         }
@@ -463,6 +495,14 @@ impl Changes {
     /// Adds a change for the fd `fd` (non-negative: checked by the caller).
     fn push(&mut self, fd: RawFd, filter: Filter, flags: Flags) {
         self.push_raw(fd.unsigned_abs() as libc::uintptr_t, filter, flags, 0);
+    }
+
+    /// [`push`](Self::push) with `gen` in the change's `udata` (see [`Entry::gen`]).
+    fn push_gen(&mut self, fd: RawFd, filter: Filter, flags: Flags, gen: usize) {
+        self.push(fd, filter, flags);
+        // An integer in a pointer-typed field (an integer one on old NetBSD): never
+        // dereferenced, by the kernel or here.
+        self.list[self.len - 1].udata = gen as _;
     }
 
     fn push_raw(&mut self, ident: libc::uintptr_t, filter: Filter, flags: Flags, fflags: u32) {
@@ -648,6 +688,51 @@ mod tests {
         assert!(unsupported(&other, 2));
         let swapped = [ok[1], ok[0]];
         assert!(unsupported(&swapped, 2));
+    }
+
+    /// A report the kernel made for an earlier registration and that a wait takes from the
+    /// kernel after another thread's `modify` (here: the hook between the wait's `kevent`
+    /// and its table lookup) is dropped: not reported with the new token, and the new
+    /// Oneshot registration stays armed for its own report.
+    #[test]
+    fn a_report_of_the_old_registration_is_dropped() {
+        let p = std::sync::Arc::new(Kqueue::new().unwrap());
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let fd = a.as_raw_fd();
+        p.register(fd, 1, Interest::WRITABLE, Mode::Oneshot)
+            .unwrap();
+        let p2 = p.clone();
+        AFTER_KEVENT.with(|h| {
+            *h.borrow_mut() = Some(Box::new(move || {
+                p2.modify(fd, 2, Interest::READABLE, Mode::Oneshot).unwrap();
+            }));
+        });
+        let mut events = Events::with_capacity(8);
+        // The kernel reports writability (token 1's); the modify comes before the lookup.
+        assert_eq!(p.wait(&mut events, Some(Duration::ZERO)).unwrap(), 0);
+        AFTER_KEVENT.with(|h| h.borrow_mut().take());
+        std::io::Write::write_all(&mut &b, b"x").unwrap();
+        assert_eq!(
+            p.wait(&mut events, Some(Duration::from_secs(5))).unwrap(),
+            1
+        );
+        let ev = events.iter().next().unwrap();
+        assert_eq!((ev.token(), ev.ready()), (2, Ready::READABLE));
+        p.deregister(fd).unwrap();
+    }
+
+    thread_local! {
+        /// Run by a wait of this thread between its `kevent` and its table lookup.
+        static AFTER_KEVENT: std::cell::RefCell<Option<Box<dyn FnMut()>>> =
+            std::cell::RefCell::new(None);
+    }
+
+    pub(super) fn after_kevent() {
+        AFTER_KEVENT.with(|h| {
+            if let Some(f) = h.borrow_mut().as_mut() {
+                f();
+            }
+        });
     }
 
     /// FreeBSD and DragonFly refuse `EVFILT_WRITE` on a pipe whose reader is gone with
