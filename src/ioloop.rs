@@ -147,7 +147,10 @@ struct Inner<P: Poller> {
     /// but I/O to do skips those queues.
     hints: Cell<u8>,
     in_run: Cell<bool>,
-    signals: RefCell<Vec<(i32, RawFd)>>,
+    /// The signals handled, with their pipes: kept here, not in the handlers, so that
+    /// [`IoLoop::remove_signal_handler`] gives the signal back at once, also when called
+    /// from the signal's own handler (lent out while it runs).
+    signals: RefCell<Vec<(i32, SignalPipe)>>,
     /// The task layer's run queue and task table ([`crate::task`]).
     tasks: Rc<Executor>,
     /// This loop, type-erased and weak, for the task layer's "current loop".
@@ -699,23 +702,30 @@ impl<P: Poller> IoLoop<P> {
         mut handler: impl FnMut(&IoLoop<P>, i32) + 'static,
     ) -> io::Result<()> {
         let pipe = SignalPipe::new(signum)?;
-        let fd = pipe.fd();
-        self.add_handler(fd, Interest::READABLE, move |lp, _fd, _ready| {
-            if pipe.drain() > 0 {
+        self.add_handler(pipe.fd(), Interest::READABLE, move |lp, _fd, _ready| {
+            let drained = lp
+                .inner
+                .signals
+                .borrow()
+                .iter()
+                .find(|(s, _)| *s == signum)
+                .map_or(0, |(_, pipe)| pipe.drain());
+            if drained > 0 {
                 handler(lp, signum);
             }
         })?;
-        self.inner.signals.borrow_mut().push((signum, fd));
+        self.inner.signals.borrow_mut().push((signum, pipe));
         Ok(())
     }
 
-    /// Stops handling `signum` and restores its previous disposition.
+    /// Stops handling `signum` and restores its previous disposition, before it returns
+    /// (also when called from the signal's own handler, which may then add a new one).
     ///
     /// # Errors
     ///
     /// `NotFound` if this loop has no handler for `signum`.
     pub fn remove_signal_handler(&self, signum: i32) -> io::Result<()> {
-        let fd = {
+        let pipe = {
             let mut sigs = self.inner.signals.borrow_mut();
             let i = sigs.iter().position(|(s, _)| *s == signum).ok_or_else(|| {
                 io::Error::new(
@@ -725,7 +735,10 @@ impl<P: Poller> IoLoop<P> {
             })?;
             sigs.swap_remove(i).1
         };
-        self.remove_handler(fd)
+        let res = self.remove_handler(pipe.fd());
+        // After the fd's registration: closing the pipe restores the old disposition.
+        drop(pipe);
+        res
     }
 
     // ----- running -------------------------------------------------------------------------

@@ -172,6 +172,37 @@ fn handler_can_remove_itself() {
     lp.remove_signal_handler(libc::SIGUSR1).unwrap();
 }
 
+/// A handler that removes itself gives the signal back before `remove_signal_handler`
+/// returns, not when the handler returns: a new handler can be added right there, and it
+/// gets the next delivery.
+#[test]
+fn handler_can_replace_itself() {
+    let _g = serial();
+    let lp = new_loop();
+    let calls = counter();
+    let c = calls.clone();
+    lp.add_signal_handler(libc::SIGUSR2, move |lp, sig| {
+        lp.remove_signal_handler(sig).unwrap();
+        let c = c.clone();
+        lp.add_signal_handler(sig, move |lp, _| {
+            bump(&c);
+            lp.stop();
+        })
+        .expect("a new handler from inside the old one");
+        lp.stop();
+    })
+    .unwrap();
+    raise(Signal::SIGUSR2).unwrap();
+    lp.run().unwrap();
+    assert_eq!(calls.get(), 0);
+    assert_eq!(lp.handler_count(), 1);
+    raise(Signal::SIGUSR2).unwrap();
+    lp.run().unwrap();
+    assert_eq!(calls.get(), 1);
+    lp.remove_signal_handler(libc::SIGUSR2).unwrap();
+    assert_eq!(lp.handler_count(), 0);
+}
+
 #[test]
 fn uncatchable_and_fault_signals_are_invalid_input() {
     let _g = serial();
