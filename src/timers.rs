@@ -37,10 +37,10 @@ struct Slot<F, G> {
     callback: Option<Callback<F, G>>,
 }
 
-/// Heap entry: (deadline in ns after `Timers::base`, sequence number, slot, generation);
-/// ordered by deadline, then FIFO among equal deadlines. 24 bytes, like a bare
-/// `(Instant, u64)` key.
-type Key = Reverse<(u64, u64, u32, u32)>;
+/// Heap entry: (deadline in ns after `Timers::base`, negative before it; sequence number,
+/// slot, generation); ordered by deadline, then FIFO among equal deadlines. 24 bytes, like a
+/// bare `(Instant, u64)` key.
+type Key = Reverse<(i64, u64, u32, u32)>;
 
 pub(crate) struct Timers<F, G> {
     heap: BinaryHeap<Key>,
@@ -51,8 +51,9 @@ pub(crate) struct Timers<F, G> {
     stale: usize,
     /// Stamped into every [`TimeoutId`] this queue issues.
     owner: u32,
-    /// The zero of the heap's deadlines: a day before the queue was made, so deadlines in
-    /// the recent past keep their order; earlier ones count as "at `base`".
+    /// The zero of the heap's deadlines (when the queue was made): earlier deadlines are
+    /// negative, so deadlines long past keep their order too. Nanoseconds in an `i64`
+    /// reach 292 years either way; farther ones saturate.
     base: Instant,
 }
 
@@ -68,7 +69,7 @@ pub(crate) fn deadline_after(now: Instant, delay: Duration) -> Instant {
 pub(crate) struct Mark {
     seq: u64,
     now: Instant,
-    now_ns: u64,
+    now_ns: i64,
 }
 
 /// A due timer taken out of the queue.
@@ -88,28 +89,27 @@ impl<F, G> Timers<F, G> {
             seq: 0,
             stale: 0,
             owner,
-            base: {
-                let now = Instant::now();
-                now.checked_sub(Duration::from_secs(24 * 3600))
-                    .unwrap_or(now)
-            },
+            base: Instant::now(),
         }
     }
 
     /// `deadline` as heap nanoseconds (saturating at both ends).
     #[inline]
-    fn to_ns(&self, deadline: Instant) -> u64 {
-        // u64 arithmetic (saturating) rather than `as_nanos`' u128: this runs per insert.
-        deadline.checked_duration_since(self.base).map_or(0, |d| {
-            d.as_secs()
-                .saturating_mul(1_000_000_000)
-                .saturating_add(u64::from(d.subsec_nanos()))
-        })
+    fn to_ns(&self, deadline: Instant) -> i64 {
+        match deadline.checked_duration_since(self.base) {
+            Some(after) => nanos(after),
+            None => nanos(self.base.duration_since(deadline)).saturating_neg(),
+        }
     }
 
     #[inline]
-    fn to_instant(&self, ns: u64) -> Instant {
-        deadline_after(self.base, Duration::from_nanos(ns))
+    fn to_instant(&self, ns: i64) -> Instant {
+        let d = Duration::from_nanos(ns.unsigned_abs());
+        if ns >= 0 {
+            deadline_after(self.base, d)
+        } else {
+            self.base.checked_sub(d).unwrap_or(self.base)
+        }
     }
 
     /// Schedules `callback` at `deadline`.
@@ -292,6 +292,16 @@ impl<F, G> Timers<F, G> {
     }
 }
 
+/// `d` in nanoseconds, saturating at `i64::MAX` (i64 arithmetic rather than `as_nanos`'
+/// u128: this runs per insert).
+#[inline]
+fn nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_secs())
+        .unwrap_or(i64::MAX)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(i64::from(d.subsec_nanos()))
+}
+
 /// The first `deadline + k * period` (k >= 1) that is after `now`.
 fn next_tick(deadline: Instant, period: Duration, now: Instant) -> Instant {
     let next = deadline_after(deadline, period);
@@ -385,6 +395,28 @@ mod tests {
             next_tick(base, p, base + Duration::from_millis(40)),
             base + 5 * p
         );
+    }
+
+    /// Deadlines long before the queue was made (an `Instant` kept from days ago) keep
+    /// their order.
+    #[test]
+    fn long_past_deadlines_keep_their_order() {
+        let mut t = T::new(0);
+        let now = Instant::now();
+        let ago = |h: u64| now.checked_sub(Duration::from_secs(h * 3600));
+        let (Some(h48), Some(h72), Some(h1)) = (ago(48), ago(72), ago(1)) else {
+            return; // an `Instant` that far back is not representable here
+        };
+        t.insert(h48, Callback::Once(48));
+        t.insert(h72, Callback::Once(72));
+        t.insert(h1, Callback::Once(1));
+        assert_eq!(t.next_deadline(), Some(h72));
+        let mark = t.mark(now);
+        let mut order = Vec::new();
+        while let Some(Due::Once(v)) = t.pop_due(&mark) {
+            order.push(v);
+        }
+        assert_eq!(order, [72, 48, 1]);
     }
 
     #[test]
