@@ -183,10 +183,11 @@ fn periodic_skips_ticks_missed_in_a_stall() {
         lp.stop();
     });
     lp.run().unwrap();
-    // At least 18 deadlines fell inside the stall: one late tick runs for them, the rest
-    // are skipped (at most 50 - 18 + 1 ticks), where a burst would run all ~50.
+    // The deadlines that fell inside the stall get one late tick, the rest are skipped:
+    // about 50 - 20 + 1 ticks in 50 ms, where catching up would run about 50. (A bound on
+    // the count only from above: a thread descheduled for a while runs fewer ticks, never
+    // more, so this holds on a loaded machine too.)
     let n = ticks.get();
-    assert!(n >= 4, "only {n} ticks");
     assert!(n <= 40, "{n} ticks: the missed ones ran in a burst");
     let times = times.borrow();
     assert!(times.windows(2).all(|w| w[1] > w[0]));
