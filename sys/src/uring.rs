@@ -1020,7 +1020,19 @@ impl Poller for Uring {
             // `Uring::recover`), which did not fit in the SQ then: it goes with this one.
             self.flush_deferred(&mut st)?;
         }
-        self.push_change(&mut st, &poll_remove(user_ud(fd, old.gen)))?;
+        let target = user_ud(fd, old.gen);
+        // Owned mode: a poll woken and not yet finished (its task work waits for this
+        // thread's next GETEVENTS) is not the removal's to take (`POLL_REMOVE` says
+        // `EALREADY`, and the follow-up would go out with a later wait, the file held until
+        // then); `ASYNC_CANCEL` marks it cancelled whoever owns it, so the task work run
+        // below ends it. (Owned mode is Linux 6.1+, where that cancel reaches polls; the
+        // shared ring keeps `POLL_REMOVE`, which every kernel it runs on has.)
+        let remove = if self.owner.is_some() {
+            aimed_at(IORING_OP_ASYNC_CANCEL, target, remove_ud(target))
+        } else {
+            poll_remove(target)
+        };
+        self.push_change(&mut st, &remove)?;
         if st.waiting {
             // Everything queued takes effect in the blocked wait, as it would anyway.
             return self.submit(&mut st);
@@ -3551,6 +3563,31 @@ mod tests {
                 assert_eq!((&*a).read(&mut [0u8; 8]).unwrap(), 1);
             }
         }
+    }
+
+    /// Owned mode: deregistering an Edge fd whose multishot poll was just woken (its task
+    /// work pending on the ring) releases the file when `deregister` returns.
+    #[test]
+    fn owned_deregister_of_a_woken_edge_poll_releases_the_file() {
+        if no_ring() {
+            return;
+        }
+        let p = Uring::new_owned().expect("io_uring_setup");
+        if p.owner.is_none() {
+            return; // a kernel before 6.1: the shared ring
+        }
+        let (x, peer) = nonblocking_pair();
+        peer.set_nonblocking(true).unwrap();
+        p.register(x.as_raw_fd(), 1, Interest::READABLE, Mode::Edge)
+            .unwrap();
+        let mut events = Events::with_capacity(8);
+        assert!(poll_now(&p, &mut events).is_empty());
+        (&peer).write_all(b"x").unwrap();
+        assert_eq!((&x).read(&mut [0u8; 8]).unwrap(), 1);
+        p.deregister(x.as_raw_fd()).unwrap();
+        drop(x);
+        assert_eq!((&peer).read(&mut [0u8; 8]).unwrap(), 0, "end of file");
+        assert!(poll_now(&p, &mut events).is_empty());
     }
 
     /// A recovery whose removal of a live poll did not fit in the SQ (deferred) does not keep
