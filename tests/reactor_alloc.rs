@@ -1,6 +1,6 @@
 //! No heap allocation per iteration in steady state: handlers dispatching a socket ping-pong,
 //! a periodic timer firing, callbacks and one-shot timers capturing state, queued and run
-//! (locally and through a `Handle`). Its own test binary, because the
+//! (locally and through a `Handle`), on every backend. Its own test binary, because the
 //! counting allocator is the global one.
 
 mod util;
@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ioloop::{Interest, IoLoop};
+use ioloop::{Interest, IoLoop, Poller};
 use ioloop_sys::alloc_counter::{allocations, CountingAlloc};
 use util::{bump, counter, send, socketpair};
 
@@ -24,7 +24,10 @@ const WARM_UP: usize = 500;
 const MEASURED: usize = 10_000;
 
 /// Echoes every byte it reads back to its peer, so the byte bounces forever.
-fn echo(s: UnixStream, hits: Rc<Cell<usize>>) -> impl FnMut(&IoLoop, i32, ioloop::Ready) {
+fn echo<P: Poller>(
+    s: UnixStream,
+    hits: Rc<Cell<usize>>,
+) -> impl FnMut(&IoLoop<P>, i32, ioloop::Ready) {
     move |_, _, _| {
         let mut buf = [0u8; 1];
         match (&s).read(&mut buf) {
@@ -39,9 +42,8 @@ fn echo(s: UnixStream, hits: Rc<Cell<usize>>) -> impl FnMut(&IoLoop, i32, ioloop
     }
 }
 
-#[test]
-fn steady_state_iterations_do_not_allocate() {
-    let lp = IoLoop::new().unwrap();
+fn steady_state_iterations_do_not_allocate<P: Poller>() {
+    let lp = IoLoop::<P>::with_backend().unwrap();
     let (a, b) = socketpair();
     let hits = counter();
     lp.add_handler(
@@ -64,7 +66,7 @@ fn steady_state_iterations_do_not_allocate() {
         .unwrap();
     // A callback that queues itself again each iteration, capturing an `Rc` (closures of up
     // to two words are stored inline: anything counted comes from the loop's queues).
-    fn again(lp: &IoLoop, n: Rc<Cell<usize>>) {
+    fn again<P: Poller>(lp: &IoLoop<P>, n: Rc<Cell<usize>>) {
         bump(&n);
         lp.add_callback(move |lp| again(lp, n));
     }
@@ -73,7 +75,7 @@ fn steady_state_iterations_do_not_allocate() {
     lp.add_callback(move |lp| again(lp, n));
     // The same through the cross-thread queue (mutex, swapped queues, notifier), capturing
     // an `Arc`.
-    fn again_remote(lp: &IoLoop, n: Arc<AtomicUsize>) {
+    fn again_remote<P: Poller>(lp: &IoLoop<P>, n: Arc<AtomicUsize>) {
         n.fetch_add(1, Ordering::Relaxed);
         lp.handle()
             .add_callback(move |lp| again_remote(lp, n))
@@ -85,7 +87,7 @@ fn steady_state_iterations_do_not_allocate() {
         .add_callback(move |lp| again_remote(lp, n))
         .unwrap();
     // A one-shot timer that schedules the next one from inside itself, capturing an `Rc`.
-    fn again_timer(lp: &IoLoop, n: Rc<Cell<usize>>) {
+    fn again_timer<P: Poller>(lp: &IoLoop<P>, n: Rc<Cell<usize>>) {
         bump(&n);
         lp.call_later(Duration::ZERO, move |lp| again_timer(lp, n));
     }
@@ -133,9 +135,12 @@ fn steady_state_iterations_do_not_allocate() {
     assert_eq!(
         allocated,
         0,
-        "{allocated} allocations in {MEASURED} iterations ({} handler calls, {} timer ticks)",
+        "{}: {allocated} allocations in {MEASURED} iterations ({} handler calls, {} timer ticks)",
+        P::NAME,
         hits1 - hits0,
         ticks1 - ticks0
     );
     assert!(lp.remove_timeout(every));
 }
+
+util::backend_tests!(steady_state_iterations_do_not_allocate);

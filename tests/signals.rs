@@ -1,4 +1,5 @@
-//! Signal handlers: delivered as loop events, one loop per signal, the disposition given back.
+//! Signal handlers: delivered as loop events, one loop per signal, the disposition given back;
+//! on every backend (a signal reaches the loop through a pipe registered with its poller).
 //!
 //! Dispositions are process-wide, so every test holds `SIGNAL_MTX` (as nix's test suite does).
 //! SIGUSR1's default action kills the process: a test raises it only while a handler is in.
@@ -10,7 +11,7 @@ use std::io;
 use std::rc::Rc;
 use std::sync::{Arc, Barrier, Mutex, MutexGuard};
 
-use ioloop::IoLoop;
+use ioloop::{IoLoop, Poller};
 use nix::sys::signal::{raise, Signal};
 use util::{bump, counter, err_kind, turn};
 
@@ -20,14 +21,13 @@ fn serial() -> MutexGuard<'static, ()> {
     SIGNAL_MTX.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn new_loop() -> IoLoop {
-    IoLoop::new().expect("IoLoop::new")
+fn new_loop<P: Poller>() -> IoLoop<P> {
+    IoLoop::with_backend().expect("IoLoop::with_backend")
 }
 
-#[test]
-fn handler_runs_on_the_loop() {
+fn handler_runs_on_the_loop<P: Poller>() {
     let _g = serial();
-    let lp = new_loop();
+    let lp = new_loop::<P>();
     let got = Rc::new(RefCell::new(Vec::new()));
     let g = got.clone();
     let loop_thread = std::thread::current().id();
@@ -47,10 +47,9 @@ fn handler_runs_on_the_loop() {
     assert_eq!(lp.handler_count(), 0);
 }
 
-#[test]
-fn signal_from_another_thread_wakes_the_loop() {
+fn signal_from_another_thread_wakes_the_loop<P: Poller>() {
     let _g = serial();
-    let lp = new_loop();
+    let lp = new_loop::<P>();
     let calls = counter();
     let c = calls.clone();
     lp.add_signal_handler(libc::SIGUSR2, move |lp, sig| {
@@ -76,10 +75,9 @@ fn signal_from_another_thread_wakes_the_loop() {
     lp.remove_signal_handler(libc::SIGUSR2).unwrap();
 }
 
-#[test]
-fn deliveries_before_the_loop_runs_merge() {
+fn deliveries_before_the_loop_runs_merge<P: Poller>() {
     let _g = serial();
-    let lp = new_loop();
+    let lp = new_loop::<P>();
     let calls = counter();
     let c = calls.clone();
     lp.add_signal_handler(libc::SIGUSR1, move |_, _| bump(&c))
@@ -100,12 +98,11 @@ fn deliveries_before_the_loop_runs_merge() {
     lp.remove_signal_handler(libc::SIGUSR1).unwrap();
 }
 
-#[test]
-fn removal_frees_the_signal_for_another_loop() {
+fn removal_frees_the_signal_for_another_loop<P: Poller>() {
     use io::ErrorKind::{AlreadyExists, NotFound};
     let _g = serial();
-    let first = new_loop();
-    let second = new_loop();
+    let first = new_loop::<P>();
+    let second = new_loop::<P>();
     first
         .add_signal_handler(libc::SIGUSR1, |_, _| panic!("first loop's handler ran"))
         .unwrap();
@@ -151,10 +148,9 @@ fn removal_frees_the_signal_for_another_loop() {
     );
 }
 
-#[test]
-fn handler_can_remove_itself() {
+fn handler_can_remove_itself<P: Poller>() {
     let _g = serial();
-    let lp = new_loop();
+    let lp = new_loop::<P>();
     let calls = counter();
     let c = calls.clone();
     lp.add_signal_handler(libc::SIGUSR1, move |lp, sig| {
@@ -175,10 +171,9 @@ fn handler_can_remove_itself() {
 /// A handler that removes itself gives the signal back before `remove_signal_handler`
 /// returns, not when the handler returns: a new handler can be added right there, and it
 /// gets the next delivery.
-#[test]
-fn handler_can_replace_itself() {
+fn handler_can_replace_itself<P: Poller>() {
     let _g = serial();
-    let lp = new_loop();
+    let lp = new_loop::<P>();
     let calls = counter();
     let c = calls.clone();
     lp.add_signal_handler(libc::SIGUSR2, move |lp, sig| {
@@ -203,10 +198,9 @@ fn handler_can_replace_itself() {
     assert_eq!(lp.handler_count(), 0);
 }
 
-#[test]
-fn uncatchable_and_fault_signals_are_invalid_input() {
+fn uncatchable_and_fault_signals_are_invalid_input<P: Poller>() {
     let _g = serial();
-    let lp = new_loop();
+    let lp = new_loop::<P>();
     for sig in [
         libc::SIGKILL,
         libc::SIGSTOP,
@@ -231,11 +225,15 @@ fn uncatchable_and_fault_signals_are_invalid_input() {
 /// the kernel, merged into the calls), and the old disposition comes back on removal. glibc
 /// keeps the first two for itself (its `sigaction` refuses them): `InvalidInput`, as for any
 /// number the program may not catch.
+fn real_time_signals_are_handled<P: Poller>() {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    real_time_signals::<P>();
+}
+
 #[cfg(any(target_os = "linux", target_os = "android"))]
-#[test]
-fn real_time_signals_are_handled() {
+fn real_time_signals<P: Poller>() {
     let _g = serial();
-    let lp = new_loop();
+    let lp = new_loop::<P>();
     let sig = libc::SIGRTMIN() + 3;
     assert!(sig <= libc::SIGRTMAX());
     let got = Rc::new(RefCell::new(Vec::new()));
@@ -264,3 +262,14 @@ fn real_time_signals_are_handled() {
         }
     }
 }
+
+util::backend_tests!(
+    handler_runs_on_the_loop,
+    signal_from_another_thread_wakes_the_loop,
+    deliveries_before_the_loop_runs_merge,
+    removal_frees_the_signal_for_another_loop,
+    handler_can_remove_itself,
+    handler_can_replace_itself,
+    uncatchable_and_fault_signals_are_invalid_input,
+    real_time_signals_are_handled,
+);

@@ -441,9 +441,8 @@ fn yield_now_lets_other_tasks_run() {
 
 // ----- wakers from other threads -----------------------------------------------------------
 
-#[test]
-fn waker_called_from_another_thread_wakes_the_loop() {
-    let lp = IoLoop::new().unwrap();
+fn waker_called_from_another_thread_wakes_the_loop<P: Poller>() {
+    let lp = new_loop::<P>();
     let slot: Arc<Mutex<Option<Waker>>> = Arc::new(Mutex::new(None));
     let flag = Arc::new(AtomicBool::new(false));
     let barrier = Arc::new(Barrier::new(2));
@@ -543,9 +542,8 @@ fn storm<P: Poller>(spawned: bool) {
     );
 }
 
-#[test]
-fn handle_spawn_from_another_thread() {
-    let lp = IoLoop::new().unwrap();
+fn handle_spawn_from_another_thread<P: Poller>() {
+    let lp = new_loop::<P>();
     let handle = lp.handle();
     let (tx, rx) = mpsc::channel();
     let t = std::thread::spawn(move || {
@@ -2566,6 +2564,10 @@ backend_tests!(
     read_with_an_error_pending,
     many_tasks_wait_on_one_source,
     a_panicking_waker_wakes_the_others,
+    waker_called_from_another_thread_wakes_the_loop,
+    handle_spawn_from_another_thread,
+    new_nonblocking_leaves_the_flags_alone,
+    poll_readable_in_a_hand_written_future,
 );
 
 /// Linux: Unix sockets at abstract names (no file; the name is gone with the socket): a
@@ -2672,9 +2674,8 @@ fn async_new_outside_a_loop_is_not_connected() {
     assert_eq!(err.kind(), io::ErrorKind::NotConnected);
 }
 
-#[test]
-fn new_nonblocking_leaves_the_flags_alone() {
-    let lp = IoLoop::new().unwrap();
+fn new_nonblocking_leaves_the_flags_alone<P: Poller>() {
+    let lp = new_loop::<P>();
     let (a, b) = UnixStream::pair().unwrap();
     a.set_nonblocking(true).unwrap();
     let flags = nix::fcntl::fcntl(&a, nix::fcntl::FcntlArg::F_GETFL).unwrap();
@@ -2715,9 +2716,8 @@ impl Future for ReadOne<'_> {
     }
 }
 
-#[test]
-fn poll_readable_in_a_hand_written_future() {
-    let lp = IoLoop::new().unwrap();
+fn poll_readable_in_a_hand_written_future<P: Poller>() {
+    let lp = new_loop::<P>();
     lp.block_on(async {
         let (a, b) = Async::<UnixStream>::pair().unwrap();
         // The block owns `b`, which the future borrows: not redundant.
