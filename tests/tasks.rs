@@ -834,6 +834,60 @@ fn sockets_made_nonblocking_and_cloexec<P: Poller>() {
     assert_eq!(lp.handler_count(), 0);
 }
 
+/// `flush` does not wait for room: after a write cut short by a full buffer, and after
+/// one given up by a timeout, `flush` and `close` return at once. `close` then shuts the
+/// write side down: the peer reads the data, then the end of the stream (TCP and a Unix
+/// pair).
+fn flush_and_close_after_a_full_buffer<P: Poller>() {
+    let lp = new_loop::<P>();
+    lp.block_on(async {
+        let (a, b) = Async::<UnixStream>::pair().unwrap();
+        let big = vec![7u8; 8 << 20];
+        let n = (&a).write(&big).await.unwrap();
+        assert!(n < big.len(), "{}: the buffer took {n} bytes", P::NAME);
+        ioloop::timeout(HANG, (&a).flush())
+            .await
+            .expect("flush waited for room")
+            .unwrap();
+        ioloop::timeout(HANG, (&a).close())
+            .await
+            .expect("close waited for room")
+            .unwrap();
+        let mut got = Vec::new();
+        (&b).read_to_end(&mut got).await.unwrap();
+        assert_eq!(got.len(), n, "{}", P::NAME);
+
+        let listener = Async::<TcpListener>::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepting = ioloop::spawn(async move { listener.accept().await.unwrap().0 });
+        let mut client = Async::<TcpStream>::connect(addr).await.unwrap();
+        let server = ioloop::timeout(HANG, accepting)
+            .await
+            .expect("hung")
+            .unwrap();
+        // More than the socket buffers hold: given up after a while.
+        let huge = vec![1u8; 64 << 20];
+        let written = ioloop::timeout(Duration::from_millis(20), client.write_all(&huge)).await;
+        assert!(written.is_err(), "{}: 64 MiB fit", P::NAME);
+        ioloop::timeout(HANG, client.close())
+            .await
+            .expect("close waited for room")
+            .unwrap();
+        let mut got = Vec::new();
+        ioloop::timeout(HANG, (&server).read_to_end(&mut got))
+            .await
+            .expect("no end of stream after close")
+            .unwrap();
+        assert!(
+            !got.is_empty() && got.iter().all(|&x| x == 1),
+            "{}",
+            P::NAME
+        );
+    })
+    .unwrap();
+    assert_eq!(lp.handler_count(), 0);
+}
+
 /// UDP datagrams and a refused TCP connection.
 fn udp_and_connect_errors<P: Poller>() {
     let lp = new_loop::<P>();
@@ -2564,6 +2618,7 @@ backend_tests!(
     read_with_an_error_pending,
     many_tasks_wait_on_one_source,
     a_panicking_waker_wakes_the_others,
+    flush_and_close_after_a_full_buffer,
     waker_called_from_another_thread_wakes_the_loop,
     handle_spawn_from_another_thread,
     new_nonblocking_leaves_the_flags_alone,

@@ -586,7 +586,9 @@ fn classify(fd: BorrowedFd<'_>) -> ShortIo {
 /// loop instead. Operations follow async-io's pattern: try the non-blocking operation, and on
 /// `WouldBlock` wait for readiness and try again ([`read_with`](Self::read_with),
 /// [`write_with`](Self::write_with)). With the `futures-io` feature (on by default) `Async<T>`
-/// and `&Async<T>` implement `AsyncRead`/`AsyncWrite` when `T`/`&T` implement `Read`/`Write`.
+/// and `&Async<T>` implement `AsyncRead`/`AsyncWrite` when `T`/`&T` implement `Read`/`Write`;
+/// their `close` flushes, then shuts down a stream socket's write side (the peer reads the
+/// end of the stream; the fd is closed when the `Async` is dropped).
 ///
 /// Any number of tasks may wait on one `Async` at once (several tasks accepting on one
 /// listener, a reader and a writer): a report wakes every task waiting for its direction, and
@@ -1553,6 +1555,7 @@ mod futures_io_impls {
     use super::*;
     use std::io::{IoSlice, IoSliceMut, Read, Write};
     use std::pin::Pin;
+    use std::task::ready;
 
     const R: Interest = Interest::READABLE;
     const W: Interest = Interest::WRITABLE;
@@ -1643,11 +1646,12 @@ mod futures_io_impls {
             let Async { source, io } = self.get_mut();
             let io = io.as_mut().expect("Async used after into_inner");
             let flush = |io: &mut T| io.flush().map(|()| 0);
-            poll_op(source, W, None, io, flush, cx).map_ok(drop)
+            poll_flush(source, io, flush, cx)
         }
 
-        fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            self.poll_flush(cx)
+        fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            ready!(self.as_mut().poll_flush(cx))?;
+            Poll::Ready(shutdown_write(self.source.fd))
         }
     }
 
@@ -1682,11 +1686,40 @@ mod futures_io_impls {
             let this: &Async<T> = self.get_mut();
             let mut io = this.get_ref();
             let flush = |io: &mut &T| io.flush().map(|()| 0);
-            poll_op(&this.source, W, None, &mut io, flush, cx).map_ok(drop)
+            poll_flush(&this.source, &mut io, flush, cx)
         }
 
-        fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            self.poll_flush(cx)
+        fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            ready!(self.as_mut().poll_flush(cx))?;
+            Poll::Ready(shutdown_write(self.source.fd))
+        }
+    }
+
+    /// `flush`, waiting for writability only if it says `WouldBlock`: flushing a socket or a
+    /// pipe does nothing, and must not wait for room a cut-short or timed-out write left
+    /// the buffer without (std's, async-io's and tokio's return at once too).
+    fn poll_flush<X: AsFd>(
+        source: &IoSource,
+        io: &mut X,
+        mut flush: impl FnMut(&mut X) -> io::Result<usize>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        match flush(io) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            res => return Poll::Ready(res.map(drop)),
+        }
+        poll_op(source, W, None, io, flush, cx).map_ok(drop)
+    }
+
+    /// What `close` does once flushed: shuts down a stream socket's write side, so the peer
+    /// reads the end of the stream (as tokio and async-io do); other fds (pipes, files,
+    /// terminals: `ENOTSOCK`) have nothing to shut down. The fd itself is closed when the
+    /// `Async` is dropped.
+    fn shutdown_write(fd: std::os::fd::RawFd) -> io::Result<()> {
+        use nix::sys::socket::{shutdown, Shutdown};
+        match shutdown(fd, Shutdown::Write) {
+            Ok(()) | Err(nix::errno::Errno::ENOTSOCK) => Ok(()),
+            Err(e) => Err(e.into()),
         }
     }
 }
