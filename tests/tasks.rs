@@ -835,9 +835,9 @@ fn sockets_made_nonblocking_and_cloexec<P: Poller>() {
 }
 
 /// `flush` does not wait for room: after a write cut short by a full buffer, and after
-/// one given up by a timeout, `flush` and `close` return at once. `close` then shuts the
-/// write side down: the peer reads the data, then the end of the stream (TCP and a Unix
-/// pair).
+/// one given up by a timeout, `flush` and `close` return at once (`close` only flushes);
+/// a `shutdown` of the write side then lets the peer read the data and the end of the
+/// stream (a Unix pair and TCP).
 fn flush_and_close_after_a_full_buffer<P: Poller>() {
     let lp = new_loop::<P>();
     lp.block_on(async {
@@ -853,6 +853,7 @@ fn flush_and_close_after_a_full_buffer<P: Poller>() {
             .await
             .expect("close waited for room")
             .unwrap();
+        a.get_ref().shutdown(std::net::Shutdown::Write).unwrap();
         let mut got = Vec::new();
         (&b).read_to_end(&mut got).await.unwrap();
         assert_eq!(got.len(), n, "{}", P::NAME);
@@ -872,6 +873,10 @@ fn flush_and_close_after_a_full_buffer<P: Poller>() {
         ioloop::timeout(HANG, client.close())
             .await
             .expect("close waited for room")
+            .unwrap();
+        client
+            .get_ref()
+            .shutdown(std::net::Shutdown::Write)
             .unwrap();
         let mut got = Vec::new();
         ioloop::timeout(HANG, (&server).read_to_end(&mut got))

@@ -586,9 +586,11 @@ fn classify(fd: BorrowedFd<'_>) -> ShortIo {
 /// loop instead. Operations follow async-io's pattern: try the non-blocking operation, and on
 /// `WouldBlock` wait for readiness and try again ([`read_with`](Self::read_with),
 /// [`write_with`](Self::write_with)). With the `futures-io` feature (on by default) `Async<T>`
-/// and `&Async<T>` implement `AsyncRead`/`AsyncWrite` when `T`/`&T` implement `Read`/`Write`;
-/// their `close` flushes, then shuts down a stream socket's write side (the peer reads the
-/// end of the stream; the fd is closed when the `Async` is dropped).
+/// and `&Async<T>` implement `AsyncRead`/`AsyncWrite` when `T`/`&T` implement `Read`/`Write`.
+/// Their `close` only flushes, as async-io's generic `Async<T>` does: a `T` may share its
+/// socket with other holders (a `File` or stdout on a socket), whose writes a `shutdown`
+/// would end too. To send the end of a TCP or Unix stream, call
+/// `get_ref().shutdown(Shutdown::Write)`, or drop the `Async`.
 ///
 /// Any number of tasks may wait on one `Async` at once (several tasks accepting on one
 /// listener, a reader and a writer): a report wakes every task waiting for its direction, and
@@ -1555,7 +1557,6 @@ mod futures_io_impls {
     use super::*;
     use std::io::{IoSlice, IoSliceMut, Read, Write};
     use std::pin::Pin;
-    use std::task::ready;
 
     const R: Interest = Interest::READABLE;
     const W: Interest = Interest::WRITABLE;
@@ -1649,9 +1650,9 @@ mod futures_io_impls {
             poll_flush(source, io, flush, cx)
         }
 
-        fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            ready!(self.as_mut().poll_flush(cx))?;
-            Poll::Ready(shutdown_write(self.source.fd))
+        fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            // Flush only: see `Async`'s docs.
+            self.poll_flush(cx)
         }
     }
 
@@ -1689,9 +1690,9 @@ mod futures_io_impls {
             poll_flush(&this.source, &mut io, flush, cx)
         }
 
-        fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-            ready!(self.as_mut().poll_flush(cx))?;
-            Poll::Ready(shutdown_write(self.source.fd))
+        fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            // Flush only: see `Async`'s docs.
+            self.poll_flush(cx)
         }
     }
 
@@ -1709,18 +1710,6 @@ mod futures_io_impls {
             res => return Poll::Ready(res.map(drop)),
         }
         poll_op(source, W, None, io, flush, cx).map_ok(drop)
-    }
-
-    /// What `close` does once flushed: shuts down a stream socket's write side, so the peer
-    /// reads the end of the stream (as tokio and async-io do); other fds (pipes, files,
-    /// terminals: `ENOTSOCK`) have nothing to shut down. The fd itself is closed when the
-    /// `Async` is dropped.
-    fn shutdown_write(fd: std::os::fd::RawFd) -> io::Result<()> {
-        use nix::sys::socket::{shutdown, Shutdown};
-        match shutdown(fd, Shutdown::Write) {
-            Ok(()) | Err(nix::errno::Errno::ENOTSOCK) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
     }
 }
 
