@@ -42,10 +42,12 @@ pub struct Epoll {
     /// meanwhile would meet the probe's entry (a spurious `AlreadyExists`; a `modify` that
     /// succeeds on it and is then undone by the probe). Such a call is redone holding this.
     ///
-    /// What it holds: the fd numbers whose probe entry a `deregister` of another thread
-    /// removed (the probe's own removal then found nothing), each owed a `NotFound` by one
-    /// of the deregisters of that number that overlapped a probe.
-    probe_lock: Mutex<Vec<RawFd>>,
+    /// What it holds: the fd numbers whose probe entry was gone when the probe went to
+    /// remove it, with that probe's (odd) `probe_seq`. A `deregister` of another thread that
+    /// removed the entry owes its caller `NotFound`; it overlapped that probe, so it read
+    /// `probe_seq` at or before the tag. (The entry also goes when the number is closed and
+    /// reused meanwhile: then nobody claims it; a few such are kept, the oldest dropped.)
+    probe_lock: Mutex<Vec<(RawFd, u32)>>,
     /// Counts probe edges: odd while a probe's entry is in the set (changed under
     /// `probe_lock`). A call that read it even and unchanged around its `epoll_ctl` met no
     /// probe.
@@ -137,7 +139,7 @@ impl Poller for Epoll {
         let seq = self.probe_seq.load(Ordering::SeqCst);
         match self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0) {
             // It may have removed a probe's entry (the number was not registered).
-            Ok(()) if self.probed(seq) => self.del_probed(fd),
+            Ok(()) if self.probed(seq) => self.del_probed(fd, seq),
             Ok(()) => Ok(()),
             Err(e) => Err(self.not_registered(e, fd)),
         }
@@ -159,16 +161,23 @@ impl Poller for Epoll {
             return Ok(false);
         }
         let mut taken = self.probe_lock.lock().unwrap_or_else(|p| p.into_inner());
-        self.probe_seq.fetch_add(1, Ordering::SeqCst);
+        let tag = self
+            .probe_seq
+            .fetch_add(1, Ordering::SeqCst)
+            .wrapping_add(1);
         let stale = match self.ctl(libc::EPOLL_CTL_ADD, fd, RESERVED_TOKEN, 0) {
             Ok(()) => {
                 #[cfg(test)]
                 tests::in_probe();
                 // ENOENT: a `deregister` of the number in another thread removed the
-                // probe's entry; it answers `NotFound` once this probe is done.
+                // probe's entry (it answers `NotFound` once this probe is done), or the
+                // number was closed and reused meanwhile.
                 match self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0) {
                     Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                        taken.push(fd);
+                        if taken.len() >= 16 {
+                            taken.remove(0);
+                        }
+                        taken.push((fd, tag));
                         Ok(true)
                     }
                     Err(e) => Err(e),
@@ -270,17 +279,24 @@ impl Epoll {
     }
 
     /// A `deregister` whose `EPOLL_CTL_DEL` succeeded while an `is_stale` probe may have had
-    /// its entry in the set: once no probe runs, `NotFound` if a probe of `fd` found its
-    /// entry taken (the number was not registered), else `Ok`. With two such deregisters of
-    /// one number at once (one that took a probe's entry, one of a registration made after
-    /// the entry went), which of them answers `NotFound` is not known; one does.
+    /// its entry in the set (`probe_seq` read `seq` before it): once no probe runs,
+    /// `NotFound` if a probe of `fd` that this call overlapped (tagged `seq` or later)
+    /// found its entry gone (the number was not registered), else `Ok`. With two such
+    /// deregisters of one number at once (one that took a probe's entry, one of a
+    /// registration made after the entry went), which of them answers `NotFound` is not
+    /// known; one does.
     #[cold]
     #[inline(never)]
-    fn del_probed(&self, fd: RawFd) -> io::Result<()> {
+    fn del_probed(&self, fd: RawFd, seq: u32) -> io::Result<()> {
         #[cfg(test)]
         tests::redone();
         let mut taken = self.probe_lock.lock().unwrap_or_else(|p| p.into_inner());
-        match taken.iter().position(|&t| t == fd) {
+        // `tag` at or after `seq`, in wrapping order.
+        let overlapped = |tag: u32| (tag.wrapping_sub(seq) as i32) >= 0;
+        match taken
+            .iter()
+            .position(|&(t, tag)| t == fd && overlapped(tag))
+        {
             Some(i) => {
                 taken.swap_remove(i);
                 Err(common::not_found(fd))
@@ -585,6 +601,49 @@ mod tests {
             p.deregister(fd).unwrap_err().kind(),
             io::ErrorKind::NotFound
         );
+    }
+
+    /// A probe whose entry went because another thread closed and reused the number (not a
+    /// `deregister`) leaves a `NotFound` nobody is owed: a later `deregister` of a
+    /// registration of that number, which overlaps a probe of another number, still
+    /// answers `Ok`.
+    #[test]
+    fn a_reused_number_owes_no_not_found() {
+        let p = Arc::new(Epoll::new().unwrap());
+        let (a, _a2) = UnixStream::pair().unwrap();
+        let (c, _c2) = UnixStream::pair().unwrap();
+        let (d, _d2) = UnixStream::pair().unwrap();
+        let (fd, cfd) = (a.as_raw_fd(), c.as_raw_fd());
+        IN_PROBE.with(|h| {
+            *h.borrow_mut() = Some(Box::new(move || {
+                // SAFETY: both are open; `fd`'s number stays owned by `a`, which closes
+                // whatever is there when it drops.
+                let t = thread::spawn(move || unsafe { libc::dup2(cfd, fd) });
+                assert_eq!(t.join().unwrap(), fd);
+            }));
+        });
+        assert!(p.is_stale(fd).unwrap());
+        IN_PROBE.with(|h| h.borrow_mut().take());
+        p.register(fd, 7, Interest::READABLE, Mode::Level).unwrap();
+        let done = std::rc::Rc::new(RefCell::new(None));
+        let (p2, done2) = (p.clone(), done.clone());
+        IN_PROBE.with(|h| {
+            *h.borrow_mut() = Some(Box::new(move || {
+                let before = REDONE.load(Ordering::SeqCst);
+                let p = p2.clone();
+                let call = thread::spawn(move || p.deregister(fd));
+                while REDONE.load(Ordering::SeqCst) == before {
+                    thread::yield_now();
+                }
+                *done2.borrow_mut() = Some(call);
+            }));
+        });
+        assert!(p.is_stale(d.as_raw_fd()).unwrap());
+        IN_PROBE.with(|h| h.borrow_mut().take());
+        let res = done.borrow_mut().take().unwrap().join().unwrap();
+        assert!(res.is_ok(), "a registered fd's deregister answered {res:?}");
+        let err = p.deregister(fd).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound, "it was removed");
     }
 
     /// [`MAX_EVENTS`] is the kernel's limit: a wait for that many is taken (nothing is ready,
