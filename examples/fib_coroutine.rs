@@ -4,7 +4,8 @@
 //! stdin without blocking the loop and answers each number `n` with `fib(n) = <value>`,
 //! computed by a naive async recursion that yields to the loop as it goes, so the hello lines
 //! keep coming while, say, `fib(32)` is computed. A line that is not a number gets a one-line
-//! error; `exit` or end of input ends it (status 0).
+//! error; `exit` or end of input ends it (status 0). Ctrl-C (SIGINT) or SIGTERM ends it too,
+//! after restoring stdin's flags.
 //!
 //! ```text
 //! cargo run --example fib_coroutine
@@ -17,12 +18,14 @@ use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
+use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_lite::io::{AssertAsync, AsyncBufReadExt, AsyncRead, BufReader};
 use futures_lite::StreamExt;
 use ioloop::{Async, IoLoop};
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::sys::signal::{raise, Signal};
 
 /// Larger inputs are refused: the naive recursion takes exponential time.
 const MAX_N: u32 = 40;
@@ -71,9 +74,9 @@ impl Drop for RestoreFlags {
     }
 }
 
-/// Stdin as an async reader: registered on the loop when it is a terminal, pipe or socket;
-/// a regular file (`< file`, which epoll refuses and which never blocks anyway) is read
-/// directly.
+/// Stdin as an async reader: registered on the loop when it is a terminal, pipe or socket.
+/// A file the poller refuses (epoll: `EPERM` for a regular file, `< file`, or /dev/null)
+/// never blocks anyway, so it is read directly, as `hello_eventloop` and `callbacks` do.
 fn async_stdin() -> io::Result<(Box<dyn AsyncRead + Unpin>, RestoreFlags)> {
     let fd = io::stdin().as_fd().try_clone_to_owned()?;
     let restore = RestoreFlags {
@@ -81,18 +84,27 @@ fn async_stdin() -> io::Result<(Box<dyn AsyncRead + Unpin>, RestoreFlags)> {
         fd: fd.try_clone()?,
     };
     let file = File::from(fd);
-    let regular = file.metadata()?.is_file();
-    let reader: Box<dyn AsyncRead + Unpin> = if regular {
-        Box::new(AssertAsync::new(file))
-    } else {
-        Box::new(Async::new(file)?)
+    let reader: Box<dyn AsyncRead + Unpin> = match Async::new(file.try_clone()?) {
+        Ok(watched) => Box::new(watched),
+        Err(_) => Box::new(AssertAsync::new(file)),
     };
     Ok((reader, restore))
 }
 
 fn main() -> io::Result<()> {
     let lp = IoLoop::new()?;
-    lp.block_on(async {
+    // Ctrl-C or SIGTERM stops the loop instead of killing the process at once: `block_on`
+    // then returns and drops the main future, whose `RestoreFlags` guard takes `O_NONBLOCK`
+    // off stdin's open file, which the shell and the next program share.
+    let caught = Rc::new(Cell::new(None));
+    for signal in [Signal::SIGINT, Signal::SIGTERM] {
+        let caught = Rc::clone(&caught);
+        lp.add_signal_handler(signal as i32, move |lp, _| {
+            caught.set(Some(signal));
+            lp.stop();
+        })?;
+    }
+    let done = lp.block_on(async {
         ioloop::spawn(async {
             let mut every = ioloop::interval(Duration::from_secs(3));
             loop {
@@ -107,9 +119,12 @@ fn main() -> io::Result<()> {
         ioloop::yield_now().await;
 
         let (stdin, _restore) = async_stdin()?;
-        let mut lines = BufReader::new(stdin).lines();
+        // Lines as bytes: one that is not UTF-8 gets the "not a number" line, as in the other
+        // demos, instead of ending the program with `InvalidData`.
+        let mut lines = BufReader::new(stdin).split(b'\n');
         while let Some(line) = lines.next().await {
             let line = line?;
+            let line = String::from_utf8_lossy(&line);
             let text = line.trim();
             if text.is_empty() {
                 continue;
@@ -124,5 +139,13 @@ fn main() -> io::Result<()> {
             }
         }
         io::Result::Ok(())
-    })?
+    });
+    if let Some(signal) = caught.get() {
+        // Now die of the signal, as without the handler, so that the shell sees it (a script
+        // stops on Ctrl-C); exit with its conventional status if it is ignored.
+        lp.remove_signal_handler(signal as i32)?;
+        let _ = raise(signal);
+        std::process::exit(128 + signal as i32);
+    }
+    done?
 }

@@ -54,10 +54,20 @@ fn accept_handlers(lp: &IoLoop, listener: &TcpListener) {
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            // Out of fds, or a connection reset before accept: level-triggered, so the
-            // listener is reported again on the next iteration.
+            // Out of fds (EMFILE) and the like: the listener stays readable, so the
+            // level-triggered handler would be called again at once, spinning and printing
+            // the error without end. Report it, stop watching the listener for 100 ms (as
+            // the tasks' accept loop sleeps), then watch it again.
             Err(e) => {
                 eprintln!("accept: {e}");
+                let fd = listener.as_raw_fd();
+                if lp.update_handler(fd, Interest::empty()).is_ok() {
+                    lp.call_later(Duration::from_millis(100), move |lp| {
+                        if let Err(e) = lp.update_handler(fd, Interest::READABLE) {
+                            eprintln!("listener: {e}");
+                        }
+                    });
+                }
                 return;
             }
         }

@@ -226,6 +226,9 @@ impl Http {
                 None if buf.len() > MAX_HEAD => self.fail(TOO_LARGE),
                 None => break,
                 Some(Err(response)) => self.fail(response),
+                // The limit holds for a head that arrived whole too, not only for one still
+                // incomplete: the same head must not get 200 or 431 depending on its reads.
+                Some(Ok(head)) if head.len > MAX_HEAD => self.fail(TOO_LARGE),
                 Some(Ok(head)) => {
                     self.start += head.len;
                     if head.body == 0 {

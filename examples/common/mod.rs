@@ -20,6 +20,8 @@ pub fn hello() {
 #[derive(Default)]
 pub struct Lines {
     buf: Vec<u8>,
+    /// `buf[..scanned]` holds no newline: only the bytes after it are searched.
+    scanned: usize,
 }
 
 /// What one read of stdin gave.
@@ -42,6 +44,7 @@ impl Lines {
         };
         if n == 0 {
             let rest = std::mem::take(&mut self.buf);
+            self.scanned = 0;
             let rest = String::from_utf8_lossy(&rest).trim().to_string();
             return Ok(Input::Eof((!rest.is_empty()).then_some(rest)));
         }
@@ -57,10 +60,18 @@ impl Lines {
 
     fn take_lines(&mut self) -> Vec<String> {
         let mut lines = Vec::new();
-        while let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.buf.drain(..=pos).collect();
-            lines.push(String::from_utf8_lossy(&line).trim().to_string());
+        // Searching from `scanned`, not from the start: rescanning a long partial line on
+        // every read made it quadratic (a 16 MB line took 7.5 s).
+        let (mut start, mut pos) = (0, self.scanned);
+        while let Some(nl) = self.buf[pos..].iter().position(|b| *b == b'\n') {
+            pos += nl + 1;
+            let line = &self.buf[start..pos];
+            lines.push(String::from_utf8_lossy(line).trim().to_string());
+            start = pos;
         }
+        // One drain for all the lines: one per line would move the rest of the buffer each time.
+        self.buf.drain(..start);
+        self.scanned = self.buf.len();
         lines
     }
 }
