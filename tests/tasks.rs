@@ -2005,14 +2005,20 @@ fn a_panicking_waker_wakes_the_others<P: Poller>() {
     );
     assert!(matches!(read(&mut ocx), Poll::Ready(Ok(1))));
 
+    // A writer parked on a full buffer, then the panicking reader.
+    let park_writer_and_reader = |pcx: &mut Context<'_>| {
+        util::fill(src.get_ref());
+        let writer = Arc::new(Woken::default());
+        let wwaker = Waker::from(writer.clone());
+        let mut wcx = Context::from_waker(&wwaker);
+        let wrote = futures_io::AsyncWrite::poll_write(Pin::new(&mut &src), &mut wcx, &[1; 8]);
+        assert!(wrote.is_pending());
+        assert!(read(pcx).is_pending());
+        writer
+    };
+
     // A reader and a writer, one report for both.
-    util::fill(src.get_ref());
-    let writer = Arc::new(Woken::default());
-    let wwaker = Waker::from(writer.clone());
-    let mut wcx = Context::from_waker(&wwaker);
-    let wrote = futures_io::AsyncWrite::poll_write(Pin::new(&mut &src), &mut wcx, &[1; 8]);
-    assert!(wrote.is_pending());
-    assert!(read(&mut pcx).is_pending());
+    let writer = park_writer_and_reader(&mut pcx);
     (&b).write_all(b"y").unwrap();
     util::drain(&b);
     // Both may come in one report, or the writer's in a later one.
@@ -2030,13 +2036,7 @@ fn a_panicking_waker_wakes_the_others<P: Poller>() {
     // A report for the reader alone while the writer waits: on a Oneshot registration the
     // report disarms both directions, and the writer's must be armed again although the
     // reader's waker panics.
-    util::fill(src.get_ref());
-    let writer = Arc::new(Woken::default());
-    let wwaker = Waker::from(writer.clone());
-    let mut wcx = Context::from_waker(&wwaker);
-    let wrote = futures_io::AsyncWrite::poll_write(Pin::new(&mut &src), &mut wcx, &[1; 8]);
-    assert!(wrote.is_pending());
-    assert!(read(&mut pcx).is_pending());
+    let writer = park_writer_and_reader(&mut pcx);
     (&b).write_all(b"z").unwrap();
     run_panics("a reader's report while a writer waits");
     assert!(!writer.0.load(Ordering::SeqCst), "{}", P::NAME);

@@ -578,6 +578,18 @@ mod tests {
         // also one that overlaps a probe of another number.
         p.register(fd, 7, Interest::READABLE, Mode::Level).unwrap();
         let (c, _d) = UnixStream::pair().unwrap();
+        deregister_during_probe(&p, fd, c.as_raw_fd()).unwrap();
+        assert!(p.probe_lock.lock().unwrap().is_empty());
+        assert_eq!(
+            p.deregister(fd).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+    }
+
+    /// Another thread's `deregister(fd)` made while an `is_stale` probe of `probed` (a live
+    /// number that is not registered) has its entry in the set; its answer. It overlaps
+    /// the probe, so it waits for the probe to end before it answers.
+    fn deregister_during_probe(p: &Arc<Epoll>, fd: RawFd, probed: RawFd) -> io::Result<()> {
         let done = std::rc::Rc::new(RefCell::new(None));
         let (p2, done2) = (p.clone(), done.clone());
         IN_PROBE.with(|h| {
@@ -585,22 +597,16 @@ mod tests {
                 let before = REDONE.load(Ordering::SeqCst);
                 let p = p2.clone();
                 let call = thread::spawn(move || p.deregister(fd));
-                // It overlapped the probe, so it waits for the probe to end.
                 while REDONE.load(Ordering::SeqCst) == before {
                     thread::yield_now();
                 }
                 *done2.borrow_mut() = Some(call);
             }));
         });
-        assert!(p.is_stale(c.as_raw_fd()).unwrap());
+        assert!(p.is_stale(probed).unwrap());
         IN_PROBE.with(|h| h.borrow_mut().take());
         let call = done.borrow_mut().take().expect("the probe ran the call");
-        call.join().unwrap().unwrap();
-        assert!(p.probe_lock.lock().unwrap().is_empty());
-        assert_eq!(
-            p.deregister(fd).unwrap_err().kind(),
-            io::ErrorKind::NotFound
-        );
+        call.join().unwrap()
     }
 
     /// A probe whose entry went because another thread closed and reused the number (not a
@@ -625,22 +631,7 @@ mod tests {
         assert!(p.is_stale(fd).unwrap());
         IN_PROBE.with(|h| h.borrow_mut().take());
         p.register(fd, 7, Interest::READABLE, Mode::Level).unwrap();
-        let done = std::rc::Rc::new(RefCell::new(None));
-        let (p2, done2) = (p.clone(), done.clone());
-        IN_PROBE.with(|h| {
-            *h.borrow_mut() = Some(Box::new(move || {
-                let before = REDONE.load(Ordering::SeqCst);
-                let p = p2.clone();
-                let call = thread::spawn(move || p.deregister(fd));
-                while REDONE.load(Ordering::SeqCst) == before {
-                    thread::yield_now();
-                }
-                *done2.borrow_mut() = Some(call);
-            }));
-        });
-        assert!(p.is_stale(d.as_raw_fd()).unwrap());
-        IN_PROBE.with(|h| h.borrow_mut().take());
-        let res = done.borrow_mut().take().unwrap().join().unwrap();
+        let res = deregister_during_probe(&p, fd, d.as_raw_fd());
         assert!(res.is_ok(), "a registered fd's deregister answered {res:?}");
         let err = p.deregister(fd).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound, "it was removed");
