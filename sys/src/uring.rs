@@ -1021,18 +1021,7 @@ impl Poller for Uring {
             self.flush_deferred(&mut st)?;
         }
         let target = user_ud(fd, old.gen);
-        // Owned mode: a poll woken and not yet finished (its task work waits for this
-        // thread's next GETEVENTS) is not the removal's to take (`POLL_REMOVE` says
-        // `EALREADY`, and the follow-up would go out with a later wait, the file held until
-        // then); `ASYNC_CANCEL` marks it cancelled whoever owns it, so the task work run
-        // below ends it. (Owned mode is Linux 6.1+, where that cancel reaches polls; the
-        // shared ring keeps `POLL_REMOVE`, which every kernel it runs on has.)
-        let remove = if self.owner.is_some() {
-            aimed_at(IORING_OP_ASYNC_CANCEL, target, remove_ud(target))
-        } else {
-            poll_remove(target)
-        };
-        self.push_change(&mut st, &remove)?;
+        self.push_change(&mut st, &poll_remove(target))?;
         if st.waiting {
             // Everything queued takes effect in the blocked wait, as it would anyway.
             return self.submit(&mut st);
@@ -1052,6 +1041,7 @@ impl Poller for Uring {
         self.stash_cq(&mut st, &mut None)?;
         if self.owner.is_some() {
             self.run_all_deferred(&mut st)?;
+            self.cancel_if_refused(&mut st, target)?;
         }
         Self::resample(&mut st, stashed);
         Ok(())
@@ -1356,6 +1346,28 @@ impl Uring {
             self.stash_cq(st, &mut None)?;
         }
         Ok(())
+    }
+
+    /// Owned mode, `deregister`: a poll woken and not yet finished (its task work was
+    /// pending) is not `POLL_REMOVE`'s to take: it says `EALREADY`, and the `ASYNC_CANCEL`
+    /// that a reap queues for that would go out with a later wait, the file held until
+    /// then. Cancelled here instead (it marks the poll cancelled whoever owns it; Linux
+    /// 6.1+, as owned mode) and its task work run, so the file is released when
+    /// `deregister` returns. Rare: the common removal stays the cheaper `POLL_REMOVE`.
+    fn cancel_if_refused(&self, st: &mut State, target: u64) -> io::Result<()> {
+        let refused = remove_ud(target);
+        let Some(i) = st
+            .stash
+            .iter()
+            .position(|&(ud, res, _)| ud == refused && res == -libc::EALREADY)
+        else {
+            return Ok(());
+        };
+        st.stash.remove(i);
+        self.push_change(st, &async_cancel(target))?;
+        self.submit_flags(st, IORING_ENTER_GETEVENTS)?;
+        self.stash_cq(st, &mut None)?;
+        self.run_all_deferred(st)
     }
 
     /// Whether the kernel takes multishot polls (Linux 5.13+; older kernels refuse
