@@ -414,6 +414,31 @@ fn interval_counts_a_tick_once_after_a_stall() {
     assert!(Instant::now() >= t2);
 }
 
+/// A `Sleep` first polled on one loop and then awaited on another (the future moved) is
+/// ended by the loop that polls it, also once the first one is gone.
+#[test]
+fn sleep_moved_to_another_loop_completes() {
+    for drop_first in [false, true] {
+        let a = IoLoop::new().unwrap();
+        let b = IoLoop::new().unwrap();
+        let mut s = Box::pin(ioloop::sleep(Duration::from_millis(5)));
+        a.block_on(poll_fn(|cx| {
+            assert!(s.as_mut().poll(cx).is_pending());
+            Poll::Ready(())
+        }))
+        .unwrap();
+        if drop_first {
+            drop(a);
+        }
+        let done = b.block_on(ioloop::timeout(HANG, s)).unwrap();
+        assert!(
+            done.is_ok(),
+            "still pending on the second loop (first dropped: {drop_first})"
+        );
+        assert_eq!(b.timer_count(), 0);
+    }
+}
+
 #[test]
 fn yield_now_lets_other_tasks_run() {
     let lp = IoLoop::new().unwrap();

@@ -15,7 +15,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use super::{current_or_panic, LoopOps};
+use super::{current, current_or_panic, LoopOps};
 use crate::timers::{deadline_after, TimeoutId};
 
 /// The state a timer callback shares with its future.
@@ -135,8 +135,15 @@ impl Future for Sleep {
             if t.state.fired.get() {
                 return Poll::Ready(());
             }
-            t.state.set_waker(cx.waker());
-            return Poll::Pending;
+            // Polled by another loop than the one its timer is on (the future was moved):
+            // the timer moves too, else only that loop could end the sleep, and never once
+            // it stops running or is dropped.
+            let moved = current().is_some_and(|now| !same_loop(&now, &t.ops));
+            if !moved {
+                t.state.set_waker(cx.waker());
+                return Poll::Pending;
+            }
+            self.cancel();
         }
         if Instant::now() >= self.deadline {
             return Poll::Ready(());
@@ -153,6 +160,12 @@ impl Future for Sleep {
             None => Poll::Pending,
         }
     }
+}
+
+/// Whether two handles reach the same loop (their data pointers: a vtable's address is not
+/// unique).
+fn same_loop(a: &Rc<dyn LoopOps>, b: &Rc<dyn LoopOps>) -> bool {
+    std::ptr::eq(Rc::as_ptr(a).cast::<()>(), Rc::as_ptr(b).cast::<()>())
 }
 
 impl Drop for Sleep {
